@@ -1,0 +1,217 @@
+"""The ``sweep`` command: parse, call the library, print, exit. Errors become one line and exit 1."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import optuna
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sweep import results
+from sweep import study as studies
+from sweep.errors import SweepError
+from sweep.pool import default_workers
+from sweep.problems import load_problem
+from sweep.runner import run_study
+from sweep.spec import Spec, apply_overrides, grid_points, load_spec
+
+app = typer.Typer(
+    help="Grid search over truncated-BPTT subsequence lengths for LSTMs, stored in Optuna studies.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+StorageOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--storage",
+        help="Study database URL (default: $SWEEP_STORAGE, else sqlite:///sweep.db in this directory).",
+        show_default=False,
+    ),
+]
+
+
+@app.command()
+def run(
+    target: Annotated[str, typer.Argument(help="A study file (.toml), or the name of a study in the storage.")],
+    storage: StorageOption = None,
+    repeats: Annotated[Optional[int], typer.Option(min=1, help="Repeats per grid point (overrides the file).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Training epochs (overrides the file).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Study name (overrides the file).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes [default: CPU count].")] = 0,
+) -> None:
+    """Run a study: enqueue its grid, train every waiting point, print the results.
+
+    Running it again resumes: finished points are kept, a point that was interrupted goes on
+    from the repeats it had finished, and no point is added twice.
+
+    Example: sweep run studies/echo_first.toml --repeats 3 --epochs 1 --workers 2
+    """
+    spec = _spec_for(target, storage=storage, overrides={"repeats": repeats, "epochs": epochs, "name": name})
+    dataset = load_problem(spec.problem)
+    points = grid_points(spec, dataset.sequence_length)
+    study = studies.create_or_resume(
+        studies.open_storage(storage), spec, fingerprint=dataset.fingerprint, points=points
+    )
+    n_workers = workers or default_workers()
+    console.print(
+        f"[bold]{spec.name}[/]: {len(points)} grid points x {spec.repeats} repeats, "
+        f"{n_workers} worker{'s' if n_workers > 1 else ''}, storage {studies.storage_url(storage)}"
+    )
+    try:
+        with _ProgressBars(study, n_points=len(points)) as progress:
+            run_study(study, spec, dataset, points=points, n_workers=n_workers, progress=progress)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the point in progress keeps its finished repeats; run again to resume", err=True)
+        raise typer.Exit(130) from None
+    _print_results(study, spec)
+
+
+def _spec_for(target: str, *, storage: str | None, overrides: dict) -> Spec:
+    if target.endswith(".toml") or Path(target).is_file():
+        return apply_overrides(load_spec(target), **overrides)
+    study = studies.load_study(studies.open_storage(storage), target)
+    given = [f"--{key}" for key, value in overrides.items() if value is not None]
+    if given:
+        raise SweepError(
+            f"{', '.join(given)} cannot change the existing study {target!r}; "
+            "run its study file with --name NEW to try other settings"
+        )
+    return studies.study_spec(study)
+
+
+@app.command()
+def status(
+    name: Annotated[str, typer.Argument(help="The study's name.")],
+    storage: StorageOption = None,
+) -> None:
+    """Show a study's progress and results so far, best grid point first.
+
+    Example: sweep status echo-first
+    """
+    study = studies.load_study(studies.open_storage(storage), name)
+    _print_results(study, studies.study_spec(study))
+
+
+@app.command("list")
+def list_studies(storage: StorageOption = None) -> None:
+    """List the studies in the storage with their progress and best point.
+
+    Example: sweep list --storage sqlite:///sweep.db
+    """
+    storage_object = studies.open_storage(storage)
+    summaries = optuna.get_all_study_summaries(storage_object, include_best_trial=False)
+    if not summaries:
+        console.print(f"no studies in {studies.storage_url(storage)}")
+        return
+    table = Table("study", "points", "done", "running", "waiting", "failed", "best point", "best mean")
+    for summary in sorted(summaries, key=lambda s: s.study_name):
+        study = studies.load_study(storage_object, summary.study_name)
+        counts = results.count_states(study)
+        rows = results.collect_rows(study)
+        best = rows[0] if rows and rows[0].state == "done" else None
+        table.add_row(
+            summary.study_name,
+            str(len(rows)),
+            *(str(counts[state]) for state in ("done", "running", "waiting", "failed")),
+            best.key if best else "-",
+            _number(best.mean) if best else "-",
+        )
+    console.print(table)
+
+
+@app.command()
+def delete(
+    name: Annotated[str, typer.Argument(help="The study's name.")],
+    storage: StorageOption = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a study and every trial in it.
+
+    Example: sweep delete echo-first --yes
+    """
+    storage_object = studies.open_storage(storage)
+    studies.load_study(storage_object, name)
+    if not yes and not typer.confirm(f"delete study {name!r} and all its trials?"):
+        raise typer.Exit(1)
+    optuna.delete_study(study_name=name, storage=storage_object)
+    console.print(f"deleted {name}")
+
+
+class _ProgressBars:
+    """Two bars: grid points of the study, and repeats of the point being trained."""
+
+    def __init__(self, study: optuna.Study, *, n_points: int) -> None:
+        counts = results.count_states(study)
+        self._bars = Progress(
+            TextColumn("{task.description:<28}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self._points = self._bars.add_task("grid points", total=n_points, completed=counts["done"] + counts["failed"])
+        self._repeats = self._bars.add_task("repeats", total=1, visible=False)
+
+    def __enter__(self) -> _ProgressBars:
+        self._bars.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._bars.stop()
+
+    def point_started(self, key: str, *, n_repeats: int, n_finished: int) -> None:
+        self._bars.update(self._repeats, description=key, total=n_repeats, completed=n_finished, visible=True)
+
+    def repeat_finished(self) -> None:
+        self._bars.advance(self._repeats)
+
+    def point_finished(self, key: str, *, is_complete: bool) -> None:
+        self._bars.advance(self._points)
+        if not is_complete:
+            self._bars.console.print(f"[red]failed[/] {key}")
+
+
+def _print_results(study: optuna.Study, spec: Spec) -> None:
+    counts = results.count_states(study)
+    rows = results.collect_rows(study)
+    metric = f"{spec.objective.metric} per {spec.objective.per}"
+    console.print(
+        f"[bold]{study.study_name}[/]: {len(rows)} points: {counts['done']} done, {counts['running']} running, "
+        f"{counts['waiting']} waiting, {counts['failed']} failed"
+    )
+    table = Table(title=f"{metric} ({spec.direction}d), best first", title_justify="left")
+    for column in ("#", "point", "state", "n", "mean", "std", "95% CI", "time"):
+        table.add_column(column, justify="right" if column not in ("point", "state") else "left")
+    for rank, row in enumerate(rows, start=1):
+        interval = f"{_number(row.ci95_low)} .. {_number(row.ci95_high)}" if row.ci95_low is not None else "-"
+        table.add_row(
+            str(rank) if row.state == "done" else "-",
+            row.key,
+            row.state + (f": {row.note}" if row.note else ""),
+            str(row.n),
+            _number(row.mean),
+            _number(row.std),
+            interval,
+            f"{row.seconds:.0f}s" if row.seconds is not None else "-",
+        )
+    console.print(table)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def main() -> None:
+    try:
+        app()
+    except SweepError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(1)

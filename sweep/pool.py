@@ -1,0 +1,114 @@
+"""Worker processes that train repeats.
+
+Workers are started with ``spawn`` (TensorFlow is not fork-safe), receive the study's data once,
+and then take plain :class:`~sweep.train.RepeatJob` objects and return plain results. They never
+touch the study database: only the main process records anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING
+
+from sweep.problems import Dataset
+
+if TYPE_CHECKING:
+    from sweep.jobs import RepeatJob, RepeatResult
+
+__all__ = ["RepeatPool", "WorkerDied", "default_workers"]
+
+
+class WorkerDied(Exception):
+    """A worker process ended without returning (killed, out of memory); its repeat can be run again."""
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def _start_worker(dataset: Dataset, n_threads: int) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with _quiet_stderr():
+        # TensorFlow's native start-up chatter goes straight to file descriptor 2.
+        from sweep import train
+    train.limit_threads(n_threads)
+    train.set_dataset(dataset)
+
+
+def _train(job: RepeatJob) -> RepeatResult:
+    from sweep import train
+
+    return train.train_repeat(job)
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class RepeatPool:
+    """A pool of spawned worker processes, each holding the study's data."""
+
+    def __init__(self, dataset: Dataset, *, n_workers: int) -> None:
+        self.dataset = dataset
+        self.n_workers = n_workers
+        self._executor = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        n_threads = max(1, default_workers() // self.n_workers)
+        return ProcessPoolExecutor(
+            max_workers=self.n_workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(self.dataset, n_threads),
+        )
+
+    def run(self, jobs: Sequence[RepeatJob]) -> Iterator[tuple[RepeatJob, RepeatResult | BaseException]]:
+        """Yield (job, result or the exception it raised) as repeats finish, in finishing order.
+
+        When a worker dies, the pool is restarted and the repeats still owed are yielded with
+        :class:`WorkerDied`. Closing the iterator early cancels the repeats not yet started.
+        """
+        futures: dict[Future, RepeatJob] = {self._executor.submit(_train, job): job for job in jobs}
+        is_broken = False
+        try:
+            while futures:
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for future in done:
+                    job = futures.pop(future)
+                    error = future.exception()
+                    if isinstance(error, BrokenProcessPool):
+                        is_broken = True
+                        yield job, WorkerDied(f"a worker process died while training {job.key} repeat {job.repeat}")
+                    else:
+                        yield job, error if error is not None else future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+            if is_broken:
+                self.restart()
+
+    def restart(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = self._start()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> RepeatPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

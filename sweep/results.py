@@ -1,0 +1,115 @@
+"""Numbers read back from a study: per-point statistics of the repeats, and progress counts.
+
+Pure functions of stored trials: nothing here trains, guesses or draws.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from scipy import stats
+
+__all__ = ["PointRow", "collect_rows", "count_states", "summarize"]
+
+STATE_NAMES = {
+    TrialState.COMPLETE: "done",
+    TrialState.RUNNING: "running",
+    TrialState.WAITING: "waiting",
+    TrialState.FAIL: "failed",
+    TrialState.PRUNED: "pruned",
+}
+
+
+def summarize(scores: Sequence[float], confidence: float = 0.95) -> dict[str, float | int | None]:
+    """n, mean, std (n - 1), standard error, a Student-t confidence interval, median, min, max."""
+    values = np.asarray(scores, dtype=float)
+    n = len(values)
+    mean = float(values.mean())
+    if n > 1:
+        std = float(values.std(ddof=1))
+        sem = std / math.sqrt(n)
+        low, high = (mean, mean) if sem == 0 else stats.t.interval(confidence, df=n - 1, loc=mean, scale=sem)
+    else:
+        std = sem = low = high = math.nan
+    return {
+        "n": n,
+        "mean": mean,
+        "std": _finite(std),
+        "sem": _finite(sem),
+        "ci95_low": _finite(float(low)),
+        "ci95_high": _finite(float(high)),
+        "median": float(np.median(values)),
+        "min": float(values.min()),
+        "max": float(values.max()),
+    }
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class PointRow:
+    """One grid point as a table shows it."""
+
+    number: int
+    key: str
+    state: str
+    n: int
+    mean: float | None
+    std: float | None
+    ci95_low: float | None
+    ci95_high: float | None
+    seconds: float | None
+    note: str
+
+
+def point_row(trial: FrozenTrial) -> PointRow:
+    attrs = trial.user_attrs
+    if trial.state == TrialState.COMPLETE:
+        return PointRow(
+            number=trial.number,
+            key=attrs.get("key", str(trial.params)),
+            state="done",
+            n=int(attrs.get("n", len(trial.intermediate_values))),
+            mean=trial.value,
+            std=attrs.get("std"),
+            ci95_low=attrs.get("ci95_low"),
+            ci95_high=attrs.get("ci95_high"),
+            seconds=attrs.get("wall_seconds"),
+            note="",
+        )
+    partial = list(trial.intermediate_values.values())
+    return PointRow(
+        number=trial.number,
+        key=attrs.get("key", str(trial.params)),
+        state=STATE_NAMES.get(trial.state, trial.state.name.lower()),
+        n=len(partial),
+        mean=float(np.mean(partial)) if partial else None,
+        std=None,
+        ci95_low=None,
+        ci95_high=None,
+        seconds=None,
+        note=attrs.get("fail_reason", ""),
+    )
+
+
+def collect_rows(study: optuna.Study) -> list[PointRow]:
+    """Every grid point, finished ones first from best to worst, then the rest in grid order."""
+    trials = study.get_trials(deepcopy=False)
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    done.sort(key=lambda t: (-t.value if maximize else t.value, t.number))
+    rest = sorted((t for t in trials if t.state != TrialState.COMPLETE), key=lambda t: t.number)
+    return [point_row(trial) for trial in done + rest]
+
+
+def count_states(study: optuna.Study) -> dict[str, int]:
+    counts = Counter(STATE_NAMES.get(t.state, t.state.name.lower()) for t in study.get_trials(deepcopy=False))
+    return {name: counts.get(name, 0) for name in ("done", "running", "waiting", "failed")}

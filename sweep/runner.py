@@ -1,0 +1,167 @@
+"""Working through a study: claim a grid point, train its missing repeats on the worker pool,
+record each as it finishes, then store the point's summary. Only this process writes to the study.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+import optuna
+
+from sweep import study as studies
+from sweep.errors import RepeatFailed
+from sweep.pool import RepeatPool, WorkerDied
+from sweep.prepare import n_chunks
+from sweep.problems import Dataset
+from sweep.results import summarize
+from sweep.spec import GridPoint, Spec, point_settings
+from sweep.jobs import RepeatJob, RepeatResult
+
+__all__ = ["Progress", "repeat_seed", "run_study"]
+
+# A worker that dies (killed, out of memory) gets its repeats run again this many times before
+# the point is failed; what finished before is kept either way.
+MAX_WORKER_DEATHS = 2
+
+
+class Progress(Protocol):
+    def point_started(self, key: str, *, n_repeats: int, n_finished: int) -> None: ...
+
+    def repeat_finished(self) -> None: ...
+
+    def point_finished(self, key: str, *, is_complete: bool) -> None: ...
+
+
+class NoProgress:
+    def point_started(self, key: str, *, n_repeats: int, n_finished: int) -> None:
+        pass
+
+    def repeat_finished(self) -> None:
+        pass
+
+    def point_finished(self, key: str, *, is_complete: bool) -> None:
+        pass
+
+
+def repeat_seed(study_seed: int, key: str, repeat: int) -> int:
+    """A seed for one repeat of one grid point, the same on every machine and every run."""
+    digest = hashlib.sha256(f"{study_seed}|{key}|{repeat}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def run_study(
+    study: optuna.Study,
+    spec: Spec,
+    dataset: Dataset,
+    *,
+    points: Sequence[GridPoint],
+    n_workers: int,
+    progress: Progress | None = None,
+) -> int:
+    """Train every waiting grid point; returns how many points this call finished or failed."""
+    progress = progress or NoProgress()
+    n_points = 0
+    with RepeatPool(dataset, n_workers=n_workers) as pool:
+        while (trial := studies.claim_next(study)) is not None:
+            try:
+                run_point(study, trial, spec, dataset, points=points, pool=pool, progress=progress)
+            except BaseException:
+                # Interrupted: the point goes back to the queue with the repeats it finished.
+                studies.release_trial(study, trial)
+                raise
+            n_points += 1
+    return n_points
+
+
+def run_point(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    spec: Spec,
+    dataset: Dataset,
+    *,
+    points: Sequence[GridPoint],
+    pool: RepeatPool,
+    progress: Progress,
+) -> None:
+    started = time.perf_counter()
+    point = studies.suggest_point(trial, spec, points)
+    finished = studies.finished_repeats(trial)
+    jobs = [_job(spec, point, repeat) for repeat in range(spec.repeats) if repeat not in finished]
+    progress.point_started(point.key, n_repeats=spec.repeats, n_finished=len(finished))
+    metric = f"{spec.objective.metric}/{spec.objective.per}"
+    for _ in range(MAX_WORKER_DEATHS + 1):
+        jobs, failure = _train_jobs(trial, jobs, pool=pool, metric=metric, progress=progress)
+        if failure is not None:
+            studies.fail_trial(study, trial, failure)
+            progress.point_finished(point.key, is_complete=False)
+            return
+        if not jobs:
+            break
+    else:
+        studies.fail_trial(study, trial, f"worker processes died {MAX_WORKER_DEATHS + 1} times training this point")
+        progress.point_finished(point.key, is_complete=False)
+        return
+    repeats = studies.finished_repeats(study._storage.get_trial(trial._trial_id))
+    summary = _summary(repeats, spec=spec, dataset=dataset, point=point, metric=metric)
+    summary["wall_seconds"] = round(time.perf_counter() - started, 3)
+    studies.finish_trial(study, trial, summary=summary, value=summary["mean"])
+    progress.point_finished(point.key, is_complete=True)
+
+
+def _job(spec: Spec, point: GridPoint, repeat: int) -> RepeatJob:
+    settings = point_settings(spec, point)
+    return RepeatJob(
+        key=point.key,
+        length=point.length,
+        mode=point.mode,
+        repeat=repeat,
+        seed=repeat_seed(spec.seed, point.key, repeat),
+        **settings,
+    )
+
+
+def _train_jobs(
+    trial: optuna.Trial, jobs: list[RepeatJob], *, pool: RepeatPool, metric: str, progress: Progress
+) -> tuple[list[RepeatJob], str | None]:
+    """Train `jobs`, storing each result at once. Returns the jobs lost to dead workers, and a
+    failure reason if a repeat failed (the remaining repeats are then cancelled)."""
+    lost: list[RepeatJob] = []
+    with contextlib.closing(pool.run(jobs)) as outcomes:
+        for job, outcome in outcomes:
+            if isinstance(outcome, RepeatResult):
+                details = {"seed": outcome.seed, "seconds": round(outcome.seconds, 3), **outcome.scores}
+                studies.record_repeat(trial, repeat=job.repeat, score=outcome.scores[metric], details=details)
+                progress.repeat_finished()
+            elif isinstance(outcome, WorkerDied):
+                lost.append(job)
+            elif isinstance(outcome, RepeatFailed):
+                return lost, str(outcome)
+            else:
+                return lost, f"{job.key} repeat {job.repeat}: {type(outcome).__name__}: {outcome}"
+    return lost, None
+
+
+def _summary(repeats: dict[int, dict], *, spec: Spec, dataset: Dataset, point: GridPoint, metric: str) -> dict:
+    ordered = [repeats[index] for index in sorted(repeats)]
+    scores = [details[metric] for details in ordered]
+    summary: dict = summarize(scores)
+    k = n_chunks(dataset.sequence_length, point.length)
+    summary.update(
+        metric=metric,
+        scores=scores,
+        seeds=[details["seed"] for details in ordered],
+        train_seconds=round(sum(details["seconds"] for details in ordered), 3),
+        length=point.length,
+        mode=point.mode,
+        n_chunks=k,
+        is_padded=dataset.sequence_length % point.length != 0,
+        padding_fraction=round((k * point.length - dataset.sequence_length) / (k * point.length), 6),
+    )
+    for name in ordered[0]:
+        if name not in ("seed", "seconds"):
+            summary[f"mean {name}"] = summarize([details[name] for details in ordered])["mean"]
+    return summary

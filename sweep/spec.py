@@ -1,0 +1,296 @@
+"""Study files: TOML in, one frozen, checked :class:`Spec` out, and the grid it defines.
+
+Everything a user can get wrong in a study file is caught here, once, with a message that names
+the key, the value, what was expected and how to fix it. Later stages trust the spec.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sweep.errors import SpecError
+
+__all__ = [
+    "GRID_SETTINGS",
+    "GridPoint",
+    "Spec",
+    "apply_overrides",
+    "grid_points",
+    "load_spec",
+    "spec_from_dict",
+]
+
+MODES = ("stateless", "stateful")
+CLASSIFICATION_METRICS = ("accuracy", "log_loss")
+REGRESSION_METRICS = ("rmse", "mae")
+MAXIMIZED_METRICS = ("accuracy",)
+# Model and training settings that a [grid] table may list to cross with the lengths and modes.
+GRID_SETTINGS = ("units", "epochs", "batch_size", "learning_rate", "optimizer")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class EchoFirstProblem(_Strict):
+    """Zeros except the first step, which is 1 in half of the sequences; the label is that value."""
+
+    kind: Literal["echo-first"]
+    length: int = Field(20, ge=1, le=100_000)
+    n_train: int = Field(1000, ge=2)
+    n_test: int = Field(200, ge=2)
+    seed: int = 0
+
+
+class LagEchoProblem(_Strict):
+    """Many-to-many regression: the target at step t is the input at step t - lag."""
+
+    kind: Literal["lag-echo"]
+    length: int = Field(20, ge=1, le=100_000)
+    lag: int = Field(5, ge=0)
+    n_train: int = Field(1000, ge=1)
+    n_test: int = Field(200, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _lag_fits(self) -> LagEchoProblem:
+        if self.lag >= self.length:
+            raise ValueError(
+                f"lag {self.lag} must be shorter than the sequence length {self.length}; "
+                f"set problem.lag below {self.length}"
+            )
+        return self
+
+
+class NpzProblem(_Strict):
+    """A user's own arrays: x_train, y_train, x_test, y_test in one .npz file."""
+
+    kind: Literal["npz"]
+    path: str
+    task: Literal["classification", "regression"]
+
+
+Problem = Annotated[Union[EchoFirstProblem, LagEchoProblem, NpzProblem], Field(discriminator="kind")]
+
+
+class LengthRange(_Strict):
+    """Every length from `start` to `stop`, both included, in steps of `step`."""
+
+    start: int = Field(ge=1)
+    stop: int = Field(ge=1)
+    step: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LengthRange:
+        if self.stop < self.start:
+            raise ValueError(f"stop {self.stop} is below start {self.start}; swap them")
+        return self
+
+
+class Grid(_Strict):
+    lengths: Literal["factors"] | list[Annotated[int, Field(ge=1)]] | LengthRange = "factors"
+    modes: list[Literal["stateless", "stateful"]] = Field(default_factory=lambda: list(MODES))
+    units: list[Annotated[int, Field(ge=1)]] | None = None
+    epochs: list[Annotated[int, Field(ge=1)]] | None = None
+    batch_size: list[Annotated[int, Field(ge=1)]] | None = None
+    learning_rate: list[Annotated[float, Field(gt=0)]] | None = None
+    optimizer: list[Literal["adam", "sgd", "rmsprop"]] | None = None
+
+    @field_validator("lengths", "modes", "units", "epochs", "batch_size", "learning_rate", "optimizer")
+    @classmethod
+    def _non_empty_unique(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("the list is empty; give at least one value")
+            if len(set(value)) != len(value):
+                raise ValueError(f"{value} repeats a value; list each value once")
+        return value
+
+
+class Model(_Strict):
+    units: int = Field(10, ge=1, le=4096)
+
+
+class Training(_Strict):
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(10, ge=1)
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = Field(0.001, gt=0)
+
+
+class Objective(_Strict):
+    metric: Literal["accuracy", "log_loss", "rmse", "mae"] = "accuracy"
+    per: Literal["sample", "sequence"] = "sample"
+
+
+class Spec(_Strict):
+    """A whole study: what to learn, which grid to search, how to train, how to score."""
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = ""
+    repeats: int = Field(30, ge=1, le=10_000)
+    seed: int = 0
+    problem: Problem
+    grid: Grid = Field(default_factory=Grid)
+    model: Model = Field(default_factory=Model)
+    training: Training = Field(default_factory=Training)
+    objective: Objective = Field(default_factory=Objective)
+
+    @model_validator(mode="after")
+    def _metric_fits_task(self) -> Spec:
+        task = problem_task(self.problem)
+        allowed = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+        if self.objective.metric not in allowed:
+            raise ValueError(
+                f"objective.metric {self.objective.metric!r} does not suit a {task} problem; "
+                f"use one of {', '.join(allowed)}"
+            )
+        return self
+
+    @property
+    def direction(self) -> str:
+        return "maximize" if self.objective.metric in MAXIMIZED_METRICS else "minimize"
+
+
+def problem_task(problem: EchoFirstProblem | LagEchoProblem | NpzProblem) -> str:
+    if isinstance(problem, NpzProblem):
+        return problem.task
+    return "classification" if isinstance(problem, EchoFirstProblem) else "regression"
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One trial of the study: a subsequence length, a state mode and any crossed settings."""
+
+    length: int
+    mode: str
+    settings: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def key(self) -> str:
+        extras = "".join(f" {name}={value}" for name, value in self.settings)
+        return f"L={self.length} {self.mode}{extras}"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"length": self.length, "mode": self.mode, **dict(self.settings)}
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> GridPoint:
+        settings = tuple((name, params[name]) for name in GRID_SETTINGS if name in params)
+        return cls(length=int(params["length"]), mode=str(params["mode"]), settings=settings)
+
+
+def grid_lengths(grid: Grid, sequence_length: int) -> list[int]:
+    """The subsequence lengths of the grid for sequences of `sequence_length` steps, checked."""
+    lengths = grid.lengths
+    if lengths == "factors":
+        return [n for n in range(1, sequence_length + 1) if sequence_length % n == 0]
+    if isinstance(lengths, LengthRange):
+        values = list(range(lengths.start, lengths.stop + 1, lengths.step))
+    else:
+        values = sorted(lengths)
+    too_long = [n for n in values if n > sequence_length]
+    if too_long:
+        raise SpecError(
+            f"grid.lengths: {too_long[0]} is longer than the sequence length {sequence_length}; "
+            f"use lengths from 1 to {sequence_length}"
+        )
+    return values
+
+
+def grid_points(spec: Spec, sequence_length: int) -> list[GridPoint]:
+    """Every grid point, in a stable order: lengths, then modes, then crossed settings."""
+    crossed = [(name, getattr(spec.grid, name)) for name in GRID_SETTINGS if getattr(spec.grid, name)]
+    combos = itertools.product(*(values for _, values in crossed))
+    settings = [tuple(zip((name for name, _ in crossed), combo)) for combo in combos]
+    return [
+        GridPoint(length=length, mode=mode, settings=extra)
+        for length in grid_lengths(spec.grid, sequence_length)
+        for mode in spec.grid.modes
+        for extra in settings
+    ]
+
+
+def point_settings(spec: Spec, point: GridPoint) -> dict[str, Any]:
+    """Model and training settings of one grid point: the spec's, with the point's crossed ones."""
+    settings: dict[str, Any] = {**spec.model.model_dump(), **spec.training.model_dump()}
+    settings.update(point.settings)
+    return settings
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and check a study file. Raises :class:`SpecError` with one line naming the fix."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such study file; check the path (shipped ones are in studies/)")
+    except OSError as error:
+        raise SpecError(f"{path}: cannot read the study file ({error.strerror})") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise SpecError(f"{path}: not valid TOML ({error}); fix the syntax there") from None
+    problem = raw.get("problem")
+    if isinstance(problem, dict) and problem.get("kind") == "npz" and isinstance(problem.get("path"), str):
+        # A data path in a study file is relative to the file, so a study runs from any directory.
+        problem["path"] = str((path.parent / problem["path"]).resolve())
+    return spec_from_dict(raw, source=str(path))
+
+
+def spec_from_dict(raw: Mapping[str, Any], *, source: str = "study") -> Spec:
+    try:
+        return Spec.model_validate(dict(raw))
+    except ValidationError as error:
+        raise SpecError(f"{source}: {_describe(error)}") from None
+
+
+def apply_overrides(spec: Spec, **overrides: Any) -> Spec:
+    """The spec with command-line overrides (``repeats``, ``epochs``, ``name``) applied and checked."""
+    raw = spec.model_dump(mode="json")
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key == "epochs":
+            raw["training"]["epochs"] = value
+            raw["grid"]["epochs"] = None
+        else:
+            raw[key] = value
+    return spec_from_dict(raw, source="command line")
+
+
+def _describe(error: ValidationError) -> str:
+    """One line for the first problem pydantic found, phrased as key, value, expectation, fix."""
+    first = error.errors()[0]
+    location = [str(part) for part in first["loc"] if not _is_union_tag(part)]
+    key = ".".join(location) or "(top level)"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key '{key}'; remove it or check its spelling against the study-file reference in README.md"
+    if kind == "missing":
+        return f"missing key '{key}'; add it (see the study-file reference in README.md)"
+    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+        return f"'{key}.kind' must be one of 'echo-first', 'lag-echo', 'npz' (got {first.get('input', {}).get('kind')!r})"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"'{key}' = {first.get('input')!r}: {message}"
+
+
+def _is_union_tag(part: Any) -> bool:
+    return part in ("echo-first", "lag-echo", "npz") or str(part).startswith(("list[", "literal[", "LengthRange"))
+
+
+def describe_spec(spec: Spec) -> Iterator[tuple[str, str]]:
+    """(setting, value) pairs that summarise a spec for tables and reports."""
+    yield "problem", ", ".join(f"{k}={v}" for k, v in spec.problem.model_dump().items())
+    yield "repeats", str(spec.repeats)
+    yield "objective", f"{spec.objective.metric} per {spec.objective.per} ({spec.direction})"
+    yield "model", ", ".join(f"{k}={v}" for k, v in spec.model.model_dump().items())
+    yield "training", ", ".join(f"{k}={v}" for k, v in spec.training.model_dump().items())

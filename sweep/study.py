@@ -1,0 +1,224 @@
+"""The study database: storage URLs, creating and resuming studies, enqueuing the grid, and
+claiming and recording trials.
+
+One grid point is one Optuna trial. The whole grid is enqueued up front, one WAITING trial per
+point with its key, so its size and progress are plain to see. A trial's repeats are stored as
+they finish, as intermediate values at step = repeat index, so an interrupted trial goes back to
+WAITING with them and the next run trains only the repeats still missing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import optuna
+import sqlalchemy.exc
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from sweep.errors import StorageError
+from sweep.spec import GridPoint, Spec, spec_from_dict
+
+__all__ = [
+    "DEFAULT_STORAGE",
+    "claim_next",
+    "create_or_resume",
+    "fail_trial",
+    "finish_trial",
+    "load_study",
+    "open_storage",
+    "record_repeat",
+    "release_trial",
+    "storage_url",
+    "study_spec",
+]
+
+DEFAULT_STORAGE = "sqlite:///sweep.db"
+STORAGE_ENV = "SWEEP_STORAGE"
+SPEC_ATTR = "spec"
+FINGERPRINT_ATTR = "data_fingerprint"
+REPEAT_ATTR = "repeat/"  # + zero-padded repeat index: seed, every metric, seconds
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def storage_url(url: str | None) -> str:
+    """The storage to use: the one given, else $SWEEP_STORAGE, else sweep.db in this directory."""
+    return url or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+
+
+def open_storage(url: str | None) -> optuna.storages.RDBStorage:
+    url = storage_url(url)
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as error:
+        raise StorageError(
+            f"bad storage URL {url!r} ({_first_line(error)}); use sqlite:///FILE.db or "
+            "postgresql+psycopg://USER@HOST/DB"
+        ) from None
+    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as error:
+        raise StorageError(
+            f"cannot reach the study database at {_redacted(url)} ({_first_line(error.orig or error)}); "
+            "check that the server is up and the URL is right"
+        ) from None
+    except ImportError as error:
+        raise StorageError(f"no driver for storage URL {_redacted(url)} ({error}); install it with pip") from None
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        # Wait for a busy database rather than failing at once.
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True}
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _redacted(url: str) -> str:
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return url
+
+
+def load_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
+    try:
+        return optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler())
+    except KeyError:
+        names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
+        known = f"studies there: {', '.join(names)}" if names else "the storage holds no study yet"
+        raise StorageError(f"no study named {name!r} in this storage ({known}); check --storage or the name") from None
+
+
+def study_spec(study: optuna.Study) -> Spec:
+    raw = study.user_attrs.get(SPEC_ATTR)
+    if raw is None:
+        raise StorageError(f"study {study.study_name!r} was not made by sweep (it has no spec); pick another name")
+    return spec_from_dict(json.loads(raw), source=f"study {study.study_name!r}")
+
+
+def create_or_resume(
+    storage: optuna.storages.BaseStorage, spec: Spec, *, fingerprint: str, points: Sequence[GridPoint]
+) -> optuna.Study:
+    """The study of `spec`, created with its whole grid enqueued, or resumed if it exists.
+
+    Resuming checks that the stored spec and data fingerprint match and enqueues only the grid
+    points that have no trial yet, so running twice never adds a point twice.
+    """
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    if spec.name in names:
+        study = load_study(storage, spec.name)
+        if SPEC_ATTR in study.user_attrs:
+            _check_same_study(study, spec, fingerprint)
+    else:
+        study = optuna.create_study(
+            study_name=spec.name,
+            storage=storage,
+            direction=spec.direction,
+            sampler=optuna.samplers.RandomSampler(),
+        )
+    if SPEC_ATTR not in study.user_attrs:
+        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+        study.set_user_attr(SPEC_ATTR, json.dumps(spec.model_dump(mode="json"), sort_keys=True))
+    enqueue_grid(study, points)
+    return study
+
+
+def _check_same_study(study: optuna.Study, spec: Spec, fingerprint: str) -> None:
+    stored = json.loads(study.user_attrs[SPEC_ATTR])
+    wanted = spec.model_dump(mode="json")
+    difference = _first_difference(stored, wanted)
+    if difference is not None:
+        key, old, new = difference
+        raise StorageError(
+            f"study {spec.name!r} already exists with {key} = {old!r}, not {new!r}; resume it as it is, "
+            f"or give this one another name (--name) or remove the old one (sweep delete {spec.name})"
+        )
+    if study.user_attrs.get(FINGERPRINT_ATTR) != fingerprint:
+        raise StorageError(
+            f"study {spec.name!r} was made with different data (fingerprint "
+            f"{study.user_attrs.get(FINGERPRINT_ATTR)}, here {fingerprint}); use the same data file or another name"
+        )
+
+
+def _first_difference(old: Any, new: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        for key in sorted(set(old) | set(new)):
+            found = _first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
+            if found is not None:
+                return found
+        return None
+    return None if old == new else (prefix.rstrip("."), old, new)
+
+
+def enqueue_grid(study: optuna.Study, points: Sequence[GridPoint]) -> int:
+    """Enqueue the grid points that have no trial yet; returns how many were added."""
+    taken = {trial.user_attrs.get("key") for trial in study.get_trials(deepcopy=False)}
+    missing = [point for point in points if point.key not in taken]
+    for point in missing:
+        study.enqueue_trial(point.params, user_attrs={"key": point.key})
+    return len(missing)
+
+
+def claim_next(study: optuna.Study) -> Trial | None:
+    """Take the next WAITING trial, marking it RUNNING; None when no point is waiting."""
+    storage = study._storage
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+                return Trial(study, frozen._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
+def suggest_point(trial: Trial, spec: Spec, points: Sequence[GridPoint]) -> GridPoint:
+    """Record the trial's grid point as its parameters, with distributions that span the grid."""
+    fixed = trial.study._storage.get_trial_system_attrs(trial._trial_id)["fixed_params"]
+    for name in fixed:
+        values = sorted({point.params[name] for point in points if name in point.params})
+        if isinstance(values[0], bool) or isinstance(values[0], str):
+            trial.suggest_categorical(name, values)
+        elif isinstance(values[0], int):
+            trial.suggest_int(name, values[0], max(values[-1], values[0]))
+        else:
+            trial.suggest_float(name, values[0], values[-1])
+    return GridPoint.from_params(fixed)
+
+
+def finished_repeats(trial: Trial | FrozenTrial) -> dict[int, dict[str, Any]]:
+    """The repeats already stored on a trial, by index."""
+    attrs = trial.user_attrs
+    return {int(name.removeprefix(REPEAT_ATTR)): value for name, value in attrs.items() if name.startswith(REPEAT_ATTR)}
+
+
+def record_repeat(trial: Trial, *, repeat: int, score: float, details: Mapping[str, Any]) -> None:
+    """Store one finished repeat: its objective score as an intermediate value, the rest as an attribute."""
+    trial.set_user_attr(f"{REPEAT_ATTR}{repeat:04d}", dict(details))
+    trial.report(score, step=repeat)
+
+
+def finish_trial(study: optuna.Study, trial: Trial, *, summary: Mapping[str, Any], value: float) -> None:
+    for name, item in summary.items():
+        trial.set_user_attr(name, item)
+    study.tell(trial, value)
+
+
+def fail_trial(study: optuna.Study, trial: Trial, reason: str) -> None:
+    trial.set_user_attr("fail_reason", reason)
+    study.tell(trial, state=TrialState.FAIL)
+
+
+def release_trial(study: optuna.Study, trial: Trial) -> None:
+    """Put a claimed trial back in the queue, with the repeats it finished, for a later run."""
+    study._storage.set_trial_state_values(trial._trial_id, state=TrialState.WAITING)
+
+
+def clean_number(value: float) -> float | None:
+    """Attributes are stored as JSON: NaN and infinities become null."""
+    return value if math.isfinite(value) else None
