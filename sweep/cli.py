@@ -40,12 +40,16 @@ StorageOption = Annotated[
 
 @app.command()
 def run(
-    target: Annotated[str, typer.Argument(help="A study file (.toml), or the name of a study in the storage.")],
+    target: Annotated[
+        str, typer.Argument(metavar="STUDY", help="A study file (.toml), or the name of a study in the storage.")
+    ],
     storage: StorageOption = None,
     repeats: Annotated[Optional[int], typer.Option(min=1, help="Repeats per grid point (overrides the file).")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Training epochs (overrides the file).")] = None,
     name: Annotated[Optional[str], typer.Option(help="Study name (overrides the file).")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes [default: CPU count].")] = 0,
+    workers: Annotated[
+        Optional[int], typer.Option(min=1, help="Worker processes [default: CPU count].", show_default=False)
+    ] = None,
 ) -> None:
     """Run a study: enqueue its grid, train every waiting point, print the results.
 

@@ -7,6 +7,7 @@ either per sequence, ``(n, outputs)``, or per step, ``(n, T, outputs)``.
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,7 +106,10 @@ def _lagged_pairs(rng: np.random.Generator, n: int, length: int, lag: int) -> tu
 def load_npz(problem: NpzProblem) -> Dataset:
     path = Path(problem.path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise DataError(f"{path}: holds a single array, not an .npz archive; save the four arrays with numpy.savez")
+        with archive:
             missing = [key for key in NPZ_KEYS if key not in archive.files]
             if missing:
                 raise DataError(
@@ -114,7 +118,7 @@ def load_npz(problem: NpzProblem) -> Dataset:
             arrays = {key: archive[key] for key in NPZ_KEYS}
     except FileNotFoundError:
         raise DataError(f"{path}: no such data file; fix problem.path (relative to the study file)") from None
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"{path}: not a readable .npz file ({error}); save it with numpy.savez") from None
     return check_arrays(arrays, task=problem.task, source=str(path))
 
@@ -169,6 +173,6 @@ def _classes(y_train: np.ndarray, y_test: np.ndarray, source: str) -> int:
             f"{source}: classification targets must be one integer class label (0, 1, ...) per sequence or step"
         )
     n_classes = int(labels.max()) + 1
-    if n_classes < 2:
+    if np.unique(labels).size < 2:
         raise DataError(f"{source}: the targets hold one class only; a classifier needs at least two")
     return n_classes

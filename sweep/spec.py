@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sweep.errors import SpecError
 
@@ -94,8 +103,34 @@ class LengthRange(_Strict):
         return self
 
 
+def _lengths_form(value: Any) -> str | None:
+    """Which form of `grid.lengths` a value is, so that errors speak of that form alone."""
+    if isinstance(value, str):
+        return "factors"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, (dict, LengthRange)):
+        return "range"
+    return None
+
+
+Lengths = Annotated[
+    Union[
+        Annotated[Literal["factors"], Tag("factors")],
+        Annotated[list[Annotated[int, Field(ge=1)]], Tag("list")],
+        Annotated[LengthRange, Tag("range")],
+    ],
+    Discriminator(
+        _lengths_form,
+        custom_error_type="lengths_form",
+        custom_error_message='give "factors", a list of lengths, or a table {start, stop, step}',
+    ),
+]
+UNION_TAGS = ("echo-first", "lag-echo", "npz", "factors", "list", "range")
+
+
 class Grid(_Strict):
-    lengths: Literal["factors"] | list[Annotated[int, Field(ge=1)]] | LengthRange = "factors"
+    lengths: Lengths = "factors"
     modes: list[Literal["stateless", "stateful"]] = Field(default_factory=lambda: list(MODES))
     units: list[Annotated[int, Field(ge=1)]] | None = None
     epochs: list[Annotated[int, Field(ge=1)]] | None = None
@@ -233,6 +268,8 @@ def load_spec(path: str | Path) -> Spec:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(f"{path}: no such study file; check the path (shipped ones are in studies/)")
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not UTF-8 text; save the study file as UTF-8") from None
     except OSError as error:
         raise SpecError(f"{path}: cannot read the study file ({error.strerror})") from None
     try:
@@ -277,14 +314,16 @@ def _describe(error: ValidationError) -> str:
         return f"unknown key '{key}'; remove it or check its spelling against the study-file reference in README.md"
     if kind == "missing":
         return f"missing key '{key}'; add it (see the study-file reference in README.md)"
-    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
         return f"'{key}.kind' must be one of 'echo-first', 'lag-echo', 'npz' (got {first.get('input', {}).get('kind')!r})"
     message = first["msg"].removeprefix("Value error, ")
+    if not location:
+        return message  # checks across keys name their keys themselves
     return f"'{key}' = {first.get('input')!r}: {message}"
 
 
 def _is_union_tag(part: Any) -> bool:
-    return part in ("echo-first", "lag-echo", "npz") or str(part).startswith(("list[", "literal[", "LengthRange"))
+    return part in UNION_TAGS or str(part).startswith(("list[", "literal[", "function-"))
 
 
 def describe_spec(spec: Spec) -> Iterator[tuple[str, str]]:

@@ -1,0 +1,140 @@
+"""The sweep command, end to end: a real run on a tiny study read back with Optuna, and bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sweep.cli import main
+
+
+def sweep_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sweep", *args], capture_output=True, text=True, cwd=cwd, timeout=600,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+
+
+def sweep_in_process(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["sweep", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def test_run_finishes_the_grid_and_stores_every_repeat(tiny_study: Path, sqlite_url: str) -> None:
+    done = sweep_cli("run", str(tiny_study), "--workers", "2", "--storage", sqlite_url)
+    assert done.returncode == 0, done.stderr
+    assert "4 done, 0 running, 0 waiting, 0 failed" in done.stdout
+    for key in ("L=4 stateless", "L=4 stateful", "L=8 stateless", "L=8 stateful"):
+        assert key in done.stdout
+
+    study = optuna.load_study(study_name="tiny", storage=sqlite_url)
+    trials = study.get_trials()
+    assert sorted(t.user_attrs["key"] for t in trials) == ["L=4 stateful", "L=4 stateless", "L=8 stateful", "L=8 stateless"]
+    for trial in trials:
+        assert trial.state == TrialState.COMPLETE
+        assert sorted(trial.intermediate_values) == [0, 1, 2]
+        scores = [trial.intermediate_values[step] for step in range(3)]
+        assert trial.value == pytest.approx(np.mean(scores))
+        assert trial.user_attrs["scores"] == pytest.approx(scores)
+        assert trial.user_attrs["n"] == 3
+        assert trial.user_attrs["std"] == pytest.approx(np.std(scores, ddof=1))
+        assert trial.user_attrs["ci95_low"] <= trial.value <= trial.user_attrs["ci95_high"]
+        assert len(set(trial.user_attrs["seeds"])) == 3
+        assert trial.params == {"length": trial.user_attrs["length"], "mode": trial.user_attrs["mode"]}
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+
+    again = sweep_cli("run", "tiny", "--storage", sqlite_url)
+    assert again.returncode == 0, again.stderr
+    assert len(optuna.load_study(study_name="tiny", storage=sqlite_url).get_trials()) == 4
+
+    status = sweep_cli("status", "tiny", "--storage", sqlite_url)
+    assert status.returncode == 0 and "4 done" in status.stdout
+    listing = sweep_cli("list", "--storage", sqlite_url)
+    assert listing.returncode == 0 and "tiny" in listing.stdout
+
+
+def test_the_default_storage_is_sweep_db_in_the_working_directory(tiny_study: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    env_free = sweep_cli("run", str(tiny_study), "--repeats", "1", "--workers", "1", cwd=work)
+    assert env_free.returncode == 0, env_free.stderr
+    assert (work / "sweep.db").exists()
+    assert [s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{work / 'sweep.db'}")] == ["tiny"]
+
+
+def break_study(path: Path, old: str, new: str) -> Path:
+    path.write_text(path.read_text().replace(old, new, 1))
+    return path
+
+
+BAD_STUDIES = [
+    ("unknown key", 'units = 4', 'units = 4\nunits_typo = 3', "unknown key 'model.units_typo'"),
+    ("broken toml", '[grid]', '[grid', "not valid TOML"),
+    ("length longer than the sequence", "lengths = [4, 8]", "lengths = [4, 9]", "9 is longer than the sequence length 8"),
+    ("zero repeats", "repeats = 3", "repeats = 0", "repeats"),
+    ("empty grid", "lengths = [4, 8]", "lengths = []", "empty"),
+    ("wrong type", "units = 4", 'units = "four"', "model.units"),
+    ("metric for another task", 'metric = "accuracy"', 'metric = "rmse"', "does not suit a classification problem"),
+]
+
+
+@pytest.mark.parametrize(("what", "old", "new", "message"), BAD_STUDIES, ids=[case[0] for case in BAD_STUDIES])
+def test_a_bad_study_file_gets_one_line_and_writes_nothing(
+    capsys, monkeypatch, tiny_study: Path, sqlite_url: str, tmp_path: Path, what: str, old: str, new: str, message: str
+) -> None:
+    break_study(tiny_study, old, new)
+    code, _, err = sweep_in_process(capsys, monkeypatch, "run", str(tiny_study), "--storage", sqlite_url)
+    assert code == 1
+    assert err.startswith("error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "studies.db").exists()
+
+
+def test_bad_data_gets_one_line_and_writes_nothing(capsys, monkeypatch, tmp_path: Path, sqlite_url: str) -> None:
+    x = np.zeros((6, 5, 1))
+    x[2, 3, 0] = np.nan
+    np.savez(tmp_path / "data.npz", x_train=x, y_train=np.zeros(6), x_test=np.zeros((4, 5, 1)), y_test=np.zeros(4))
+    study = tmp_path / "mine.toml"
+    study.write_text('name = "mine"\n[problem]\nkind = "npz"\npath = "data.npz"\ntask = "regression"\n[objective]\nmetric = "rmse"\n')
+    code, _, err = sweep_in_process(capsys, monkeypatch, "run", str(study), "--storage", sqlite_url)
+    assert code == 1 and "x_train contains NaN" in err and err.count("\n") == 1
+    assert not (tmp_path / "studies.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql+psycopg://nobody@127.0.0.1:1/nothing", "cannot reach the study database"),
+        ("nosuchdb://somewhere/x", "bad storage URL"),
+        ("sqlite:////no/such/directory/x.db", "cannot reach the study database"),
+    ],
+)
+def test_an_unusable_storage_gets_one_line(capsys, monkeypatch, tiny_study: Path, url: str, message: str) -> None:
+    code, _, err = sweep_in_process(capsys, monkeypatch, "run", str(tiny_study), "--storage", url)
+    assert code == 1 and message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_an_unknown_study_name_lists_the_known_ones(capsys, monkeypatch, sqlite_url: str) -> None:
+    optuna.create_study(study_name="other", storage=sqlite_url)
+    code, _, err = sweep_in_process(capsys, monkeypatch, "status", "missing", "--storage", sqlite_url)
+    assert code == 1 and "no study named 'missing'" in err and "other" in err
+
+
+def test_changed_settings_do_not_mix_into_an_existing_study(capsys, monkeypatch, tiny_study: Path, sqlite_url: str) -> None:
+    first = sweep_cli("run", str(tiny_study), "--repeats", "1", "--workers", "1", "--storage", sqlite_url)
+    assert first.returncode == 0, first.stderr
+    before = optuna.load_study(study_name="tiny", storage=sqlite_url).get_trials()
+    code, _, err = sweep_in_process(capsys, monkeypatch, "run", str(tiny_study), "--repeats", "2", "--storage", sqlite_url)
+    assert code == 1 and "already exists with repeats = 1, not 2" in err and "--name" in err
+    after = optuna.load_study(study_name="tiny", storage=sqlite_url).get_trials()
+    assert [(t.number, t.state, t.intermediate_values) for t in after] == [(t.number, t.state, t.intermediate_values) for t in before]

@@ -1,0 +1,114 @@
+"""Working through a study: resuming, interrupting, failing one point and going on."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sweep import study as studies
+from sweep.problems import load_problem
+from sweep.runner import run_study
+from sweep.spec import grid_points, load_spec, spec_from_dict
+
+
+def prepared(path: Path, storage_url: str):
+    spec = load_spec(path)
+    dataset = load_problem(spec.problem)
+    points = grid_points(spec, dataset.sequence_length)
+    storage = studies.open_storage(storage_url)
+    study = studies.create_or_resume(storage, spec, fingerprint=dataset.fingerprint, points=points)
+    return spec, dataset, points, study
+
+
+def test_creating_twice_enqueues_each_point_once(tiny_study: Path, sqlite_url: str) -> None:
+    prepared(tiny_study, sqlite_url)
+    _, _, points, study = prepared(tiny_study, sqlite_url)
+    trials = study.get_trials()
+    assert len(trials) == len(points) == 4
+    assert all(t.state == TrialState.WAITING for t in trials)
+    assert [t.user_attrs["key"] for t in trials] == [p.key for p in points]
+
+
+def test_a_released_point_keeps_its_repeats_and_trains_only_the_missing_ones(tiny_study: Path, sqlite_url: str) -> None:
+    spec, dataset, points, study = prepared(tiny_study, sqlite_url)
+    trial = studies.claim_next(study)
+    marker = {"seed": 1, "seconds": 0.5, "accuracy/sample": 0.123, "accuracy/sequence": 0.5,
+              "log_loss/sample": 0.7, "log_loss/sequence": 0.7}
+    studies.record_repeat(trial, repeat=1, score=0.123, details=marker)
+    studies.release_trial(study, trial)
+    assert study.get_trials()[0].state == TrialState.WAITING
+
+    run_study(study, spec, dataset, points=points, n_workers=1)
+
+    first = study.get_trials()[0]
+    assert first.state == TrialState.COMPLETE
+    assert first.intermediate_values[1] == 0.123
+    assert first.user_attrs["seeds"][1] == 1
+    assert sorted(first.intermediate_values) == [0, 1, 2]
+    assert len(study.get_trials()) == 4
+
+
+def test_a_diverging_point_fails_with_its_reason_and_the_sweep_goes_on(sqlite_url: str) -> None:
+    spec = spec_from_dict({
+        "name": "diverges", "repeats": 2,
+        "problem": {"kind": "lag-echo", "length": 6, "lag": 1, "n_train": 16, "n_test": 8},
+        "grid": {"lengths": [6], "modes": ["stateless"], "learning_rate": [1e12, 0.01]},
+        "training": {"optimizer": "sgd", "epochs": 3, "batch_size": 8},
+        "objective": {"metric": "rmse"},
+    })
+    dataset = load_problem(spec.problem)
+    points = grid_points(spec, dataset.sequence_length)
+    study = studies.create_or_resume(studies.open_storage(sqlite_url), spec, fingerprint=dataset.fingerprint, points=points)
+    run_study(study, spec, dataset, points=points, n_workers=1)
+    failed, done = sorted(study.get_trials(), key=lambda t: t.params["learning_rate"], reverse=True)
+    assert failed.state == TrialState.FAIL and "lower training.learning_rate" in failed.user_attrs["fail_reason"]
+    assert done.state == TrialState.COMPLETE and len(done.intermediate_values) == 2
+
+
+@pytest.mark.slow
+def test_ctrl_c_puts_the_point_back_and_the_next_run_finishes_it(tmp_path: Path) -> None:
+    study_file = tmp_path / "s.toml"
+    study_file.write_text(
+        'name = "interrupted"\nrepeats = 6\n[problem]\nkind = "echo-first"\nlength = 20\nn_train = 400\n'
+        '[grid]\nlengths = [10, 20]\nmodes = ["stateful"]\n'
+    )
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    command = [sys.executable, "-m", "sweep", "run", str(study_file), "--workers", "2", "--storage", url]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    kept = wait_for_partial_trial(url, "interrupted", deadline=time.monotonic() + 300)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends to the whole foreground group
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert err.strip().splitlines() == ["interrupted: the point in progress keeps its finished repeats; run again to resume"]
+    first = optuna.load_study(study_name="interrupted", storage=url).get_trials()[0]
+    assert first.state == TrialState.WAITING
+    assert set(kept) <= set(first.intermediate_values)
+
+    resumed = subprocess.run([*command[:4], "interrupted", *command[5:]], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    first = optuna.load_study(study_name="interrupted", storage=url).get_trials()[0]
+    assert first.state == TrialState.COMPLETE and sorted(first.intermediate_values) == list(range(6))
+    assert all(first.intermediate_values[step] == value for step, value in kept.items())
+
+
+def wait_for_partial_trial(url: str, name: str, *, deadline: float) -> dict[int, float]:
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        try:
+            trials = optuna.load_study(study_name=name, storage=url).get_trials()
+        except KeyError:
+            continue
+        if trials and trials[0].state == TrialState.RUNNING and len(trials[0].intermediate_values) >= 2:
+            return dict(trials[0].intermediate_values)
+    raise AssertionError("no repeat finished in time")
