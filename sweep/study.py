@@ -115,6 +115,10 @@ def create_or_resume(
         study = load_study(storage, spec.name)
         if SPEC_ATTR in study.user_attrs:
             _check_same_study(study, spec, fingerprint)
+        elif study.get_trials(deepcopy=False):
+            raise StorageError(
+                f"study {spec.name!r} exists but was not made by sweep; give this one another name (--name)"
+            )
     else:
         study = optuna.create_study(
             study_name=spec.name,

@@ -138,3 +138,12 @@ def test_changed_settings_do_not_mix_into_an_existing_study(capsys, monkeypatch,
     assert code == 1 and "already exists with repeats = 1, not 2" in err and "--name" in err
     after = optuna.load_study(study_name="tiny", storage=sqlite_url).get_trials()
     assert [(t.number, t.state, t.intermediate_values) for t in after] == [(t.number, t.state, t.intermediate_values) for t in before]
+
+
+def test_a_study_not_made_by_sweep_is_left_alone(capsys, monkeypatch, tiny_study: Path, sqlite_url: str) -> None:
+    foreign = optuna.create_study(study_name="tiny", storage=sqlite_url)
+    foreign.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    code, _, err = sweep_in_process(capsys, monkeypatch, "run", str(tiny_study), "--storage", sqlite_url)
+    assert code == 1 and "was not made by sweep" in err
+    stored = optuna.load_study(study_name="tiny", storage=sqlite_url)
+    assert len(stored.trials) == 2 and stored.user_attrs == {}
