@@ -50,6 +50,9 @@ def run(
     workers: Annotated[
         Optional[int], typer.Option(min=1, help="Worker processes [default: CPU count].", show_default=False)
     ] = None,
+    reference: Annotated[
+        bool, typer.Option("--reference", help="Train one Keras model at a time instead of fused packs (slower).")
+    ] = False,
 ) -> None:
     """Run a study: enqueue its grid, train every waiting point, print the results.
 
@@ -71,7 +74,9 @@ def run(
     )
     try:
         with _ProgressBars(study, n_points=len(points)) as progress:
-            run_study(study, spec, dataset, points=points, n_workers=n_workers, progress=progress)
+            run_study(
+                study, spec, dataset, points=points, n_workers=n_workers, is_fused=not reference, progress=progress
+            )
     except KeyboardInterrupt:
         typer.echo("interrupted: the point in progress keeps its finished repeats; run again to resume", err=True)
         raise typer.Exit(130) from None

@@ -4,12 +4,14 @@
 nothing should be trained until it is fixed. Their message is one line that names the problem and
 the fix; the CLI prints it and exits non-zero.
 
-:class:`RepeatFailed` fails one grid point (a diverging network, say) and the sweep goes on.
+A repeat that cannot produce a score (a diverging network, say) is not an exception: the worker
+reports it with the repeat's results (:class:`~sweep.jobs.PackResult`), its grid point fails with
+the reason stored, and the sweep goes on.
 """
 
 from __future__ import annotations
 
-__all__ = ["DataError", "RepeatFailed", "SpecError", "StorageError", "SweepError"]
+__all__ = ["DataError", "SpecError", "StorageError", "SweepError"]
 
 
 class SweepError(Exception):
@@ -26,7 +28,3 @@ class DataError(SweepError):
 
 class StorageError(SweepError):
     """The study database cannot be reached, or holds something that does not fit."""
-
-
-class RepeatFailed(Exception):
-    """One repeat of a grid point could not produce a score; the point fails, the sweep goes on."""

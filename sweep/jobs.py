@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["RepeatJob", "RepeatResult"]
+__all__ = ["PackJob", "PackResult", "RepeatResult"]
 
 
 @dataclass(frozen=True)
-class RepeatJob:
-    """One repeat of one grid point: everything a worker needs besides the study's data."""
+class PackJob:
+    """Some repeats of one grid point: everything a worker needs besides the study's data.
+
+    With `is_fused`, the repeats train together as one computation; without, one after another
+    on the reference Keras path.
+    """
 
     key: str
     length: int
@@ -19,16 +23,25 @@ class RepeatJob:
     batch_size: int
     optimizer: str
     learning_rate: float
-    repeat: int
-    seed: int
+    repeats: tuple[int, ...]
+    seeds: tuple[int, ...]
+    is_fused: bool = True
 
 
 @dataclass(frozen=True)
 class RepeatResult:
-    """What a worker sends back: every metric in both scopes, the final training loss, the time."""
+    """One finished repeat: every metric in both scopes, the final training loss, the time."""
 
     repeat: int
     seed: int
     scores: dict[str, float]
     train_loss: float
     seconds: float
+
+
+@dataclass(frozen=True)
+class PackResult:
+    """What a worker sends back for a pack: finished repeats, and why any others failed."""
+
+    results: tuple[RepeatResult, ...]
+    failures: tuple[tuple[int, str], ...] = ()

@@ -1,7 +1,7 @@
 """Worker processes that train repeats.
 
 Workers are started with ``spawn`` (TensorFlow is not fork-safe), receive the study's data once,
-and then take plain :class:`~sweep.train.RepeatJob` objects and return plain results. They never
+and then take plain :class:`~sweep.jobs.PackJob` objects and return plain results. They never
 touch the study database: only the main process records anything.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import signal
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -18,13 +19,13 @@ from typing import TYPE_CHECKING
 from sweep.problems import Dataset
 
 if TYPE_CHECKING:
-    from sweep.jobs import RepeatJob, RepeatResult
+    from sweep.jobs import PackJob, PackResult
 
 __all__ = ["RepeatPool", "WorkerDied", "default_workers"]
 
 
 class WorkerDied(Exception):
-    """A worker process ended without returning (killed, out of memory); its repeat can be run again."""
+    """A worker process ended without returning (killed, out of memory); its job can be run again."""
 
 
 def default_workers() -> int:
@@ -32,6 +33,8 @@ def default_workers() -> int:
 
 
 def _start_worker(dataset: Dataset, n_threads: int) -> None:
+    # Ctrl-C reaches the whole process group; the main process alone decides what to keep.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with _quiet_stderr():
         # TensorFlow's native start-up chatter goes straight to file descriptor 2.
@@ -40,10 +43,10 @@ def _start_worker(dataset: Dataset, n_threads: int) -> None:
     train.set_dataset(dataset)
 
 
-def _train(job: RepeatJob) -> RepeatResult:
+def _train(job: PackJob) -> PackResult:
     from sweep import train
 
-    return train.train_repeat(job)
+    return train.train_job(job)
 
 
 @contextlib.contextmanager
@@ -75,13 +78,13 @@ class RepeatPool:
             initargs=(self.dataset, n_threads),
         )
 
-    def run(self, jobs: Sequence[RepeatJob]) -> Iterator[tuple[RepeatJob, RepeatResult | BaseException]]:
-        """Yield (job, result or the exception it raised) as repeats finish, in finishing order.
+    def run(self, jobs: Sequence[PackJob]) -> Iterator[tuple[PackJob, PackResult | BaseException]]:
+        """Yield (job, result or the exception it raised) as jobs finish, in finishing order.
 
-        When a worker dies, the pool is restarted and the repeats still owed are yielded with
-        :class:`WorkerDied`. Closing the iterator early cancels the repeats not yet started.
+        When a worker dies, the pool is restarted and the jobs still owed are yielded with
+        :class:`WorkerDied`. Closing the iterator early cancels the jobs not yet started.
         """
-        futures: dict[Future, RepeatJob] = {self._executor.submit(_train, job): job for job in jobs}
+        futures: dict[Future, PackJob] = {self._executor.submit(_train, job): job for job in jobs}
         is_broken = False
         try:
             while futures:
@@ -91,7 +94,7 @@ class RepeatPool:
                     error = future.exception()
                     if isinstance(error, BrokenProcessPool):
                         is_broken = True
-                        yield job, WorkerDied(f"a worker process died while training {job.key} repeat {job.repeat}")
+                        yield job, WorkerDied(f"a worker process died while training {job.key} repeats {list(job.repeats)}")
                     else:
                         yield job, error if error is not None else future.result()
         finally:
@@ -107,8 +110,18 @@ class RepeatPool:
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
+    def terminate(self) -> None:
+        """Stop at once, abandoning the jobs in progress (their finished repeats are stored already)."""
+        # ProcessPoolExecutor has no public way to stop running work before Python 3.14.
+        for process in list(getattr(self._executor, "_processes", {}).values()):
+            process.terminate()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
     def __enter__(self) -> RepeatPool:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.terminate()

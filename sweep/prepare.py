@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Chunks", "batch_groups", "chunk", "n_chunks", "pad_front", "stack_groups", "stateless"]
+__all__ = ["Chunks", "batch_groups", "chunk", "n_chunks", "pad_front", "index_blocks", "stateless"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,16 +100,12 @@ def batch_groups(n_samples: int, batch_size: int, rng: np.random.Generator | Non
     return [order[start : start + batch_size] for start in range(0, n_samples, batch_size)]
 
 
-def stack_groups(chunks: Chunks, groups: list[np.ndarray]) -> list[Chunks]:
-    """Gather the groups' samples into blocks of equal batch size, in training order.
+def index_blocks(groups: list[np.ndarray]) -> list[np.ndarray]:
+    """Stack the groups into blocks of equal batch size, in training order: (groups, B) each.
 
-    Each block's arrays gain a leading group axis: x is (groups, B, k, L, features). Training
-    walks the blocks, then the groups, then the chunks of a group, so batch (g, j) holds chunk j
-    of the sequences ``groups[g]``, always in the same rows. Full groups share one block; a
-    smaller last group gets its own.
+    Training walks the blocks, then a block's groups, then the chunks of a group, so batch (g, j)
+    holds chunk j of the samples ``block[g]``, always in the same rows. Full groups share one
+    block; a smaller last group gets its own.
     """
-    blocks: list[Chunks] = []
-    for size in sorted({len(group) for group in groups}, reverse=True):
-        index = np.stack([group for group in groups if len(group) == size])
-        blocks.append(Chunks(x=chunks.x[index], mask=chunks.mask[index], y=chunks.y[index]))
-    return blocks
+    sizes = sorted({len(group) for group in groups}, reverse=True)
+    return [np.stack([group for group in groups if len(group) == size]) for size in sizes]

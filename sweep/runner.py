@@ -13,19 +13,24 @@ from typing import Protocol
 import optuna
 
 from sweep import study as studies
-from sweep.errors import RepeatFailed
 from sweep.pool import RepeatPool, WorkerDied
 from sweep.prepare import n_chunks
 from sweep.problems import Dataset
 from sweep.results import summarize
 from sweep.spec import GridPoint, Spec, point_settings
-from sweep.jobs import RepeatJob, RepeatResult
+from sweep.jobs import PackJob, PackResult
 
 __all__ = ["Progress", "repeat_seed", "run_study"]
 
 # A worker that dies (killed, out of memory) gets its repeats run again this many times before
 # the point is failed; what finished before is kept either way.
 MAX_WORKER_DEATHS = 2
+# Weights, gradients and two optimizer slots of a pack stay well under a gigabyte.
+MAX_PACK_PARAMETERS = 50_000_000
+# Fusing pays where per-step overhead dominates: on 2 CPU cores a pack of 15 ran 4.5-5x faster per
+# repeat than one network at a time with 10 units, even with 32, and 2x slower with 64 or 100
+# (benchmarks/fused_vs_reference.py), so larger networks train one at a time.
+MAX_FUSED_UNITS = 31
 
 
 class Progress(Protocol):
@@ -60,6 +65,7 @@ def run_study(
     *,
     points: Sequence[GridPoint],
     n_workers: int,
+    is_fused: bool = True,
     progress: Progress | None = None,
 ) -> int:
     """Train every waiting grid point; returns how many points this call finished or failed."""
@@ -68,7 +74,7 @@ def run_study(
     with RepeatPool(dataset, n_workers=n_workers) as pool:
         while (trial := studies.claim_next(study)) is not None:
             try:
-                run_point(study, trial, spec, dataset, points=points, pool=pool, progress=progress)
+                run_point(study, trial, spec, dataset, points=points, pool=pool, is_fused=is_fused, progress=progress)
             except BaseException:
                 # Interrupted: the point goes back to the queue with the repeats it finished.
                 studies.release_trial(study, trial)
@@ -85,12 +91,14 @@ def run_point(
     *,
     points: Sequence[GridPoint],
     pool: RepeatPool,
+    is_fused: bool,
     progress: Progress,
 ) -> None:
     started = time.perf_counter()
     point = studies.suggest_point(trial, spec, points)
     finished = studies.finished_repeats(trial)
-    jobs = [_job(spec, point, repeat) for repeat in range(spec.repeats) if repeat not in finished]
+    missing = [repeat for repeat in range(spec.repeats) if repeat not in finished]
+    jobs = _packs(spec, point, missing, dataset=dataset, n_workers=pool.n_workers, is_fused=is_fused)
     progress.point_started(point.key, n_repeats=spec.repeats, n_finished=len(finished))
     metric = f"{spec.objective.metric}/{spec.objective.per}"
     for _ in range(MAX_WORKER_DEATHS + 1):
@@ -112,36 +120,52 @@ def run_point(
     progress.point_finished(point.key, is_complete=True)
 
 
-def _job(spec: Spec, point: GridPoint, repeat: int) -> RepeatJob:
+def _packs(
+    spec: Spec, point: GridPoint, repeats: list[int], *, dataset: Dataset, n_workers: int, is_fused: bool
+) -> list[PackJob]:
+    """The repeats split into one pack per worker, so that all finish together; one each unfused."""
     settings = point_settings(spec, point)
-    return RepeatJob(
-        key=point.key,
-        length=point.length,
-        mode=point.mode,
-        repeat=repeat,
-        seed=repeat_seed(spec.seed, point.key, repeat),
-        **settings,
-    )
+    is_fused = is_fused and settings["units"] <= MAX_FUSED_UNITS
+    if is_fused:
+        n_parameters = 4 * settings["units"] * (settings["units"] + dataset.n_features + 1)
+        largest = max(1, MAX_PACK_PARAMETERS // n_parameters)
+        n_packs = max(min(n_workers, len(repeats)), -(-len(repeats) // largest))
+    else:
+        n_packs = len(repeats)
+    packs = [repeats[index::n_packs] for index in range(n_packs)] if repeats else []
+    return [
+        PackJob(
+            key=point.key,
+            length=point.length,
+            mode=point.mode,
+            repeats=tuple(pack),
+            seeds=tuple(repeat_seed(spec.seed, point.key, repeat) for repeat in pack),
+            is_fused=is_fused,
+            **settings,
+        )
+        for pack in packs
+    ]
 
 
 def _train_jobs(
-    trial: optuna.Trial, jobs: list[RepeatJob], *, pool: RepeatPool, metric: str, progress: Progress
-) -> tuple[list[RepeatJob], str | None]:
-    """Train `jobs`, storing each result at once. Returns the jobs lost to dead workers, and a
-    failure reason if a repeat failed (the remaining repeats are then cancelled)."""
-    lost: list[RepeatJob] = []
+    trial: optuna.Trial, jobs: list[PackJob], *, pool: RepeatPool, metric: str, progress: Progress
+) -> tuple[list[PackJob], str | None]:
+    """Train `jobs`, storing each finished repeat at once. Returns the jobs lost to dead workers,
+    and a failure reason if a repeat failed (the jobs not yet started are then cancelled)."""
+    lost: list[PackJob] = []
     with contextlib.closing(pool.run(jobs)) as outcomes:
         for job, outcome in outcomes:
-            if isinstance(outcome, RepeatResult):
-                details = {"seed": outcome.seed, "seconds": round(outcome.seconds, 3), **outcome.scores}
-                studies.record_repeat(trial, repeat=job.repeat, score=outcome.scores[metric], details=details)
-                progress.repeat_finished()
-            elif isinstance(outcome, WorkerDied):
+            if isinstance(outcome, WorkerDied):
                 lost.append(job)
-            elif isinstance(outcome, RepeatFailed):
-                return lost, str(outcome)
-            else:
-                return lost, f"{job.key} repeat {job.repeat}: {type(outcome).__name__}: {outcome}"
+                continue
+            if not isinstance(outcome, PackResult):
+                return lost, f"{job.key} repeats {list(job.repeats)}: {type(outcome).__name__}: {outcome}"
+            for result in outcome.results:
+                details = {"seed": result.seed, "seconds": round(result.seconds, 3), **result.scores}
+                studies.record_repeat(trial, repeat=result.repeat, score=result.scores[metric], details=details)
+                progress.repeat_finished()
+            if outcome.failures:
+                return lost, outcome.failures[0][1]
     return lost, None
 
 

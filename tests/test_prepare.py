@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from sweep.prepare import Chunks, batch_groups, chunk, n_chunks, pad_front, stack_groups, stateless
+from sweep.prepare import Chunks, batch_groups, chunk, index_blocks, n_chunks, pad_front, stateless
 
 SMALL = settings(max_examples=60, deadline=None)
 values = st.floats(-100, 100, allow_nan=False, width=32)
@@ -148,6 +148,11 @@ def test_batches_without_an_rng_keep_the_sample_order(n_samples: int, batch_size
     assert np.array_equal(np.concatenate(groups), np.arange(n_samples))
 
 
+def gathered(chunks: Chunks, groups: list[np.ndarray]) -> list[Chunks]:
+    """What training gathers for each block of `index_blocks`: the samples of its groups."""
+    return [Chunks(x=chunks.x[index], mask=chunks.mask[index], y=chunks.y[index]) for index in index_blocks(groups)]
+
+
 def training_batches(blocks: list[Chunks]) -> list[list[Chunks]]:
     """Walk blocks -> groups -> chunks, as training does: one list of k batches per group."""
     return [
@@ -167,7 +172,7 @@ def test_stateful_batches_hold_the_next_chunk_of_the_same_sequences_in_the_same_
     y = -x if per_step else np.arange(n, dtype=np.float32)[:, None]
     chunks = chunk(x, y, length)
     groups = batch_groups(n, batch_size, np.random.default_rng(seed))
-    walked = training_batches(stack_groups(chunks, groups))
+    walked = training_batches(gathered(chunks, groups))
     assert len(walked) == len(groups)
     for group, batches in zip(groups, walked):
         assert len(batches) == chunks.n_chunks
@@ -182,7 +187,7 @@ def test_stateful_batches_hold_the_next_chunk_of_the_same_sequences_in_the_same_
 def test_every_sequence_is_trained_once_per_epoch_at_one_row(shape: tuple, batch_size: int, seed: int) -> None:
     n, steps, _, length = shape
     chunks = chunk(traced(n, steps), np.zeros((n, 1), np.float32), length)
-    blocks = stack_groups(chunks, batch_groups(n, batch_size, np.random.default_rng(seed)))
+    blocks = gathered(chunks, batch_groups(n, batch_size, np.random.default_rng(seed)))
     seen = []
     for batches in training_batches(blocks):
         rows = [batch.x[:, -1, 0] // 1000 - 1 for batch in batches]
@@ -197,7 +202,7 @@ def test_every_sequence_is_trained_once_per_epoch_at_one_row(shape: tuple, batch
 @given(st.integers(1, 30), st.integers(1, 8), st.integers(0, 2**32 - 1))
 def test_full_groups_share_a_block_and_a_smaller_last_group_has_its_own(n: int, batch_size: int, seed: int) -> None:
     chunks = chunk(traced(n, 4), np.zeros((n, 1), np.float32), 2)
-    blocks = stack_groups(chunks, batch_groups(n, batch_size, np.random.default_rng(seed)))
+    blocks = gathered(chunks, batch_groups(n, batch_size, np.random.default_rng(seed)))
     full, rest = divmod(n, batch_size)
     sizes = [(block.x.shape[0], block.x.shape[1]) for block in blocks]
     expected = ([(full, batch_size)] if full else []) + ([(1, rest)] if rest else [])
@@ -244,10 +249,10 @@ def test_five_samples_in_batches_of_two() -> None:
     assert [group.tolist() for group in batch_groups(5, 2, None)] == [[0, 1], [2, 3], [4]]
 
 
-def test_stack_groups_of_five_sequences_in_twos() -> None:
+def test_index_blocks_of_five_sequences_in_twos() -> None:
     x = np.arange(1, 6, dtype=np.float32)[:, None, None].repeat(4, axis=1)
     chunks = chunk(x, np.arange(5, dtype=np.float32)[:, None], 2)
-    full, last = stack_groups(chunks, [np.array([3, 0]), np.array([4, 1]), np.array([2])])
+    full, last = gathered(chunks, [np.array([3, 0]), np.array([4, 1]), np.array([2])])
     assert full.x.shape == (2, 2, 2, 2, 1)
     assert last.x.shape == (1, 1, 2, 2, 1)
     assert full.x[:, :, :, 0, 0].tolist() == [[[4, 4], [1, 1]], [[5, 5], [2, 2]]]

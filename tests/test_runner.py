@@ -81,9 +81,10 @@ def test_ctrl_c_puts_the_point_back_and_the_next_run_finishes_it(tmp_path: Path)
         '[grid]\nlengths = [10, 20]\nmodes = ["stateful"]\n'
     )
     url = f"sqlite:///{tmp_path / 'sweep.db'}"
-    command = [sys.executable, "-m", "sweep", "run", str(study_file), "--workers", "2", "--storage", url]
+    # One network at a time on one worker, so that repeats finish one by one.
+    command = [sys.executable, "-m", "sweep", "run", str(study_file), "--workers", "1", "--storage", url]
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        [*command, "--reference"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     kept = wait_for_partial_trial(url, "interrupted", deadline=time.monotonic() + 300)
@@ -112,3 +113,32 @@ def wait_for_partial_trial(url: str, name: str, *, deadline: float) -> dict[int,
         if trials and trials[0].state == TrialState.RUNNING and len(trials[0].intermediate_values) >= 2:
             return dict(trials[0].intermediate_values)
     raise AssertionError("no repeat finished in time")
+
+
+def worker_pids(parent: int) -> list[int]:
+    children = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_replaced_and_no_finished_repeat_is_lost_or_trained_twice(tmp_path: Path) -> None:
+    study_file = tmp_path / "s.toml"
+    study_file.write_text(
+        'name = "killed"\nrepeats = 5\n[problem]\nkind = "echo-first"\nlength = 20\nn_train = 400\n'
+        '[grid]\nlengths = [10]\nmodes = ["stateful"]\n'
+    )
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sweep", "run", str(study_file), "--workers", "1", "--reference", "--storage", url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    kept = wait_for_partial_trial(url, "killed", deadline=time.monotonic() + 300)
+    workers = worker_pids(process.pid)
+    assert len(workers) == 1
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err
+    trial = optuna.load_study(study_name="killed", storage=url).get_trials()[0]
+    assert trial.state == TrialState.COMPLETE and sorted(trial.intermediate_values) == list(range(5))
+    assert all(trial.intermediate_values[step] == value for step, value in kept.items())
+    assert trial.user_attrs["n"] == 5 and len(trial.user_attrs["seeds"]) == 5

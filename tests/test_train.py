@@ -1,4 +1,4 @@
-"""Real TensorFlow on tiny data: one repeat at a time, as a worker runs it."""
+"""Real TensorFlow on tiny data: jobs as a worker runs them, fused and one model at a time."""
 
 from __future__ import annotations
 
@@ -6,21 +6,25 @@ import math
 
 import pytest
 
-from sweep.errors import RepeatFailed
-from sweep.jobs import RepeatJob
+from sweep.jobs import PackJob
 from sweep.problems import load_problem
 from sweep.spec import EchoFirstProblem, LagEchoProblem
 
 train = pytest.importorskip("sweep.train")
 
 
-def job(**changes: object) -> RepeatJob:
+def job(**changes: object) -> PackJob:
     settings = dict(
         key="test", length=4, mode="stateful", units=4, epochs=1, batch_size=8,
-        optimizer="adam", learning_rate=0.01, repeat=0, seed=3,
+        optimizer="adam", learning_rate=0.01, repeats=(0, 1), seeds=(3, 4), is_fused=True,
     )
     settings.update(changes)
-    return RepeatJob(**settings)
+    return PackJob(**settings)
+
+
+def run(dataset, **changes: object):
+    train.set_dataset(dataset)
+    return train.train_job(job(**changes))
 
 
 @pytest.fixture(scope="module")
@@ -33,48 +37,61 @@ def lagged():
     return load_problem(LagEchoProblem(kind="lag-echo", length=9, lag=2, n_train=24, n_test=12, seed=0))
 
 
+@pytest.mark.parametrize("is_fused", [True, False], ids=["fused", "one-by-one"])
 @pytest.mark.parametrize("mode", ["stateless", "stateful"])
-@pytest.mark.parametrize("length", [1, 3, 4, 8])
-def test_a_repeat_returns_every_metric_in_range(echo, mode: str, length: int) -> None:
-    result = train.train_repeat(job(mode=mode, length=length), echo)
-    assert set(result.scores) == {"accuracy/sample", "accuracy/sequence", "log_loss/sample", "log_loss/sequence"}
-    assert all(0.0 <= result.scores[name] <= 1.0 for name in ("accuracy/sample", "accuracy/sequence"))
-    assert all(math.isfinite(value) for value in result.scores.values())
-    assert result.seed == 3 and math.isfinite(result.train_loss)
+@pytest.mark.parametrize("length", [1, 3, 8])
+def test_a_job_returns_every_metric_of_every_repeat_in_range(echo, mode: str, length: int, is_fused: bool) -> None:
+    outcome = run(echo, mode=mode, length=length, is_fused=is_fused)
+    assert outcome.failures == ()
+    assert [(r.repeat, r.seed) for r in outcome.results] == [(0, 3), (1, 4)]
+    for result in outcome.results:
+        assert set(result.scores) == {"accuracy/sample", "accuracy/sequence", "log_loss/sample", "log_loss/sequence"}
+        assert 0.0 <= result.scores["accuracy/sample"] <= 1.0 and 0.0 <= result.scores["accuracy/sequence"] <= 1.0
+        assert all(math.isfinite(value) for value in result.scores.values())
+        assert math.isfinite(result.train_loss)
 
 
-def test_the_same_seed_gives_the_same_scores_and_another_seed_other_weights(echo) -> None:
-    first = train.train_repeat(job(seed=11, epochs=2), echo)
-    again = train.train_repeat(job(seed=11, epochs=2), echo)
-    other = train.train_repeat(job(seed=12, epochs=2), echo)
-    assert first.scores == again.scores
-    assert first.train_loss == again.train_loss
-    assert other.train_loss != first.train_loss
+def test_fused_and_one_by_one_give_the_same_scores_for_the_same_seeds(echo) -> None:
+    fused = run(echo, seeds=(11, 12), epochs=2, is_fused=True)
+    alone = run(echo, seeds=(11, 12), epochs=2, is_fused=False)
+    for a, b in zip(fused.results, alone.results):
+        assert a.scores == pytest.approx(b.scores, abs=1e-4)
+        assert a.train_loss == pytest.approx(b.train_loss, abs=1e-4)
+
+
+def test_the_same_seed_gives_the_same_result_and_another_seed_another(echo) -> None:
+    first = run(echo, seeds=(11, 12), epochs=2)
+    again = run(echo, seeds=(11, 12), epochs=2)
+    other = run(echo, seeds=(13, 12), epochs=2)
+    assert [r.train_loss for r in first.results] == [r.train_loss for r in again.results]
+    assert other.results[0].train_loss != first.results[0].train_loss
+    assert other.results[1].train_loss == first.results[1].train_loss  # repeats do not disturb each other
 
 
 @pytest.mark.parametrize("mode", ["stateless", "stateful"])
 def test_padded_many_to_many_regression_trains(lagged, mode: str) -> None:
-    result = train.train_repeat(job(mode=mode, length=4), lagged)  # 9 steps: 3 padded
-    assert set(result.scores) == {"rmse/sample", "rmse/sequence", "mae/sample", "mae/sequence"}
-    assert all(math.isfinite(value) and value >= 0 for value in result.scores.values())
+    outcome = run(lagged, mode=mode, length=4)  # 9 steps: 3 padded
+    for result in outcome.results:
+        assert set(result.scores) == {"rmse/sample", "rmse/sequence", "mae/sample", "mae/sequence"}
+        assert all(math.isfinite(value) and value >= 0 for value in result.scores.values())
 
 
-def test_a_diverging_repeat_fails_with_the_fix(lagged) -> None:
-    with pytest.raises(RepeatFailed, match="lower training.learning_rate"):
-        train.train_repeat(job(optimizer="sgd", learning_rate=1e12, epochs=3, length=9), lagged)
+@pytest.mark.parametrize("is_fused", [True, False], ids=["fused", "one-by-one"])
+def test_a_diverging_repeat_is_reported_with_the_fix(lagged, is_fused: bool) -> None:
+    outcome = run(lagged, optimizer="sgd", learning_rate=1e12, epochs=3, length=9, is_fused=is_fused)
+    assert outcome.results == ()
+    assert [repeat for repeat, _ in outcome.failures] == [0, 1]
+    assert all("lower training.learning_rate" in reason for _, reason in outcome.failures)
 
 
 @pytest.mark.slow
 def test_echo_first_reproduces_the_reference_findings() -> None:
     """Whole sequence learns it, a stateless split into halves is stuck at 0.75, stateful halves recover."""
     data = load_problem(EchoFirstProblem(kind="echo-first", length=20, n_train=1000, n_test=200, seed=1))
-    common = dict(units=10, epochs=5, batch_size=10, learning_rate=0.001)
+    common = dict(units=10, epochs=5, batch_size=10, learning_rate=0.001, repeats=(0, 1, 2), seeds=(0, 1, 2))
 
     def mean_accuracy(length: int, mode: str) -> float:
-        scores = [
-            train.train_repeat(job(length=length, mode=mode, seed=seed, **common), data).scores["accuracy/sample"]
-            for seed in range(3)
-        ]
+        scores = [r.scores["accuracy/sample"] for r in run(data, length=length, mode=mode, **common).results]
         return sum(scores) / len(scores)
 
     assert mean_accuracy(20, "stateless") > 0.95

@@ -1,0 +1,166 @@
+"""Fused repeat packs against one model at a time, on the same data, in one run.
+
+Prints per-repeat throughput and the ratio for
+
+  (a) echo-first, T = 20, L = 10, 10 units, 30 repeats, 5 epochs (both state modes), and
+  (b) a larger network: 100 units, T = 100, L = 20, 30 repeats, 1 epoch (stateful);
+
+each against two baselines: sweep's reference path (one Keras LSTM at a time, compiled training
+loop reused across repeats) and plain Keras, the usual way (a new Sequential model per repeat,
+model.fit for a stateless split, a stateful LSTM fed with train_on_batch for stateful TBPTT). Every path trains on the same worker pool, warmed up
+first (process start-up and tracing are not counted; the whole sweep below counts them). Then it runs the whole default sweep
+(`sweep run studies/echo_first.toml`) in a temporary directory and prints its wall time and the
+peak resident memory of its largest process.
+
+    python benchmarks/fused_vs_reference.py [--reference-repeats 6] [--skip-sweep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sweep.jobs import PackJob
+from sweep.pool import RepeatPool, default_workers
+from sweep.problems import Dataset, load_problem
+from sweep.runner import repeat_seed
+from sweep.spec import EchoFirstProblem
+
+ROOT = Path(__file__).resolve().parent.parent
+N_REPEATS = 30
+
+
+def packs(settings: dict, repeats: list[int], *, n_packs: int, is_fused: bool) -> list[PackJob]:
+    groups = [repeats[i::n_packs] for i in range(n_packs)] if is_fused else [[r] for r in repeats]
+    return [
+        PackJob(repeats=tuple(g), seeds=tuple(repeat_seed(0, settings["key"], r) for r in g), is_fused=is_fused, **settings)
+        for g in groups
+    ]
+
+
+def timed(pool: RepeatPool, jobs: list[PackJob]) -> tuple[float, list[float]]:
+    started = time.perf_counter()
+    scores = []
+    for _, outcome in pool.run(jobs):
+        if isinstance(outcome, BaseException):
+            raise outcome
+        scores.extend(r.scores["accuracy/sample"] for r in outcome.results)
+    return time.perf_counter() - started, scores
+
+
+def plain_keras_fit(dataset: Dataset, settings: dict, seed: int) -> float:
+    """The usual way: a new Keras model for one repeat, trained with model.fit (stateless split)
+    or, for stateful TBPTT, a stateful Keras LSTM fed chunk by chunk with train_on_batch and
+    reset after each batch of sequences. Returns the per-sample test accuracy."""
+    import keras
+    import numpy as np
+
+    from sweep import prepare
+
+    length, batch, stateful = settings["length"], settings["batch_size"], settings["mode"] == "stateful"
+    train = prepare.chunk(dataset.x_train, dataset.y_train, length)
+    test = prepare.chunk(dataset.x_test, dataset.y_test, length)
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([
+        keras.Input((length, dataset.n_features), batch_size=batch if stateful else None),
+        keras.layers.LSTM(settings["units"], stateful=stateful),
+        keras.layers.Dense(1, activation="sigmoid"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]), loss="binary_crossentropy")
+    if not stateful:
+        flat = prepare.stateless(train)
+        model.fit(flat.x[:, 0], flat.y, batch_size=batch, epochs=settings["epochs"], verbose=0)
+        flat_test = prepare.stateless(test)
+        return float(np.mean((model.predict(flat_test.x[:, 0], verbose=0)[:, 0] > 0.5) == flat_test.y[:, 0]))
+    rng = np.random.default_rng(seed)
+    for _ in range(settings["epochs"]):
+        for group in prepare.batch_groups(train.n_sequences, batch, rng):
+            if len(group) < batch:
+                continue  # a stateful Keras model has a fixed batch size
+            for j in range(train.n_chunks):
+                model.train_on_batch(train.x[group, j], train.y[group])
+            model.layers[0].reset_states()
+    correct = []
+    for start in range(0, test.n_sequences - batch + 1, batch):
+        rows = np.arange(start, start + batch)
+        for j in range(test.n_chunks):
+            correct.append((model.predict_on_batch(test.x[rows, j])[:, 0] > 0.5) == test.y[rows, 0])
+        model.layers[0].reset_states()
+    return float(np.mean(correct))
+
+
+def _plain_in_worker(args: tuple) -> float:
+    dataset, settings, seed = args
+    return plain_keras_fit(dataset, settings, seed)
+
+
+def compare(pool: RepeatPool, dataset: Dataset, settings: dict, *, n_reference: int) -> None:
+    n_workers = pool.n_workers
+    fused_seconds, fused_scores = timed(pool, packs(settings, list(range(N_REPEATS)), n_packs=n_workers, is_fused=True))
+    reference_seconds, _ = timed(pool, packs(settings, list(range(n_reference)), n_packs=n_reference, is_fused=False))
+    fused_rate = N_REPEATS / fused_seconds
+    reference_rate = n_reference / reference_seconds
+    print(f"  fused      {N_REPEATS:3d} repeats in {fused_seconds:7.2f} s: {fused_rate:7.3f} repeats/s "
+          f"(mean accuracy {sum(fused_scores) / len(fused_scores):.3f})")
+    print(f"  reference  {n_reference:3d} repeats in {reference_seconds:7.2f} s: {reference_rate:7.3f} repeats/s")
+    print(f"  ratio fused / reference: {fused_rate / reference_rate:6.1f}x")
+    started = time.perf_counter()
+    jobs = [(dataset, settings, seed) for seed in range(n_reference)]
+    plain_scores = list(pool._executor.map(_plain_in_worker, jobs))
+    plain_rate = n_reference / (time.perf_counter() - started)
+    print(f"  plain Keras {n_reference:3d} repeats: {plain_rate:7.3f} repeats/s (mean accuracy "
+          f"{sum(plain_scores) / len(plain_scores):.3f}); ratio fused / plain Keras: {fused_rate / plain_rate:6.1f}x")
+
+
+def default_sweep() -> None:
+    with tempfile.TemporaryDirectory() as work:
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "sweep", "run", str(ROOT / "studies" / "echo_first.toml")],
+            cwd=work, capture_output=True, text=True,
+        )
+        seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"the default sweep failed:\n{done.stderr}")
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"whole default sweep (sweep run studies/echo_first.toml): {seconds:.1f} s wall; "
+          f"peak resident memory of its largest process: {peak_mb:.0f} MB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reference-repeats", type=int, default=6, help="repeats timed on the slow paths")
+    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--skip-sweep", action="store_true", help="do not time the whole default sweep")
+    options = parser.parse_args()
+    print(f"{options.workers} worker processes, {os.cpu_count()} CPUs")
+
+    small = load_problem(EchoFirstProblem(kind="echo-first", length=20, n_train=1000, n_test=200, seed=1))
+    large = load_problem(EchoFirstProblem(kind="echo-first", length=100, n_train=1000, n_test=200, seed=1))
+    common = dict(epochs=5, batch_size=10, optimizer="adam", learning_rate=0.001)
+    cases = [
+        ("(a) echo-first T=20 L=10 units=10 stateless", small, dict(key="a stateless", length=10, mode="stateless", units=10, **common)),
+        ("(a) echo-first T=20 L=10 units=10 stateful", small, dict(key="a stateful", length=10, mode="stateful", units=10, **common)),
+        ("(b) echo-first T=100 L=20 units=100 stateful, 1 epoch", large,
+         dict(key="b", length=20, mode="stateful", units=100, **{**common, "epochs": 1})),
+    ]
+    for title, dataset, settings in cases:
+        print(title)
+        with RepeatPool(dataset, n_workers=options.workers) as pool:
+            # Trace each path's loops once in every worker, as the first grid point of a sweep does.
+            warm = dict(settings, epochs=1)
+            timed(pool, packs(warm, list(range(N_REPEATS)), n_packs=options.workers, is_fused=True))
+            timed(pool, packs(warm, list(range(options.workers)), n_packs=options.workers, is_fused=False))
+            compare(pool, dataset, settings, n_reference=options.reference_repeats)
+    if not options.skip_sweep:
+        default_sweep()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""What both implementations share: TensorFlow set-up, the architecture, seeded layers, losses."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from sweep.problems import Dataset  # noqa: E402
+
+# Each grid point has its own shapes; tracing once per point is expected, not worth a warning.
+tf.get_logger().setLevel("ERROR")
+
+# Unrolled short subsequences run several times faster than a symbolic loop over the steps.
+MAX_UNROLL = 32
+
+
+def limit_threads(n_threads: int) -> None:
+    """Bound TensorFlow's thread pools; call before any TensorFlow operation runs."""
+    tf.config.threading.set_intra_op_parallelism_threads(n_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(n_threads)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Everything that fixes the shapes and the loss of a network for one grid point."""
+
+    task: str
+    n_features: int
+    n_outputs: int
+    is_per_step: bool
+    units: int
+    length: int
+    is_masked: bool
+
+    @classmethod
+    def of(cls, dataset: Dataset, *, units: int, length: int, is_masked: bool) -> Architecture:
+        return cls(
+            task=dataset.task,
+            n_features=dataset.n_features,
+            n_outputs=dataset.n_outputs,
+            is_per_step=dataset.is_per_step,
+            units=units,
+            length=length,
+            is_masked=is_masked,
+        )
+
+    @property
+    def is_unrolled(self) -> bool:
+        return self.length <= MAX_UNROLL
+
+    @property
+    def activation(self) -> str | None:
+        if self.task == "regression":
+            return None
+        return "sigmoid" if self.n_outputs == 1 else "softmax"
+
+
+def seeded_layers(arch: Architecture, seed: int | None = None) -> tuple[keras.layers.LSTM, keras.layers.Dense]:
+    """A built Keras LSTM and Dense head; with `seed`, their initial weights are drawn from it."""
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    lstm = keras.layers.LSTM(arch.units, return_sequences=True, return_state=True, unroll=arch.is_unrolled)
+    head = keras.layers.Dense(arch.n_outputs, activation=arch.activation)
+    lstm.build((None, None, arch.n_features))
+    head.build((None, None, arch.units))
+    return lstm, head
+
+
+def initial_weights(arch: Architecture, seed: int) -> list[np.ndarray]:
+    """The weights a new Keras LSTM and Dense would start from under `seed`, without building them.
+
+    New layers take their initializers' seeds from the global generator that `seed` resets, so
+    drawing from the initializers of unbuilt layers gives exactly the built layers' weights, in
+    a third of the time.
+    """
+    keras.utils.set_random_seed(seed)
+    lstm = keras.layers.LSTM(arch.units, return_sequences=True, return_state=True, unroll=arch.is_unrolled)
+    head = keras.layers.Dense(arch.n_outputs, activation=arch.activation)
+    units = arch.units
+    bias = np.zeros(4 * units, np.float32)
+    bias[units : 2 * units] = 1.0  # Keras's unit_forget_bias
+    return [
+        np.asarray(lstm.cell.kernel_initializer((arch.n_features, 4 * units))),
+        np.asarray(lstm.cell.recurrent_initializer((units, 4 * units))),
+        bias,
+        np.asarray(head.kernel_initializer((units, arch.n_outputs))),
+        np.zeros(arch.n_outputs, np.float32),
+    ]
+
+
+def make_optimizer(name: str, learning_rate: float, variables: list) -> keras.optimizers.Optimizer:
+    optimizers = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+    optimizer = optimizers[name](learning_rate=learning_rate)
+    optimizer.build(variables)
+    return optimizer
+
+
+def reset_optimizer(optimizer: keras.optimizers.Optimizer, learning_rate: float) -> None:
+    """Zero the step count and every slot, as a newly built optimizer has them."""
+    for variable in optimizer.variables:
+        variable.assign(tf.zeros_like(variable))
+    optimizer.learning_rate.assign(learning_rate)
+
+
+def pointwise_loss(arch: Architecture, y: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:
+    """The loss of each prediction, reducing only the output axis."""
+    if arch.task == "regression":
+        return keras.losses.mean_squared_error(y, outputs)
+    if arch.n_outputs == 1:
+        return keras.losses.binary_crossentropy(y, outputs)
+    return keras.losses.sparse_categorical_crossentropy(y[..., 0], outputs)
+
+
+def chunk_loss(arch: Architecture, outputs: tf.Tensor, y: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """Mean loss of one chunk, over the batch axis (the second-last axis of the result's input).
+
+    `outputs` is (..., B, L, outputs). Targets per sequence meet the chunk's last output; targets
+    per step meet every output, the padded steps weighted zero. Leading axes are kept.
+    """
+    if not arch.is_per_step:
+        return tf.reduce_mean(pointwise_loss(arch, y, outputs[..., -1, :]), axis=-1)
+    weight = tf.cast(mask, outputs.dtype)
+    per_step = pointwise_loss(arch, y, outputs) * weight
+    return tf.reduce_sum(per_step, axis=[-2, -1]) / tf.maximum(tf.reduce_sum(weight, axis=[-2, -1]), 1.0)

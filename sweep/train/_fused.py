@@ -1,0 +1,123 @@
+"""A pack of repeats trained as one computation.
+
+The repeats are independent networks whose weights carry a leading repeat axis: the LSTM's
+kernels are (P, features, 4 units) and (P, units, 4 units), its bias (P, 4 units), the head's
+(P, units, outputs) and (P, outputs). One step of all P cells is a batched matrix product, so a
+pack of 15 small LSTMs costs about what one does, where nearly all of the time is per-step
+overhead rather than arithmetic. The pack's loss is the sum of the repeats' losses, so each
+repeat's gradient, and so its Adam update (which is elementwise), is the one it would get alone.
+Every repeat draws its initial weights from its own seed exactly as a standalone Keras LSTM and
+Dense would, and sees its own shuffle order. The cell is Keras's LSTM cell (gates in the order
+input, forget, candidate, output; sigmoid and tanh).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from sweep.train._common import Architecture, chunk_loss, initial_weights, make_optimizer, reset_optimizer
+
+
+class FusedNetwork:
+    """P LSTM networks with a Dense head each, trained side by side, with compiled loops."""
+
+    def __init__(self, arch: Architecture, *, n_repeats: int, optimizer: str, learning_rate: float) -> None:
+        self.arch = arch
+        self.n_repeats = n_repeats
+        self.learning_rate = learning_rate
+        units, n_in, n_out = arch.units, arch.n_features, arch.n_outputs
+        shapes = {
+            "kernel": (n_in, 4 * units),
+            "recurrent_kernel": (units, 4 * units),
+            "bias": (4 * units,),
+            "head_kernel": (units, n_out),
+            "head_bias": (n_out,),
+        }
+        self.weights = {
+            name: tf.Variable(tf.zeros((n_repeats, *shape)), name=name) for name, shape in shapes.items()
+        }
+        self.variables = list(self.weights.values())
+        self.optimizer = make_optimizer(optimizer, learning_rate, self.variables)
+        self.train_epoch = tf.function(self._train_epoch, reduce_retracing=True)
+        self.predict = tf.function(self._predict, reduce_retracing=True)
+
+    def reset(self, seeds: list[int]) -> None:
+        """Each repeat's initial weights, drawn from its seed as new Keras layers draw them."""
+        if len(seeds) != self.n_repeats:
+            raise ValueError(f"{len(seeds)} seeds for a pack of {self.n_repeats}")
+        per_repeat = [initial_weights(self.arch, seed) for seed in seeds]
+        for index, variable in enumerate(self.variables):
+            variable.assign(np.stack([weights[index] for weights in per_repeat]))
+        reset_optimizer(self.optimizer, self.learning_rate)
+
+    def get_weights(self, repeat: int) -> list[np.ndarray]:
+        """One repeat's weights, in the order of a Keras LSTM's and Dense's get_weights()."""
+        return [variable[repeat].numpy() for variable in self.variables]
+
+    def forward(self, x: tf.Tensor, mask: tf.Tensor, h: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """One chunk for every repeat: x (P, B, L, features), mask (P, B, L), state (P, B, units)."""
+        w = self.weights
+        projected = tf.einsum("pblf,pfg->pblg", x, w["kernel"])
+        bias = w["bias"][:, None, :]
+        steps = range(self.arch.length) if self.arch.is_unrolled else tf.range(self.arch.length)
+        outputs = tf.TensorArray(tf.float32, size=self.arch.length)
+        for t in steps:
+            z = projected[:, :, t] + tf.matmul(h, w["recurrent_kernel"]) + bias
+            gate_in, gate_forget, candidate, gate_out = tf.split(z, 4, axis=-1)
+            c_next = tf.sigmoid(gate_forget) * c + tf.sigmoid(gate_in) * tf.tanh(candidate)
+            h_next = tf.sigmoid(gate_out) * tf.tanh(c_next)
+            if self.arch.is_masked:
+                # A padded step leaves the state, and so the output, as it was.
+                real = mask[:, :, t, None]
+                h_next, c_next = tf.where(real, h_next, h), tf.where(real, c_next, c)
+            h, c = h_next, c_next
+            outputs = outputs.write(t, h)
+        sequence = tf.transpose(outputs.stack(), [1, 2, 0, 3])
+        logits = tf.einsum("pblu,puo->pblo", sequence, w["head_kernel"]) + w["head_bias"][:, None, None, :]
+        return self._activate(logits), h, c
+
+    def _activate(self, logits: tf.Tensor) -> tf.Tensor:
+        if self.arch.activation == "sigmoid":
+            return tf.sigmoid(logits)
+        if self.arch.activation == "softmax":
+            return tf.nn.softmax(logits, axis=-1)
+        return logits
+
+    def _train_epoch(self, x: tf.Tensor, mask: tf.Tensor, y: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+        """Train every repeat on its batches `index` (P, groups, B) of x (n, k, L, features).
+
+        Returns each repeat's mean loss, shape (P,).
+        """
+        n_groups, batch, n_chunks = tf.shape(index)[1], tf.shape(index)[2], tf.shape(x)[1]
+        state_shape = (self.n_repeats, batch, self.arch.units)
+        total = tf.zeros((self.n_repeats,))
+        for g in tf.range(n_groups):
+            rows = index[:, g]
+            x_group, mask_group, y_group = tf.gather(x, rows), tf.gather(mask, rows), tf.gather(y, rows)
+            h, c = tf.zeros(state_shape), tf.zeros(state_shape)
+            for j in tf.range(n_chunks):
+                target = y_group[:, :, j] if self.arch.is_per_step else y_group
+                with tf.GradientTape() as tape:
+                    outputs, h, c = self.forward(x_group[:, :, j], mask_group[:, :, j], h, c)
+                    losses = chunk_loss(self.arch, outputs, target, mask_group[:, :, j])
+                    # Summed, each repeat's gradient is that of its own loss alone.
+                    loss = tf.reduce_sum(losses)
+                gradients = tape.gradient(loss, self.variables)
+                self.optimizer.apply(gradients, self.variables)
+                h, c = tf.stop_gradient(h), tf.stop_gradient(c)
+                total += losses
+        return total / tf.cast(n_groups * n_chunks, tf.float32)
+
+    def _predict(self, x: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        """Every repeat's outputs for x (n, k, L, features): (P, n, k, L, outputs)."""
+        n, n_chunks = tf.shape(x)[0], tf.shape(x)[1]
+        state_shape = (self.n_repeats, n, self.arch.units)
+        h, c = tf.zeros(state_shape), tf.zeros(state_shape)
+        outputs = tf.TensorArray(tf.float32, size=n_chunks)
+        for j in tf.range(n_chunks):
+            x_chunk = tf.repeat(x[None, :, j], self.n_repeats, axis=0)
+            mask_chunk = tf.repeat(mask[None, :, j], self.n_repeats, axis=0)
+            out, h, c = self.forward(x_chunk, mask_chunk, h, c)
+            outputs = outputs.write(j, out)
+        return tf.transpose(outputs.stack(), [1, 2, 0, 3, 4])

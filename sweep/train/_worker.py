@@ -1,0 +1,154 @@
+"""What a worker process keeps between jobs, and the training and scoring of one job."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import TypeVar
+
+import numpy as np
+
+from sweep import prepare
+from sweep.jobs import PackJob, PackResult, RepeatResult
+from sweep.problems import Dataset
+from sweep.scoring import score_all
+from sweep.train._common import Architecture
+from sweep.train._fused import FusedNetwork
+from sweep.train._keras_net import KerasNetwork
+
+_EVAL_BATCH = 2048
+_CACHE_SIZE = 4
+T = TypeVar("T")
+
+
+class _Cache:
+    """The study's data, prepared chunks and compiled networks of the last few grid points."""
+
+    def __init__(self) -> None:
+        self.dataset: Dataset | None = None
+        self.entries: OrderedDict[Hashable, object] = OrderedDict()
+
+    def get(self, key: Hashable, make: Callable[[], T]) -> T:
+        if key in self.entries:
+            self.entries.move_to_end(key)
+        else:
+            self.entries[key] = make()
+            while len(self.entries) > _CACHE_SIZE * 2:
+                self.entries.popitem(last=False)
+        return self.entries[key]  # type: ignore[return-value]
+
+
+_CACHE = _Cache()
+
+
+def set_dataset(dataset: Dataset) -> None:
+    """Give this process the study's data; every later job trains on it."""
+    _CACHE.dataset = dataset
+    _CACHE.entries.clear()
+
+
+def train_job(job: PackJob) -> PackResult:
+    """Train and score a job's repeats, fused or one at a time."""
+    dataset = _CACHE.dataset
+    if dataset is None:
+        raise RuntimeError("set_dataset() must be called first")
+    train, test = _CACHE.get(("chunks", job.length, job.mode), lambda: _prepare(dataset, job.length, job.mode))
+    arch = Architecture.of(dataset, units=job.units, length=job.length, is_masked=train.is_padded)
+    if job.is_fused:
+        return _train_fused(job, arch, train, test, dataset.task)
+    return _train_one_by_one(job, arch, train, test, dataset.task)
+
+
+def _prepare(dataset: Dataset, length: int, mode: str) -> tuple[prepare.Chunks, prepare.Chunks]:
+    """Training samples in the mode's layout, and the test sequences, sequence-major, for scoring."""
+    train = prepare.chunk(dataset.x_train, dataset.y_train, length)
+    test = prepare.chunk(dataset.x_test, dataset.y_test, length)
+    return (prepare.stateless(train) if mode == "stateless" else train), test
+
+
+def _train_fused(job: PackJob, arch: Architecture, train: prepare.Chunks, test: prepare.Chunks, task: str) -> PackResult:
+    started = time.perf_counter()
+    network = _CACHE.get(
+        ("fused", arch, len(job.repeats), job.optimizer, job.learning_rate),
+        lambda: FusedNetwork(arch, n_repeats=len(job.repeats), optimizer=job.optimizer, learning_rate=job.learning_rate),
+    )
+    network.reset(list(job.seeds))
+    rngs = [np.random.default_rng(seed) for seed in job.seeds]
+    losses = np.full(len(job.repeats), math.nan)
+    for _ in range(job.epochs):
+        losses = _fused_epoch(network, train, job.batch_size, rngs)
+    outputs = _predict_all(network.predict, _as_mode(test, job.mode), n_repeats=len(job.repeats))
+    seconds = (time.perf_counter() - started) / len(job.repeats)
+    results, failures = [], []
+    for index, (repeat, seed) in enumerate(zip(job.repeats, job.seeds)):
+        if not math.isfinite(losses[index]):
+            failures.append((repeat, _diverged(job, repeat, losses[index])))
+            continue
+        scores = score_all(outputs[index].reshape(*test.mask.shape, -1), test, task=task)
+        results.append(RepeatResult(repeat=repeat, seed=seed, scores=scores, train_loss=float(losses[index]), seconds=seconds))
+    return PackResult(results=tuple(results), failures=tuple(failures))
+
+
+def _fused_epoch(network: FusedNetwork, train: prepare.Chunks, batch_size: int, rngs: list) -> np.ndarray:
+    per_repeat = [prepare.index_blocks(prepare.batch_groups(train.n_sequences, batch_size, rng)) for rng in rngs]
+    weighted = np.zeros(len(rngs))
+    n_batches = 0
+    for block in range(len(per_repeat[0])):
+        index = np.stack([blocks[block] for blocks in per_repeat])
+        n_block = index.shape[1] * train.n_chunks
+        weighted += network.train_epoch(train.x, train.mask, train.y, index).numpy() * n_block
+        n_batches += n_block
+    return weighted / n_batches
+
+
+def _train_one_by_one(job: PackJob, arch: Architecture, train: prepare.Chunks, test: prepare.Chunks, task: str) -> PackResult:
+    network = _CACHE.get(
+        ("keras", arch, job.optimizer, job.learning_rate),
+        lambda: KerasNetwork(arch, optimizer=job.optimizer, learning_rate=job.learning_rate),
+    )
+    results, failures = [], []
+    for repeat, seed in zip(job.repeats, job.seeds):
+        started = time.perf_counter()
+        network.reset(seed)
+        rng = np.random.default_rng(seed)
+        loss = math.nan
+        for _ in range(job.epochs):
+            loss = _keras_epoch(network, train, job.batch_size, rng)
+        if not math.isfinite(loss):
+            failures.append((repeat, _diverged(job, repeat, loss)))
+            continue
+        outputs = _predict_all(network.predict, _as_mode(test, job.mode), n_repeats=None)
+        scores = score_all(outputs.reshape(*test.mask.shape, -1), test, task=task)
+        results.append(
+            RepeatResult(repeat=repeat, seed=seed, scores=scores, train_loss=loss, seconds=time.perf_counter() - started)
+        )
+    return PackResult(results=tuple(results), failures=tuple(failures))
+
+
+def _keras_epoch(network: KerasNetwork, train: prepare.Chunks, batch_size: int, rng: np.random.Generator) -> float:
+    weighted, n_batches = 0.0, 0
+    for index in prepare.index_blocks(prepare.batch_groups(train.n_sequences, batch_size, rng)):
+        n_block = index.shape[0] * train.n_chunks
+        weighted += float(network.train_epoch(train.x, train.mask, train.y, index)) * n_block
+        n_batches += n_block
+    return weighted / n_batches
+
+
+def _diverged(job: PackJob, repeat: int, loss: float) -> str:
+    return f"{job.key} repeat {repeat}: the training loss became {loss}; lower training.learning_rate"
+
+
+def _as_mode(test: prepare.Chunks, mode: str) -> prepare.Chunks:
+    return prepare.stateless(test) if mode == "stateless" else test
+
+
+def _predict_all(predict: Callable, test: prepare.Chunks, *, n_repeats: int | None) -> np.ndarray:
+    """Predictions in batches of sequences; with a pack, the repeat axis comes first."""
+    step = _EVAL_BATCH if n_repeats is None else max(1, _EVAL_BATCH // n_repeats)
+    parts = [
+        predict(test.x[start : start + step], test.mask[start : start + step]).numpy()
+        for start in range(0, test.n_sequences, step)
+    ]
+    return np.concatenate(parts, axis=0 if n_repeats is None else 1)

@@ -1,0 +1,123 @@
+"""The fused pack trains each repeat exactly as a standalone Keras network would."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from sweep import prepare
+from sweep.jobs import PackJob
+from sweep.problems import check_arrays, load_problem
+from sweep.results import summarize
+from sweep.spec import EchoFirstProblem, LagEchoProblem
+from sweep.train import FusedNetwork, KerasNetwork, set_dataset, train_job
+from sweep.train._common import Architecture, initial_weights, seeded_layers
+
+SEEDS = [3, 40, 500]
+TOLERANCE = 1e-5
+
+
+def three_classes():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 6, 2)).astype(np.float32)
+    labels = (x[:, 0, 0] > 0).astype(int) + (x[:, 0, 1] > 0.5).astype(int)
+    return check_arrays(
+        {"x_train": x[:24], "y_train": labels[:24], "x_test": x[24:], "y_test": labels[24:]},
+        task="classification", source="test",
+    )
+
+
+PROBLEMS = {
+    "echo-first": lambda: load_problem(EchoFirstProblem(kind="echo-first", length=8, n_train=24, n_test=8, seed=2)),
+    "echo-first padded": lambda: load_problem(EchoFirstProblem(kind="echo-first", length=9, n_train=24, n_test=8, seed=2)),
+    "lag-echo padded": lambda: load_problem(LagEchoProblem(kind="lag-echo", length=9, lag=2, n_train=24, n_test=8, seed=2)),
+    "three classes": three_classes,
+}
+
+
+def train_both(dataset, *, length: int, mode: str, units: int = 5, batch_size: int = 8):
+    """One epoch of a fused pack and of each repeat alone, on the same per-repeat batches."""
+    train = prepare.chunk(dataset.x_train, dataset.y_train, length)
+    train = prepare.stateless(train) if mode == "stateless" else train
+    arch = Architecture.of(dataset, units=units, length=length, is_masked=train.is_padded)
+    batches = [
+        prepare.index_blocks(prepare.batch_groups(train.n_sequences, batch_size, np.random.default_rng(seed)))
+        for seed in SEEDS
+    ]
+    fused = FusedNetwork(arch, n_repeats=len(SEEDS), optimizer="adam", learning_rate=0.01)
+    fused.reset(SEEDS)
+    for block in range(len(batches[0])):
+        fused.train_epoch(train.x, train.mask, train.y, np.stack([blocks[block] for blocks in batches]))
+    alone = []
+    for seed, blocks in zip(SEEDS, batches):
+        network = KerasNetwork(arch, optimizer="adam", learning_rate=0.01)
+        network.reset(seed)
+        for index in blocks:
+            network.train_epoch(train.x, train.mask, train.y, index)
+        alone.append(network)
+    return fused, alone, train
+
+
+@pytest.mark.parametrize("problem", PROBLEMS)
+@pytest.mark.parametrize("mode", ["stateless", "stateful"])
+def test_every_repeat_of_a_pack_ends_with_the_weights_and_predictions_it_gets_alone(problem: str, mode: str) -> None:
+    dataset = PROBLEMS[problem]()
+    fused, alone, _ = train_both(dataset, length=4, mode=mode)
+    test = prepare.chunk(dataset.x_test, dataset.y_test, 4)
+    test = prepare.stateless(test) if mode == "stateless" else test
+    predictions = fused.predict(test.x, test.mask).numpy()
+    for repeat, network in enumerate(alone):
+        for fused_weight, own_weight in zip(fused.get_weights(repeat), network.get_weights()):
+            np.testing.assert_allclose(fused_weight, own_weight, atol=TOLERANCE)
+        np.testing.assert_allclose(predictions[repeat], network.predict(test.x, test.mask).numpy(), atol=TOLERANCE)
+
+
+def test_training_moved_the_weights_and_repeats_differ() -> None:
+    fused, _, _ = train_both(PROBLEMS["echo-first"](), length=4, mode="stateful")
+    start = [initial_weights(fused.arch, seed) for seed in SEEDS]
+    assert not np.allclose(fused.get_weights(0)[1], start[0][1])
+    assert not np.allclose(fused.get_weights(0)[0], fused.get_weights(1)[0])
+
+
+@pytest.mark.parametrize("seed", [0, 7, 123456])
+@pytest.mark.parametrize(("units", "n_features", "n_outputs"), [(5, 1, 1), (12, 3, 4)])
+def test_initial_weights_are_those_of_newly_built_keras_layers(seed: int, units: int, n_features: int, n_outputs: int) -> None:
+    arch = Architecture(task="classification", n_features=n_features, n_outputs=n_outputs, is_per_step=False,
+                        units=units, length=4, is_masked=False)
+    lstm, head = seeded_layers(arch, seed)
+    for drawn, built in zip(initial_weights(arch, seed), lstm.get_weights() + head.get_weights()):
+        np.testing.assert_array_equal(drawn, built)
+
+
+def test_the_reference_network_trains_as_a_keras_sequential_model_does() -> None:
+    """Anchor the reference path itself to plain Keras: Sequential, Adam, train_on_batch."""
+    dataset = PROBLEMS["echo-first"]()
+    train = prepare.stateless(prepare.chunk(dataset.x_train, dataset.y_train, 4))
+    arch = Architecture.of(dataset, units=5, length=4, is_masked=False)
+    network = KerasNetwork(arch, optimizer="adam", learning_rate=0.01)
+    network.reset(SEEDS[0])
+    model = keras.Sequential([keras.Input((4, 1)), keras.layers.LSTM(5), keras.layers.Dense(1, activation="sigmoid")])
+    model.set_weights(initial_weights(arch, SEEDS[0]))
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy", jit_compile=False)
+    for index in prepare.index_blocks(prepare.batch_groups(train.n_sequences, 8, np.random.default_rng(1))):
+        network.train_epoch(train.x, train.mask, train.y, index)
+        for rows in index:
+            model.train_on_batch(train.x[rows, 0], train.y[rows])
+    for own, plain in zip(network.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(own, plain, atol=TOLERANCE)
+
+
+def test_fused_and_one_by_one_repeats_agree_in_distribution() -> None:
+    """Different seeds, a setting where repeats disagree: each mean lies in the other's 95% CI."""
+    dataset = load_problem(EchoFirstProblem(kind="echo-first", length=20, n_train=200, n_test=100, seed=1))
+    set_dataset(dataset)
+    common = dict(key="spread", length=10, mode="stateful", units=4, epochs=1, batch_size=10,
+                  optimizer="adam", learning_rate=0.01, repeats=tuple(range(12)))
+    fused = train_job(PackJob(seeds=tuple(range(12)), is_fused=True, **common))
+    alone = train_job(PackJob(seeds=tuple(range(100, 112)), is_fused=False, **common))
+    fused_stats = summarize([r.scores["accuracy/sample"] for r in fused.results])
+    alone_stats = summarize([r.scores["accuracy/sample"] for r in alone.results])
+    assert fused_stats["std"] > 0.05 and alone_stats["std"] > 0.05  # the repeats really disagree
+    assert alone_stats["ci95_low"] <= fused_stats["mean"] <= alone_stats["ci95_high"]
+    assert fused_stats["ci95_low"] <= alone_stats["mean"] <= fused_stats["ci95_high"]
