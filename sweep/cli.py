@@ -65,7 +65,11 @@ def run(
     dataset = load_problem(spec.problem)
     points = grid_points(spec, dataset.sequence_length)
     study = studies.create_or_resume(
-        studies.open_storage(storage), spec, fingerprint=dataset.fingerprint, points=points
+        studies.open_storage(storage),
+        spec,
+        fingerprint=dataset.fingerprint,
+        points=points,
+        sequence_length=dataset.sequence_length,
     )
     n_workers = workers or default_workers()
     console.print(
@@ -80,6 +84,9 @@ def run(
     except KeyboardInterrupt:
         typer.echo("interrupted: the point in progress keeps its finished repeats; run again to resume", err=True)
         raise typer.Exit(130) from None
+    from sweep.dashboard import annotate
+
+    annotate(study, _collect_report(study))
     _print_results(study, spec)
 
 
@@ -107,6 +114,66 @@ def status(
     """
     study = studies.load_study(studies.open_storage(storage), name)
     _print_results(study, studies.study_spec(study))
+
+
+@app.command()
+def report(
+    name: Annotated[str, typer.Argument(help="The study's name.")],
+    storage: StorageOption = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="HTML file to write [default: NAME.html].", show_default=False)
+    ] = None,
+) -> None:
+    """Write a study's report: one self-contained HTML file that opens offline.
+
+    It shows every repeat of every grid point as a box plot, the mean skill against the
+    subsequence length with 95% confidence intervals, and a table telling which points are
+    distinguishable from the best.
+
+    Example: sweep report echo-first -o echo-first.html
+    """
+    from sweep.report import write_html
+
+    study = studies.load_study(studies.open_storage(storage), name)
+    path = write_html(_collect_report(study), output or Path(f"{name}.html"))
+    console.print(f"wrote {path}")
+
+
+@app.command()
+def dashboard(
+    storage: StorageOption = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
+) -> None:
+    """Serve optuna-dashboard on the study storage, each study with a note on its grid and best point.
+
+    Every grid point is a trial: its repeats' scores are the intermediate values, its statistics
+    the user attributes. Stop with Ctrl-C.
+
+    Example: sweep dashboard --port 8080
+    """
+    from sweep.dashboard import annotate, serve
+
+    storage_object = studies.open_storage(storage)
+    for summary in optuna.get_all_study_summaries(storage_object, include_best_trial=False):
+        study = studies.load_study(storage_object, summary.study_name)
+        if studies.SPEC_ATTR in study.user_attrs:
+            annotate(study, _collect_report(study))
+    console.print(f"optuna-dashboard on http://{host}:{port}/ for {studies.storage_url(storage)} (Ctrl-C to stop)")
+    try:
+        serve(storage_object, host=host, port=port)
+    except OSError as error:
+        raise SweepError(f"cannot serve on {host}:{port} ({error.strerror}); choose another --port") from None
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+def _collect_report(study: optuna.Study):
+    from sweep.report import collect
+
+    spec = studies.study_spec(study)
+    sequence_length = study.user_attrs.get(studies.SEQUENCE_LENGTH_ATTR) or load_problem(spec.problem).sequence_length
+    return collect(study, spec, sequence_length)
 
 
 @app.command("list")

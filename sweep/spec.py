@@ -329,6 +329,7 @@ def _is_union_tag(part: Any) -> bool:
 def describe_spec(spec: Spec) -> Iterator[tuple[str, str]]:
     """(setting, value) pairs that summarise a spec for tables and reports."""
     yield "problem", ", ".join(f"{k}={v}" for k, v in spec.problem.model_dump().items())
+    yield "grid", ", ".join(f"{k}={v}" for k, v in spec.grid.model_dump(mode="json").items() if v is not None)
     yield "repeats", str(spec.repeats)
     yield "objective", f"{spec.objective.metric} per {spec.objective.per} ({spec.direction})"
     yield "model", ", ".join(f"{k}={v}" for k, v in spec.model.model_dump().items())

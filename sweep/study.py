@@ -40,6 +40,7 @@ DEFAULT_STORAGE = "sqlite:///sweep.db"
 STORAGE_ENV = "SWEEP_STORAGE"
 SPEC_ATTR = "spec"
 FINGERPRINT_ATTR = "data_fingerprint"
+SEQUENCE_LENGTH_ATTR = "sequence_length"
 REPEAT_ATTR = "repeat/"  # + zero-padded repeat index: seed, every metric, seconds
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -103,7 +104,12 @@ def study_spec(study: optuna.Study) -> Spec:
 
 
 def create_or_resume(
-    storage: optuna.storages.BaseStorage, spec: Spec, *, fingerprint: str, points: Sequence[GridPoint]
+    storage: optuna.storages.BaseStorage,
+    spec: Spec,
+    *,
+    fingerprint: str,
+    points: Sequence[GridPoint],
+    sequence_length: int | None = None,
 ) -> optuna.Study:
     """The study of `spec`, created with its whole grid enqueued, or resumed if it exists.
 
@@ -127,6 +133,8 @@ def create_or_resume(
             sampler=optuna.samplers.RandomSampler(),
         )
     if SPEC_ATTR not in study.user_attrs:
+        if sequence_length is not None:
+            study.set_user_attr(SEQUENCE_LENGTH_ATTR, sequence_length)
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
         study.set_user_attr(SPEC_ATTR, json.dumps(spec.model_dump(mode="json"), sort_keys=True))
     enqueue_grid(study, points)

@@ -2,7 +2,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import optuna
 import pytest
+
+from sweep import study as studies
+from sweep.spec import grid_points, spec_from_dict
 
 TINY_STUDY = """
 name = "tiny"
@@ -43,3 +48,37 @@ def tiny_study(tmp_path: Path) -> Path:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'studies.db'}"
+
+
+SYNTHETIC_SPEC = spec_from_dict({
+    "name": "synthetic", "repeats": 3,
+    "problem": {"kind": "echo-first", "length": 6},
+    "grid": {"lengths": [3, 4, 6], "modes": ["stateless", "stateful"]},
+})
+SYNTHETIC_SCORES = {
+    "L=3 stateless": [0.5, 0.6, 0.7],
+    "L=3 stateful": [0.9, 0.95, 1.0],
+    "L=4 stateless": [0.1, 0.2, 0.3],
+    "L=4 stateful": [0.9, 1.0, 0.95],
+    "L=6 stateless": [1.0, 2.0, 3.0],
+}  # L=6 stateful stays waiting
+
+
+def make_synthetic_study(url: str) -> optuna.Study:
+    """Five finished grid points with known scores and one still waiting, as sweep stores them."""
+    points = grid_points(SYNTHETIC_SPEC, 6)
+    study = studies.create_or_resume(studies.open_storage(url), SYNTHETIC_SPEC, fingerprint="f", points=points, sequence_length=6)
+    while (trial := studies.claim_next(study)) is not None:
+        point = studies.suggest_point(trial, SYNTHETIC_SPEC, points)
+        if point.key not in SYNTHETIC_SCORES:
+            studies.release_trial(study, trial)
+            break
+        for repeat, score in enumerate(SYNTHETIC_SCORES[point.key]):
+            studies.record_repeat(trial, repeat=repeat, score=score, details={"seed": repeat, "seconds": 1.0})
+        studies.finish_trial(study, trial, summary={"wall_seconds": 2.0}, value=float(np.mean(SYNTHETIC_SCORES[point.key])))
+    return study
+
+
+@pytest.fixture
+def synthetic_study(sqlite_url: str) -> optuna.Study:
+    return make_synthetic_study(sqlite_url)

@@ -73,19 +73,26 @@ def test_a_diverging_point_fails_with_its_reason_and_the_sweep_goes_on(sqlite_ur
     assert done.state == TrialState.COMPLETE and len(done.intermediate_values) == 2
 
 
-@pytest.mark.slow
-def test_ctrl_c_puts_the_point_back_and_the_next_run_finishes_it(tmp_path: Path) -> None:
+def study_on_disk(tmp_path: Path, name: str, *, repeats: int, lengths: str) -> tuple[Path, str]:
     study_file = tmp_path / "s.toml"
     study_file.write_text(
-        'name = "interrupted"\nrepeats = 6\n[problem]\nkind = "echo-first"\nlength = 20\nn_train = 400\n'
-        '[grid]\nlengths = [10, 20]\nmodes = ["stateful"]\n'
+        f'name = "{name}"\nrepeats = {repeats}\n[problem]\nkind = "echo-first"\nlength = 20\nn_train = 400\n'
+        f'[grid]\nlengths = {lengths}\nmodes = ["stateful"]\n'
     )
-    url = f"sqlite:///{tmp_path / 'sweep.db'}"
-    # One network at a time on one worker, so that repeats finish one by one.
-    command = [sys.executable, "-m", "sweep", "run", str(study_file), "--workers", "1", "--storage", url]
-    process = subprocess.Popen(
-        [*command, "--reference"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    return study_file, f"sqlite:///{tmp_path / 'sweep.db'}"
+
+
+def start_sweep(study_file: Path, url: str, **popen: object) -> subprocess.Popen:
+    """A sweep that trains one network at a time on one worker, so that repeats finish one by one."""
+    command = [sys.executable, "-m", "sweep", "run", str(study_file), "--workers", "1", "--reference", "--storage", url]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+@pytest.mark.slow
+def test_ctrl_c_puts_the_point_back_and_the_next_run_finishes_it(tmp_path: Path) -> None:
+    study_file, url = study_on_disk(tmp_path, "interrupted", repeats=6, lengths="[10, 20]")
+    process = start_sweep(
+        study_file, url, start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
     )
     kept = wait_for_partial_trial(url, "interrupted", deadline=time.monotonic() + 300)
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends to the whole foreground group
@@ -96,7 +103,9 @@ def test_ctrl_c_puts_the_point_back_and_the_next_run_finishes_it(tmp_path: Path)
     assert first.state == TrialState.WAITING
     assert set(kept) <= set(first.intermediate_values)
 
-    resumed = subprocess.run([*command[:4], "interrupted", *command[5:]], capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "sweep", "run", "interrupted", "--storage", url], capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr
     first = optuna.load_study(study_name="interrupted", storage=url).get_trials()[0]
     assert first.state == TrialState.COMPLETE and sorted(first.intermediate_values) == list(range(6))
@@ -122,16 +131,8 @@ def worker_pids(parent: int) -> list[int]:
 
 @pytest.mark.slow
 def test_a_killed_worker_is_replaced_and_no_finished_repeat_is_lost_or_trained_twice(tmp_path: Path) -> None:
-    study_file = tmp_path / "s.toml"
-    study_file.write_text(
-        'name = "killed"\nrepeats = 5\n[problem]\nkind = "echo-first"\nlength = 20\nn_train = 400\n'
-        '[grid]\nlengths = [10]\nmodes = ["stateful"]\n'
-    )
-    url = f"sqlite:///{tmp_path / 'sweep.db'}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sweep", "run", str(study_file), "--workers", "1", "--reference", "--storage", url],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    study_file, url = study_on_disk(tmp_path, "killed", repeats=5, lengths="[10]")
+    process = start_sweep(study_file, url)
     kept = wait_for_partial_trial(url, "killed", deadline=time.monotonic() + 300)
     workers = worker_pids(process.pid)
     assert len(workers) == 1

@@ -1,0 +1,54 @@
+"""optuna-dashboard on the study storage, and the note each study carries there."""
+
+from __future__ import annotations
+
+import warnings
+
+import optuna
+import optuna_dashboard
+
+from sweep.report import TEST_DESCRIPTION, Report
+
+__all__ = ["annotate", "serve", "study_note"]
+
+
+def study_note(report: Report) -> str:
+    """Markdown for the dashboard's study note: the grid, its progress and the best point."""
+    counts = report.counts
+    lines = [
+        f"# {report.study_name}",
+        "",
+        f"Grid of {len(report.points)} points: {counts['done']} done, {counts['running']} running, "
+        f"{counts['waiting']} waiting, {counts['failed']} failed. Objective: {report.metric} ({report.direction}d).",
+        "",
+        "Each trial is one grid point; its intermediate values are the repeats' scores (step = repeat index), "
+        "its value their mean, and its user attributes the statistics (n, std, ci95_low, ci95_high, ...).",
+        "",
+    ]
+    finished = report.finished_points
+    if finished:
+        best = finished[0]
+        s = best.summary
+        interval = f", 95% CI {s['ci95_low']:.4f} .. {s['ci95_high']:.4f}" if s.get("ci95_low") is not None else ""
+        tied = [p.key for p in finished[1:] if p.is_distinguishable is False]
+        lines += [
+            f"**Best point: {best.key}**, mean {s['mean']:.4f} over {s['n']} repeats{interval}.",
+            "",
+            f"Not distinguishable from it: {', '.join(tied) if tied else 'none'} ({TEST_DESCRIPTION}).",
+            "",
+        ]
+    lines += ["| setting | value |", "|---|---|", *(f"| {key} | {value} |" for key, value in report.settings)]
+    return "\n".join(lines)
+
+
+def annotate(study: optuna.Study, report: Report) -> None:
+    """Give the study its note and its objective's name in optuna-dashboard."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([report.metric])
+    optuna_dashboard.save_note(study, study_note(report))
+
+
+def serve(storage: optuna.storages.BaseStorage, *, host: str, port: int) -> None:
+    """Serve optuna-dashboard on the storage until interrupted."""
+    optuna_dashboard.run_server(storage, host=host, port=port)

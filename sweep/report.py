@@ -1,0 +1,313 @@
+"""The study report: numbers collected from the stored trials, then drawn with Plotly into one
+self-contained HTML file that opens offline.
+
+Collecting (:func:`collect`) is pure and tested directly; drawing (:func:`box_figure`,
+:func:`mean_figure`, :func:`write_html`) only lays out what was collected. Nothing is re-trained
+or guessed: every number comes from the repeats stored in the study.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import plotly.graph_objects as go
+from scipy import stats
+
+from sweep.results import STATE_NAMES, count_states, summarize
+from sweep.spec import Spec, describe_spec
+
+__all__ = ["PointStats", "Report", "box_figure", "collect", "mean_figure", "write_html"]
+
+ALPHA = 0.05
+TEST_DESCRIPTION = (
+    "two-sided Mann-Whitney U test of each point's repeat scores against the best point's, "
+    "p-values adjusted for the number of comparisons with the Benjamini-Hochberg procedure "
+    f"(false discovery rate {ALPHA:g}); a point is distinguishable from the best when its adjusted p < {ALPHA:g}"
+)
+
+
+@dataclass(frozen=True)
+class PointStats:
+    """One grid point's repeat scores and their statistics."""
+
+    number: int
+    key: str
+    length: int
+    mode: str
+    group: str  # the mode and any crossed settings: one colour in the figures
+    state: str
+    scores: tuple[float, ...]
+    summary: dict[str, Any]
+    is_padded: bool
+    padding_fraction: float
+    wall_seconds: float | None
+    fail_reason: str = ""
+    p_value: float | None = None  # adjusted, against the best point
+    is_best: bool = False
+
+    @property
+    def is_distinguishable(self) -> bool | None:
+        return None if self.p_value is None else self.p_value < ALPHA
+
+
+@dataclass(frozen=True)
+class Report:
+    study_name: str
+    metric: str
+    direction: str
+    settings: list[tuple[str, str]]
+    counts: dict[str, int]
+    points: list[PointStats] = field(default_factory=list)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.counts["running"] == 0 and self.counts["waiting"] == 0
+
+    @property
+    def finished_points(self) -> list[PointStats]:
+        return [point for point in self.points if point.state == "done"]
+
+
+def collect(study: optuna.Study, spec: Spec, sequence_length: int) -> Report:
+    """Every grid point's statistics, best first, with its test against the best point."""
+    points = [_point(trial, sequence_length) for trial in study.get_trials(deepcopy=False)]
+    maximize = spec.direction == "maximize"
+    done = sorted(
+        (p for p in points if p.state == "done"),
+        key=lambda p: (-p.summary["mean"] if maximize else p.summary["mean"], p.number),
+    )
+    rest = sorted((p for p in points if p.state != "done"), key=lambda p: p.number)
+    return Report(
+        study_name=study.study_name,
+        metric=f"{spec.objective.metric} per {spec.objective.per}",
+        direction=spec.direction,
+        settings=list(describe_spec(spec)),
+        counts=count_states(study),
+        points=compare_to_best(done) + rest,
+    )
+
+
+def _point(trial: optuna.trial.FrozenTrial, sequence_length: int) -> PointStats:
+    attrs = trial.user_attrs
+    params = trial.params or _fixed_params(trial)
+    length = int(params.get("length", attrs.get("length", 0)))
+    mode = str(params.get("mode", attrs.get("mode", "")))
+    extras = [f"{name}={value}" for name, value in sorted(params.items()) if name not in ("length", "mode")]
+    scores = tuple(trial.intermediate_values[step] for step in sorted(trial.intermediate_values))
+    n_chunks = -(-sequence_length // length) if length else 1
+    padding = (n_chunks * length - sequence_length) / (n_chunks * length) if length else 0.0
+    return PointStats(
+        number=trial.number,
+        key=attrs.get("key", f"L={length} {mode}"),
+        length=length,
+        mode=mode,
+        group=" ".join([mode, *extras]),
+        state=STATE_NAMES.get(trial.state, trial.state.name.lower()),
+        scores=scores,
+        summary=summarize(scores) if scores else {"n": 0},
+        is_padded=bool(length) and sequence_length % length != 0,
+        padding_fraction=padding,
+        wall_seconds=attrs.get("wall_seconds"),
+        fail_reason=attrs.get("fail_reason", ""),
+    )
+
+
+def _fixed_params(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    # A trial not yet started has its grid point only among its enqueued parameters.
+    return dict(trial.system_attrs.get("fixed_params", {}))
+
+
+def compare_to_best(done: list[PointStats]) -> list[PointStats]:
+    """Mark the first (best) point, and give every other its adjusted p-value against it."""
+    if not done:
+        return []
+    best, others = done[0], done[1:]
+    raw = [_p_value(best.scores, point.scores) for point in others]
+    adjusted = list(stats.false_discovery_control(raw, method="bh")) if raw else []
+    return [replace(best, is_best=True)] + [replace(point, p_value=float(p)) for point, p in zip(others, adjusted)]
+
+
+def _p_value(best: tuple[float, ...], other: tuple[float, ...]) -> float:
+    if len(best) < 2 or len(other) < 2 or len(set(best) | set(other)) == 1:
+        return 1.0  # nothing to tell apart: too few repeats, or every score the same
+    return float(stats.mannwhitneyu(best, other, alternative="two-sided").pvalue)
+
+
+# Drawing ---------------------------------------------------------------------------------------
+
+_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f")
+
+
+def _groups(report: Report) -> list[str]:
+    return sorted({point.group for point in report.finished_points})
+
+
+def box_figure(report: Report) -> go.Figure:
+    """One box per grid point, every repeat drawn as a point; state modes side by side per length."""
+    figure = go.Figure()
+    lengths = sorted({point.length for point in report.finished_points})
+    for index, group in enumerate(_groups(report)):
+        members = sorted((p for p in report.finished_points if p.group == group), key=lambda p: p.length)
+        figure.add_trace(
+            go.Box(
+                name=group,
+                x=[f"L={p.length}" for p in members for _ in p.scores],
+                y=[score for p in members for score in p.scores],
+                boxpoints="all",
+                jitter=0.4,
+                pointpos=0,
+                marker={"size": 4, "color": _COLOURS[index % len(_COLOURS)]},
+                line={"color": _COLOURS[index % len(_COLOURS)]},
+                hovertemplate="%{x}<br>" + group + "<br>score %{y:.4f}<extra></extra>",
+            )
+        )
+    figure.update_layout(
+        title=f"{report.metric}: every repeat of every grid point",
+        boxmode="group",
+        xaxis={"title": "subsequence length", "categoryorder": "array", "categoryarray": [f"L={n}" for n in lengths]},
+        yaxis={"title": report.metric},
+        legend={"title": "state mode"},
+        template="plotly_white",
+    )
+    return figure
+
+
+def mean_figure(report: Report) -> go.Figure:
+    """Mean skill against subsequence length with 95% confidence intervals; padded lengths marked."""
+    figure = go.Figure()
+    for index, group in enumerate(_groups(report)):
+        members = sorted((p for p in report.finished_points if p.group == group), key=lambda p: p.length)
+        means = [p.summary["mean"] for p in members]
+        high = [_or_zero(p.summary.get("ci95_high"), p.summary["mean"]) for p in members]
+        low = [_or_zero(p.summary.get("ci95_low"), p.summary["mean"]) for p in members]
+        figure.add_trace(
+            go.Scatter(
+                name=group,
+                x=[p.length for p in members],
+                y=means,
+                mode="lines+markers",
+                error_y={"type": "data", "symmetric": False, "array": high, "arrayminus": low},
+                marker={
+                    "size": 10,
+                    "color": _COLOURS[index % len(_COLOURS)],
+                    "symbol": ["circle-open" if p.is_padded else "circle" for p in members],
+                },
+                customdata=[["padded" if p.is_padded else "factor", p.summary["n"]] for p in members],
+                hovertemplate="L=%{x} (%{customdata[0]})<br>mean %{y:.4f}, n=%{customdata[1]}<extra>"
+                + group
+                + "</extra>",
+            )
+        )
+    figure.update_layout(
+        title=f"mean {report.metric} with 95% confidence interval (filled: factor of the sequence length, open: padded)",
+        xaxis={"title": "subsequence length", "type": "log" if _is_wide(report) else "linear"},
+        yaxis={"title": report.metric},
+        legend={"title": "state mode"},
+        template="plotly_white",
+    )
+    return figure
+
+
+def _or_zero(bound: float | None, mean: float) -> float:
+    return 0.0 if bound is None else abs(bound - mean)
+
+
+def _is_wide(report: Report) -> bool:
+    lengths = [p.length for p in report.finished_points]
+    return bool(lengths) and max(lengths) / max(1, min(lengths)) > 50
+
+
+def write_html(report: Report, path: str | Path) -> Path:
+    """One HTML file with Plotly's JavaScript embedded, so that it opens with no network."""
+    path = Path(path)
+    figures = [box_figure(report), mean_figure(report)]
+    parts = [
+        figure.to_html(full_html=False, include_plotlyjs=(index == 0), config={"displaylogo": False})
+        for index, figure in enumerate(figures)
+    ]
+    path.write_text(_page(report, parts), encoding="utf-8")
+    return path
+
+
+def _page(report: Report, figures: list[str]) -> str:
+    name = html.escape(report.study_name)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{name}: sweep report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+th, td {{ padding: 0.25em 0.7em; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }}
+th:first-child, td:first-child, td.text {{ text-align: left; }}
+.note {{ background: #fff4d6; border-left: 4px solid #e0a800; padding: 0.6em 1em; }}
+.best {{ font-weight: bold; }}
+</style></head><body>
+<h1>{name}</h1>
+{_notes(report)}
+<section id="box">{figures[0]}</section>
+<section id="means">{figures[1]}</section>
+<h2>Grid points, best first</h2>
+{_table(report)}
+<p><small>Distinguishable from the best: {html.escape(TEST_DESCRIPTION)}.</small></p>
+<h2>Settings</h2>
+<table id="settings">{''.join(f'<tr><td class="text">{html.escape(k)}</td><td class="text">{html.escape(v)}</td></tr>' for k, v in report.settings)}</table>
+</body></html>
+"""
+
+
+def _notes(report: Report) -> str:
+    notes = []
+    counts = report.counts
+    if not report.is_finished:
+        notes.append(
+            f"This study is still running: {counts['done']} points done, {counts['running']} running, "
+            f"{counts['waiting']} waiting. The figures show the finished points only."
+        )
+    if counts["failed"]:
+        notes.append(f"{counts['failed']} point(s) failed; their reasons are in the table.")
+    return "".join(f'<p class="note">{html.escape(note)}</p>' for note in notes)
+
+
+_COLUMNS = ("#", "point", "state", "n", "mean", "std", "95% CI", "median", "min", "max", "padding", "time", "vs best")
+
+
+def _table(report: Report) -> str:
+    head = "".join(f"<th>{html.escape(column)}</th>" for column in _COLUMNS)
+    rows = [_row(rank, point) for rank, point in enumerate(report.points, start=1)]
+    return f'<table id="points"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _row(rank: int, point: PointStats) -> str:
+    s = point.summary
+    interval = f"{_fmt(s.get('ci95_low'))} .. {_fmt(s.get('ci95_high'))}" if s.get("ci95_low") is not None else "-"
+    if point.is_best:
+        verdict = "best"
+    elif point.p_value is None:
+        verdict = "-"
+    else:
+        verdict = f"{'yes' if point.is_distinguishable else 'no'} (p={point.p_value:.3g})"
+    cells = [
+        str(rank) if point.state == "done" else "-",
+        html.escape(point.key),
+        html.escape(point.state + (f": {point.fail_reason}" if point.fail_reason else "")),
+        str(s.get("n", 0)),
+        _fmt(s.get("mean")),
+        _fmt(s.get("std")),
+        interval,
+        _fmt(s.get("median")),
+        _fmt(s.get("min")),
+        _fmt(s.get("max")),
+        f"{point.padding_fraction:.0%}",
+        f"{point.wall_seconds:.0f} s" if point.wall_seconds is not None else "-",
+        verdict,
+    ]
+    tds = "".join(f'<td class="text">{c}</td>' if i in (1, 2, 12) else f"<td>{c}</td>" for i, c in enumerate(cells))
+    return f'<tr class="{"best" if point.is_best else ""}">{tds}</tr>'
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"

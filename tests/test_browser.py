@@ -1,0 +1,99 @@
+"""What a person sees, in headless Chromium: the report file offline, and the dashboard."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+
+from sweep.report import collect, write_html
+from tests.conftest import SYNTHETIC_SPEC
+
+CHROMIUM = shutil.which("chromium")
+playwright = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]' brings Playwright")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
+
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser() -> Iterator:
+    with playwright.sync_playwright() as driver:
+        chromium = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+def test_the_report_opens_offline_with_one_box_per_grid_point(browser, synthetic_study: optuna.Study, tmp_path: Path) -> None:
+    page_file = write_html(collect(synthetic_study, SYNTHETIC_SPEC, 6), tmp_path / "report.html")
+    context = browser.new_context(offline=True, viewport={"width": 1300, "height": 900})
+    requested: list[str] = []
+    context.on("request", lambda request: requested.append(request.url))
+    page = context.new_page()
+    page.goto(page_file.as_uri())
+    page.wait_for_selector("#box .js-plotly-plot path.box", state="attached")
+    page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+
+    assert page.locator("#box path.box").count() == 5  # the five finished points; one still waits
+    assert page.locator("#box .xtick text").all_text_contents() == ["L=3", "L=4", "L=6"]
+    assert sorted(page.locator("#box .legendtext").all_text_contents()) == ["stateful", "stateless"]
+    assert page.locator("#means .js-plotly-plot .scatterlayer .trace").count() == 2
+    assert page.locator("#points tbody tr").count() == 6
+    assert page.locator("#points tbody tr.best td").nth(1).inner_text() == "L=6 stateless"
+    assert "still running" in page.locator(".note").inner_text()
+    assert all(url.startswith("file:") for url in requested)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def dashboard(synthetic_study: optuna.Study, sqlite_url: str) -> Iterator[str]:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sweep", "dashboard", "--storage", sqlite_url, "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/api/studies", timeout=1)
+            break
+        except OSError:
+            assert server.poll() is None, server.stdout.read().decode()
+            time.sleep(0.3)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_the_dashboard_lists_the_study_and_shows_the_repeats_as_intermediate_values(browser, dashboard: str, tmp_path: Path) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{dashboard}/dashboard")
+    page.get_by_text("synthetic").first.wait_for()
+    page.screenshot(path=str(tmp_path / "studies.png"))
+
+    page.goto(f"{dashboard}/dashboard/studies/1")
+    page.get_by_text("Intermediate values").wait_for()
+    page.get_by_text("trial #4").first.wait_for()
+    page.screenshot(path=str(tmp_path / "study.png"), full_page=True)
+    assert page.get_by_text("accuracy per sample").count() > 0  # the objective carries the metric's name
+
+    page.goto(f"{dashboard}/dashboard/studies/1/note")
+    page.get_by_text("Best point: L=6 stateless").wait_for()
+    page.screenshot(path=str(tmp_path / "note.png"))
