@@ -74,7 +74,7 @@ def run(
     n_workers = workers or default_workers()
     console.print(
         f"[bold]{spec.name}[/]: {len(points)} grid points x {spec.repeats} repeats, "
-        f"{n_workers} worker{'s' if n_workers > 1 else ''}, storage {studies.storage_url(storage)}"
+        f"{n_workers} worker{'s' if n_workers > 1 else ''}, storage {studies.display_url(storage)}"
     )
     try:
         with _ProgressBars(study, n_points=len(points)) as progress:
@@ -159,7 +159,7 @@ def dashboard(
         study = studies.load_study(storage_object, summary.study_name)
         if studies.SPEC_ATTR in study.user_attrs:
             annotate(study, _collect_report(study))
-    console.print(f"optuna-dashboard on http://{host}:{port}/ for {studies.storage_url(storage)} (Ctrl-C to stop)")
+    console.print(f"optuna-dashboard on http://{host}:{port}/ for {studies.display_url(storage)} (Ctrl-C to stop)")
     try:
         serve(storage_object, host=host, port=port)
     except OSError as error:
@@ -185,7 +185,7 @@ def list_studies(storage: StorageOption = None) -> None:
     storage_object = studies.open_storage(storage)
     summaries = optuna.get_all_study_summaries(storage_object, include_best_trial=False)
     if not summaries:
-        console.print(f"no studies in {studies.storage_url(storage)}")
+        console.print(f"no studies in {studies.display_url(storage)}")
         return
     table = Table("study", "points", "done", "running", "waiting", "failed", "best point", "best mean")
     for summary in sorted(summaries, key=lambda s: s.study_name):

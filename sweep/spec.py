@@ -267,7 +267,7 @@ def load_spec(path: str | Path) -> Spec:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SpecError(f"{path}: no such study file; check the path (shipped ones are in studies/)")
+        raise SpecError(f"{path}: no such study file; check the path (shipped ones are in studies/)") from None
     except UnicodeDecodeError:
         raise SpecError(f"{path}: not UTF-8 text; save the study file as UTF-8") from None
     except OSError as error:

@@ -10,7 +10,6 @@ WAITING with them and the next run trains only the repeats still missing.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -78,6 +77,11 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
 
 def _first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def display_url(url: str | None) -> str:
+    """The storage URL to show: the one in use, with any password hidden."""
+    return _redacted(storage_url(url))
 
 
 def _redacted(url: str) -> str:
@@ -230,7 +234,3 @@ def release_trial(study: optuna.Study, trial: Trial) -> None:
     """Put a claimed trial back in the queue, with the repeats it finished, for a later run."""
     study._storage.set_trial_state_values(trial._trial_id, state=TrialState.WAITING)
 
-
-def clean_number(value: float) -> float | None:
-    """Attributes are stored as JSON: NaN and infinities become null."""
-    return value if math.isfinite(value) else None
