@@ -62,6 +62,33 @@ def run(
     Example: sweep run studies/echo_first.toml --repeats 3 --epochs 1 --workers 2
     """
     spec = _spec_for(target, storage=storage, overrides={"repeats": repeats, "epochs": epochs, "name": name})
+    _work(spec, storage=storage, workers=workers, reference=reference)
+
+
+@app.command()
+def worker(
+    name: Annotated[str, typer.Argument(help="The study's name.")],
+    storage: StorageOption = None,
+    workers: Annotated[
+        Optional[int], typer.Option(min=1, help="Worker processes [default: CPU count].", show_default=False)
+    ] = None,
+    reference: Annotated[
+        bool, typer.Option("--reference", help="Train one Keras model at a time instead of fused packs (slower).")
+    ] = False,
+) -> None:
+    """Join a study from any machine that reaches its database, and work on its waiting points.
+
+    Only the name and the storage are needed: the settings come from the study. A study of a
+    user's .npz data needs the same data here (same path, same contents), or it refuses to join.
+
+    Example: sweep worker echo-first --storage postgresql+psycopg://user@db-host/sweeps
+    """
+    study = studies.load_study(studies.open_storage(storage), name)
+    _work(studies.study_spec(study), storage=storage, workers=workers, reference=reference)
+
+
+def _work(spec: Spec, *, storage: str | None, workers: int | None, reference: bool) -> None:
+    """Create or resume the study of `spec`, train its waiting points, print its results."""
     dataset = load_problem(spec.problem)
     points = grid_points(spec, dataset.sequence_length)
     study = studies.create_or_resume(

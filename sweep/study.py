@@ -9,12 +9,18 @@ WAITING with them and the next run trains only the repeats still missing.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import optuna
+import sqlalchemy
+import sqlalchemy.event
 import sqlalchemy.exc
 from optuna.trial import FrozenTrial, Trial, TrialState
 
@@ -53,10 +59,10 @@ def storage_url(url: str | None) -> str:
 def open_storage(url: str | None) -> optuna.storages.RDBStorage:
     url = storage_url(url)
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        storage = _new_storage(url)
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as error:
         raise StorageError(
-            f"bad storage URL {url!r} ({_first_line(error)}); use sqlite:///FILE.db or "
+            f"bad storage URL {_redacted(url)!r} ({_first_line(error)}); use sqlite:///FILE.db or "
             "postgresql+psycopg://USER@HOST/DB"
         ) from None
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as error:
@@ -66,13 +72,62 @@ def open_storage(url: str | None) -> optuna.storages.RDBStorage:
         ) from None
     except ImportError as error:
         raise StorageError(f"no driver for storage URL {_redacted(url)} ({error}); install it with pip") from None
+    if storage.engine.dialect.name == "sqlite":
+        _lock_sqlite_writes_up_front(storage.engine)
+    return storage
+
+
+def _new_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Optuna's storage; processes that create the same new database at once collide on its
+    tables and version stamp, and the loser finds them made when it tries again."""
+    for attempt in range(attempts):
+        try:
+            with _sqlite_file_lock(url):
+                return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         # Wait for a busy database rather than failing at once.
         return {"connect_args": {"timeout": 60}}
-    return {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_recycle": 300}
+    if url.startswith(("postgresql+psycopg:", "postgresql+psycopg2:", "postgresql:")):
+        # Notice a dead server or network in seconds, not in the kernel's two hours.
+        kwargs["connect_args"] = {
+            "connect_timeout": 10,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        }
+    return kwargs
+
+
+def _lock_sqlite_writes_up_front(engine: sqlalchemy.engine.Engine) -> None:
+    """Make every SQLite transaction take the write lock when it begins.
+
+    SQLite ignores SELECT ... FOR UPDATE, so two processes could both read a trial as WAITING
+    and both claim it. With BEGIN IMMEDIATE the read and the update of a claim happen under one
+    write lock, one process at a time; WAL lets readers outside transactions go on meanwhile.
+    """
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _: Any) -> None:
+        dbapi_connection.isolation_level = None  # sqlite3 emits no BEGIN of its own
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        dbapi_connection.execute("PRAGMA busy_timeout=60000")
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _on_begin(connection: sqlalchemy.engine.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    # Connections opened before the listeners existed would still begin lazily.
+    engine.dispose()
 
 
 def _first_line(error: BaseException) -> str:
@@ -120,6 +175,20 @@ def create_or_resume(
     Resuming checks that the stored spec and data fingerprint match and enqueues only the grid
     points that have no trial yet, so running twice never adds a point twice.
     """
+    with _creation_lock(storage, spec.name):
+        return _create_or_resume(
+            storage, spec, fingerprint=fingerprint, points=points, sequence_length=sequence_length
+        )
+
+
+def _create_or_resume(
+    storage: optuna.storages.BaseStorage,
+    spec: Spec,
+    *,
+    fingerprint: str,
+    points: Sequence[GridPoint],
+    sequence_length: int | None,
+) -> optuna.Study:
     names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     if spec.name in names:
         study = load_study(storage, spec.name)
@@ -143,6 +212,48 @@ def create_or_resume(
         study.set_user_attr(SPEC_ATTR, json.dumps(spec.model_dump(mode="json"), sort_keys=True))
     enqueue_grid(study, points)
     return study
+
+
+@contextlib.contextmanager
+def _creation_lock(storage: optuna.storages.BaseStorage, name: str) -> Iterator[None]:
+    """One process at a time creates a study or enqueues its grid, so no point is enqueued twice.
+
+    PostgreSQL: an advisory lock named after the study, held by its own connection. SQLite: a
+    lock file beside the database (SQLite studies are shared only between processes of one
+    machine). Other storages: none.
+    """
+    engine = getattr(storage, "engine", None)
+    if engine is not None and engine.dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(f"sweep:{name}".encode()).digest()[:8], "big", signed=True)
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                connection.commit()
+        return
+    with _sqlite_file_lock(str(engine.url) if engine is not None else ""):
+        yield
+
+
+@contextlib.contextmanager
+def _sqlite_file_lock(url: str) -> Iterator[None]:
+    """An exclusive lock on a file beside a SQLite database; nothing for other URLs."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        parsed = None
+    database = parsed.database if parsed is not None and parsed.get_backend_name() == "sqlite" else None
+    if not database or database == ":memory:" or not os.path.isdir(os.path.dirname(os.path.abspath(database))):
+        yield
+        return
+    with open(f"{database}.lock", "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
 def _check_same_study(study: optuna.Study, spec: Spec, fingerprint: str) -> None:
