@@ -53,6 +53,12 @@ def run(
     reference: Annotated[
         bool, typer.Option("--reference", help="Train one Keras model at a time instead of fused packs (slower).")
     ] = False,
+    heartbeat_interval: Annotated[
+        int, typer.Option(min=1, help="Seconds between a worker's heartbeats on the point it trains.")
+    ] = 10,
+    grace_period: Annotated[
+        int, typer.Option(min=2, help="Seconds of silence after which a point's worker counts as dead.")
+    ] = 60,
 ) -> None:
     """Run a study: enqueue its grid, train every waiting point, print the results.
 
@@ -62,7 +68,8 @@ def run(
     Example: sweep run studies/echo_first.toml --repeats 3 --epochs 1 --workers 2
     """
     spec = _spec_for(target, storage=storage, overrides={"repeats": repeats, "epochs": epochs, "name": name})
-    _work(spec, storage=storage, workers=workers, reference=reference)
+    liveness = studies.Liveness(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    _work(spec, storage=storage, workers=workers, reference=reference, liveness=liveness)
 
 
 @app.command()
@@ -75,6 +82,12 @@ def worker(
     reference: Annotated[
         bool, typer.Option("--reference", help="Train one Keras model at a time instead of fused packs (slower).")
     ] = False,
+    heartbeat_interval: Annotated[
+        int, typer.Option(min=1, help="Seconds between a worker's heartbeats on the point it trains.")
+    ] = 10,
+    grace_period: Annotated[
+        int, typer.Option(min=2, help="Seconds of silence after which a point's worker counts as dead.")
+    ] = 60,
 ) -> None:
     """Join a study from any machine that reaches its database, and work on its waiting points.
 
@@ -84,15 +97,21 @@ def worker(
     Example: sweep worker echo-first --storage postgresql+psycopg://user@db-host/sweeps
     """
     study = studies.load_study(studies.open_storage(storage), name)
-    _work(studies.study_spec(study), storage=storage, workers=workers, reference=reference)
+    liveness = studies.Liveness(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    _work(studies.study_spec(study), storage=storage, workers=workers, reference=reference, liveness=liveness)
 
 
-def _work(spec: Spec, *, storage: str | None, workers: int | None, reference: bool) -> None:
+def _work(spec: Spec, *, storage: str | None, workers: int | None, reference: bool, liveness: studies.Liveness) -> None:
     """Create or resume the study of `spec`, train its waiting points, print its results."""
     dataset = load_problem(spec.problem)
     points = grid_points(spec, dataset.sequence_length)
+    if liveness.grace_period <= liveness.heartbeat_interval:
+        raise SweepError(
+            f"--grace-period {liveness.grace_period} must be longer than --heartbeat-interval "
+            f"{liveness.heartbeat_interval}; a few intervals is usual"
+        )
     study = studies.create_or_resume(
-        studies.open_storage(storage),
+        studies.open_storage(storage, heartbeat=liveness),
         spec,
         fingerprint=dataset.fingerprint,
         points=points,
@@ -140,7 +159,24 @@ def status(
     Example: sweep status echo-first
     """
     study = studies.load_study(studies.open_storage(storage), name)
-    _print_results(study, studies.study_spec(study))
+    _print_results(study, studies.study_spec(study), heartbeats=studies.last_heartbeats(study))
+
+
+@app.command()
+def requeue(
+    name: Annotated[str, typer.Argument(help="The study's name.")],
+    storage: StorageOption = None,
+) -> None:
+    """Put a study's failed grid points back in the queue, keeping the repeats they had finished.
+
+    A point fails when a repeat diverges or its workers keep dying; once the cause is fixed,
+    requeue it and run `sweep worker NAME` (or `sweep run`) again.
+
+    Example: sweep requeue echo-first
+    """
+    study = studies.load_study(studies.open_storage(storage), name)
+    requeued = studies.requeue_failed(study, results.current_trials(study))
+    console.print(f"requeued {len(requeued)} failed point{'s' if len(requeued) != 1 else ''}" + (f": {', '.join(requeued)}" if requeued else ""))
 
 
 @app.command()
@@ -282,9 +318,9 @@ class _ProgressBars:
             self._bars.console.print(f"[red]failed[/] {key}")
 
 
-def _print_results(study: optuna.Study, spec: Spec) -> None:
+def _print_results(study: optuna.Study, spec: Spec, heartbeats: dict | None = None) -> None:
     counts = results.count_states(study)
-    rows = results.collect_rows(study)
+    rows = results.collect_rows(study, heartbeats)
     metric = f"{spec.objective.metric} per {spec.objective.per}"
     console.print(
         f"[bold]{study.study_name}[/]: {len(rows)} points: {counts['done']} done, {counts['running']} running, "

@@ -18,7 +18,7 @@ import optuna
 import plotly.graph_objects as go
 from scipy import stats
 
-from sweep.results import STATE_NAMES, count_states, summarize
+from sweep.results import STATE_NAMES, count_states, current_trials, summarize
 from sweep.spec import Spec, describe_spec
 
 __all__ = ["PointStats", "Report", "box_figure", "collect", "mean_figure", "write_html"]
@@ -75,7 +75,7 @@ class Report:
 
 def collect(study: optuna.Study, spec: Spec, sequence_length: int) -> Report:
     """Every grid point's statistics, best first, with its test against the best point."""
-    points = [_point(trial, sequence_length) for trial in study.get_trials(deepcopy=False)]
+    points = [_point(trial, sequence_length) for trial in current_trials(study)]
     maximize = spec.direction == "maximize"
     done = sorted(
         (p for p in points if p.state == "done"),

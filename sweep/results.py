@@ -8,14 +8,15 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from scipy import stats
 
-__all__ = ["PointRow", "collect_rows", "count_states", "summarize"]
+__all__ = ["PointRow", "collect_rows", "count_states", "current_trials", "summarize"]
 
 STATE_NAMES = {
     TrialState.COMPLETE: "done",
@@ -100,16 +101,38 @@ def point_row(trial: FrozenTrial) -> PointRow:
     )
 
 
-def collect_rows(study: optuna.Study) -> list[PointRow]:
-    """Every grid point, finished ones first from best to worst, then the rest in grid order."""
-    trials = study.get_trials(deepcopy=False)
+def current_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """One trial per grid point: the latest. A point retried after its worker died, or requeued
+    after it failed, leaves its earlier attempts behind as failed trials of the same key."""
+    latest: dict[str, FrozenTrial] = {}
+    for trial in study.get_trials(deepcopy=False):
+        key = trial.user_attrs.get("key", f"#{trial.number}")
+        if key not in latest or trial.number > latest[key].number:
+            latest[key] = trial
+    return sorted(latest.values(), key=lambda t: t.number)
+
+
+def collect_rows(study: optuna.Study, heartbeats: dict[int, Any] | None = None) -> list[PointRow]:
+    """Every grid point, finished ones first from best to worst, then the rest in grid order.
+
+    Running points say which worker has them and, given `heartbeats`, when it last beat.
+    """
+    trials = current_trials(study)
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     done.sort(key=lambda t: (-t.value if maximize else t.value, t.number))
     rest = sorted((t for t in trials if t.state != TrialState.COMPLETE), key=lambda t: t.number)
-    return [point_row(trial) for trial in done + rest]
+    return [_with_worker(point_row(trial), trial, heartbeats or {}) for trial in done + rest]
+
+
+def _with_worker(row: PointRow, trial: FrozenTrial, heartbeats: dict[int, Any]) -> PointRow:
+    if trial.state != TrialState.RUNNING:
+        return row
+    beat = heartbeats.get(trial.number)
+    seen = f", last heartbeat {beat:%Y-%m-%d %H:%M:%S}" if beat is not None else ""
+    return replace(row, note=f"{trial.user_attrs.get('worker', 'unknown worker')}{seen}")
 
 
 def count_states(study: optuna.Study) -> dict[str, int]:
-    counts = Counter(STATE_NAMES.get(t.state, t.state.name.lower()) for t in study.get_trials(deepcopy=False))
+    counts = Counter(STATE_NAMES.get(t.state, t.state.name.lower()) for t in current_trials(study))
     return {name: counts.get(name, 0) for name in ("done", "running", "waiting", "failed")}

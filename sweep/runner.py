@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import optuna
+from optuna.trial import TrialState
 
 from sweep import study as studies
+from sweep.heartbeat import Heartbeat, retrying
 from sweep.pool import RepeatPool, WorkerDied
 from sweep.prepare import n_chunks
 from sweep.problems import Dataset
@@ -68,19 +70,54 @@ def run_study(
     is_fused: bool = True,
     progress: Progress | None = None,
 ) -> int:
-    """Train every waiting grid point; returns how many points this call finished or failed."""
+    """Train grid points until none is waiting or running; returns how many this call finished.
+
+    With heartbeats on, a worker that finds nothing waiting keeps watching the points other
+    workers run: one whose worker died is failed after the grace period and queued again with
+    its finished repeats, and this worker takes it over.
+    """
     progress = progress or NoProgress()
+    interval = study._storage.get_heartbeat_interval()
     n_points = 0
     with RepeatPool(dataset, n_workers=n_workers) as pool:
-        while (trial := studies.claim_next(study)) is not None:
-            try:
-                run_point(study, trial, spec, dataset, points=points, pool=pool, is_fused=is_fused, progress=progress)
-            except BaseException:
-                # Interrupted: the point goes back to the queue with the repeats it finished.
-                studies.release_trial(study, trial)
-                raise
+        while True:
+            trial = retrying(lambda: studies.claim_next(study), what="claiming a grid point")
+            if trial is None:
+                if interval is None or not _others_alive(study):
+                    return n_points
+                time.sleep(min(interval, 5))
+                continue
+            with _beating(study, trial, interval):
+                try:
+                    run_point(
+                        study, trial, spec, dataset, points=points, pool=pool, is_fused=is_fused, progress=progress
+                    )
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    # Silent too long (a network partition): another worker has taken the point over.
+                    continue
+                except BaseException:
+                    # Interrupted: the point goes back to the queue with the repeats it finished.
+                    studies.release_trial(study, trial)
+                    raise
             n_points += 1
-    return n_points
+
+
+def _beating(study: optuna.Study, trial: optuna.Trial, interval: int | None) -> contextlib.AbstractContextManager:
+    if interval is None:
+        return contextlib.nullcontext()
+    return Heartbeat(study._storage, trial._trial_id, interval=interval)
+
+
+def _others_alive(study: optuna.Study) -> bool:
+    """Queue again the points of dead workers; True while a point is waiting or has a live worker."""
+    retrying(lambda: studies.requeue_stale(study), what="checking for dead workers")
+    states = [t.state for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))]
+    if TrialState.WAITING in states:
+        return True
+    # A point claimed before heartbeats were on never goes stale; do not wait for it forever.
+    beating = studies.last_heartbeats(study)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return any(t.number in beating for t in running)
 
 
 def run_point(
@@ -104,19 +141,23 @@ def run_point(
     for _ in range(MAX_WORKER_DEATHS + 1):
         jobs, failure = _train_jobs(trial, jobs, pool=pool, metric=metric, progress=progress)
         if failure is not None:
-            studies.fail_trial(study, trial, failure)
+            retrying(lambda: studies.fail_trial(study, trial, failure), what=f"recording the failure of {point.key}")
             progress.point_finished(point.key, is_complete=False)
             return
         if not jobs:
             break
     else:
-        studies.fail_trial(study, trial, f"worker processes died {MAX_WORKER_DEATHS + 1} times training this point")
+        reason = f"worker processes died {MAX_WORKER_DEATHS + 1} times training this point"
+        retrying(lambda: studies.fail_trial(study, trial, reason), what=f"recording the failure of {point.key}")
         progress.point_finished(point.key, is_complete=False)
         return
-    repeats = studies.finished_repeats(study._storage.get_trial(trial._trial_id))
-    summary = _summary(repeats, spec=spec, dataset=dataset, point=point, metric=metric)
+    stored = retrying(lambda: study._storage.get_trial(trial._trial_id), what=f"reading {point.key}")
+    summary = _summary(studies.finished_repeats(stored), spec=spec, dataset=dataset, point=point, metric=metric)
     summary["wall_seconds"] = round(time.perf_counter() - started, 3)
-    studies.finish_trial(study, trial, summary=summary, value=summary["mean"])
+    retrying(
+        lambda: studies.finish_trial(study, trial, summary=summary, value=summary["mean"]),
+        what=f"recording the result of {point.key}",
+    )
     progress.point_finished(point.key, is_complete=True)
 
 
@@ -161,8 +202,13 @@ def _train_jobs(
             if not isinstance(outcome, PackResult):
                 return lost, f"{job.key} repeats {list(job.repeats)}: {type(outcome).__name__}: {outcome}"
             for result in outcome.results:
-                details = {"seed": result.seed, "seconds": round(result.seconds, 3), **result.scores}
-                studies.record_repeat(trial, repeat=result.repeat, score=result.scores[metric], details=details)
+                details = {
+                    "seed": result.seed, "seconds": round(result.seconds, 3), "worker": studies.WORKER, **result.scores
+                }
+                retrying(
+                    lambda: studies.record_repeat(trial, repeat=result.repeat, score=result.scores[metric], details=details),
+                    what=f"recording {job.key} repeat {result.repeat}",
+                )
                 progress.repeat_finished()
             if outcome.failures:
                 return lost, outcome.failures[0][1]
@@ -186,6 +232,6 @@ def _summary(repeats: dict[int, dict], *, spec: Spec, dataset: Dataset, point: G
         padding_fraction=round((k * point.length - dataset.sequence_length) / (k * point.length), 6),
     )
     for name in ordered[0]:
-        if name not in ("seed", "seconds"):
+        if name not in ("seed", "seconds", "worker"):
             summary[f"mean {name}"] = summarize([details[name] for details in ordered])["mean"]
     return summary

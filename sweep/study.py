@@ -14,12 +14,16 @@ import fcntl
 import hashlib
 import json
 import os
+import socket
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
 import sqlalchemy
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 import sqlalchemy.event
 import sqlalchemy.exc
 from optuna.trial import FrozenTrial, Trial, TrialState
@@ -47,6 +51,8 @@ SPEC_ATTR = "spec"
 FINGERPRINT_ATTR = "data_fingerprint"
 SEQUENCE_LENGTH_ATTR = "sequence_length"
 REPEAT_ATTR = "repeat/"  # + zero-padded repeat index: seed, every metric, seconds
+WORKER_ATTR = "worker"  # host:pid of the process that claimed the point last
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -56,10 +62,12 @@ def storage_url(url: str | None) -> str:
     return url or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
 
 
-def open_storage(url: str | None) -> optuna.storages.RDBStorage:
+def open_storage(url: str | None, *, heartbeat: Liveness | None = None) -> optuna.storages.RDBStorage:
+    """The study database. With `heartbeat`, claimed points record heartbeats, and points whose
+    heartbeats stopped are failed and queued again with their finished repeats."""
     url = storage_url(url)
     try:
-        storage = _new_storage(url)
+        storage = _new_storage(url, heartbeat)
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as error:
         raise StorageError(
             f"bad storage URL {_redacted(url)!r} ({_first_line(error)}); use sqlite:///FILE.db or "
@@ -77,13 +85,32 @@ def open_storage(url: str | None) -> optuna.storages.RDBStorage:
     return storage
 
 
-def _new_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+@dataclass(frozen=True)
+class Liveness:
+    """How often a worker proves it is alive, and how long silence means it is dead (seconds)."""
+
+    heartbeat_interval: int = 10
+    grace_period: int = 60
+
+
+def _new_storage(url: str, heartbeat: Liveness | None, attempts: int = 5) -> optuna.storages.RDBStorage:
     """Optuna's storage; processes that create the same new database at once collide on its
     tables and version stamp, and the loser finds them made when it tries again."""
+    liveness: dict[str, Any] = {}
+    if heartbeat is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)
+        liveness = {
+            "heartbeat_interval": heartbeat.heartbeat_interval,
+            "grace_period": heartbeat.grace_period,
+            "heartbeat_stale_trial_callback": retry,
+        }
     for attempt in range(attempts):
         try:
-            with _sqlite_file_lock(url):
-                return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+            with _sqlite_file_lock(url), warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **liveness)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             if attempt == attempts - 1:
                 raise
@@ -293,15 +320,59 @@ def enqueue_grid(study: optuna.Study, points: Sequence[GridPoint]) -> int:
 
 
 def claim_next(study: optuna.Study) -> Trial | None:
-    """Take the next WAITING trial, marking it RUNNING; None when no point is waiting."""
+    """Take the next WAITING trial, marking it RUNNING; None when no point is waiting.
+
+    The claim reads and updates the trial in one transaction that locks its row (or, on SQLite,
+    the database), so two workers never take the same point.
+    """
     storage = study._storage
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         try:
             if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
-                return Trial(study, frozen._trial_id)
+                trial = Trial(study, frozen._trial_id)
+                trial.set_user_attr(WORKER_ATTR, WORKER)
+                if frozen.user_attrs.get("fail_reason"):
+                    trial.set_user_attr("fail_reason", "")  # a requeued point starts afresh
+                return trial
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
     return None
+
+
+def requeue_failed(study: optuna.Study, current: Sequence[FrozenTrial]) -> list[str]:
+    """Queue again every failed point among `current` (one trial per point), with its repeats."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)
+    failed = [trial for trial in current if trial.state == TrialState.FAIL]
+    for trial in failed:
+        retry(study, trial)
+    return [trial.user_attrs.get("key", f"#{trial.number}") for trial in failed]
+
+
+def requeue_stale(study: optuna.Study) -> None:
+    """Fail the points whose worker stopped beating and queue them again with their repeats."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def last_heartbeats(study: optuna.Study) -> dict[int, Any]:
+    """When each trial's worker last proved alive, by trial number (points never claimed: absent)."""
+    # Optuna reads heartbeats only to find stale trials; its table is the one place they are kept.
+    from optuna.storages._rdb import models
+
+    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache, the RDBStorage
+    if not hasattr(storage, "scoped_session"):
+        return {}
+    numbers = {t._trial_id: t.number for t in study.get_trials(deepcopy=False)}
+    with storage.scoped_session() as session:
+        rows = session.query(models.TrialHeartbeatModel).filter(
+            models.TrialHeartbeatModel.trial_id.in_(list(numbers))
+        )
+        beats = {numbers[row.trial_id]: row.heartbeat for row in rows}
+    storage.scoped_session.remove()
+    return beats
 
 
 def suggest_point(trial: Trial, spec: Spec, points: Sequence[GridPoint]) -> GridPoint:
@@ -331,14 +402,19 @@ def record_repeat(trial: Trial, *, repeat: int, score: float, details: Mapping[s
 
 
 def finish_trial(study: optuna.Study, trial: Trial, *, summary: Mapping[str, Any], value: float) -> None:
+    """Store the point's summary and complete it; safe to repeat after a lost connection."""
+    if study._storage.get_trial(trial._trial_id).state.is_finished():
+        return
     for name, item in summary.items():
         trial.set_user_attr(name, item)
-    study.tell(trial, value)
+    study.tell(trial, value, skip_if_finished=True)
 
 
 def fail_trial(study: optuna.Study, trial: Trial, reason: str) -> None:
+    if study._storage.get_trial(trial._trial_id).state.is_finished():
+        return
     trial.set_user_attr("fail_reason", reason)
-    study.tell(trial, state=TrialState.FAIL)
+    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
 
 
 def release_trial(study: optuna.Study, trial: Trial) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -47,7 +49,7 @@ def postgres_url() -> Iterator[str]:
     """A fresh database on the local PostgreSQL server, dropped afterwards."""
     import sqlalchemy
 
-    admin = sqlalchemy.create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
+    admin = sqlalchemy.create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.pool.NullPool)
     name = f"sweep_test_{uuid.uuid4().hex[:12]}"
     try:
         with admin.connect() as connection:
@@ -132,3 +134,122 @@ def test_a_worker_joins_with_the_name_alone_and_refuses_other_data(tmp_path: Pat
                              capture_output=True, text=True, cwd=other_machine, timeout=600)
     assert refused.returncode == 1
     assert refused.stderr.startswith("error: study 'mine' was made with different data") and refused.stderr.count("\n") == 1
+
+
+def sweep_process(*args: str, **popen: object) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "sweep", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **popen)
+
+
+def one_point_study(tmp_path: Path, name: str, repeats: int) -> Path:
+    study_file = tmp_path / f"{name}.toml"
+    study_file.write_text(
+        f'name = "{name}"\nrepeats = {repeats}\n[problem]\nkind = "echo-first"\nlength = 20\nn_train = 400\n'
+        '[grid]\nlengths = [10]\nmodes = ["stateful"]\n'
+    )
+    return study_file
+
+
+def wait_for_repeats(url: str, name: str, n: int, *, timeout: float = 300) -> optuna.trial.FrozenTrial:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        try:
+            trials = optuna.load_study(study_name=name, storage=url).get_trials(states=(TrialState.RUNNING,))
+        except KeyError:
+            continue
+        if trials and len(trials[0].intermediate_values) >= n:
+            return trials[0]
+    raise AssertionError(f"no running point reached {n} repeats in {timeout} s")
+
+
+# One network at a time on one worker process, so that repeats finish one by one; fast heartbeats.
+SLOW_AND_WATCHFUL = ["--reference", "--workers", "1", "--heartbeat-interval", "1", "--grace-period", "4"]
+
+
+@pytest.mark.slow
+def test_a_dead_machine_s_point_is_taken_over_keeping_its_finished_repeats(postgres_url: str, tmp_path: Path) -> None:
+    study_file = one_point_study(tmp_path, "takeover", repeats=6)
+    machine_b = sweep_process("run", str(study_file), "--storage", postgres_url, *SLOW_AND_WATCHFUL,
+                              start_new_session=True)
+    before = wait_for_repeats(postgres_url, "takeover", 2)
+    os.killpg(machine_b.pid, signal.SIGKILL)  # the whole machine goes: main process and its workers
+    machine_b.wait(timeout=60)
+    kept = optuna.load_study(study_name="takeover", storage=postgres_url).get_trials()[0]
+    assert kept.state == TrialState.RUNNING and len(kept.intermediate_values) >= len(before.intermediate_values)
+
+    machine_a = sweep_process("worker", "takeover", "--storage", postgres_url, *SLOW_AND_WATCHFUL, cwd=tmp_path)
+    _, err = machine_a.communicate(timeout=600)
+    assert machine_a.returncode == 0, err
+
+    trials = optuna.load_study(study_name="takeover", storage=postgres_url).get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 1 and [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    point = complete[0]
+    assert sorted(point.intermediate_values) == list(range(6)) and point.user_attrs["n"] == 6
+    for step, score in kept.intermediate_values.items():
+        assert point.intermediate_values[step] == score
+        # Trained by the dead machine, not again: the repeat still names the worker that trained it.
+        assert point.user_attrs[f"repeat/{step:04d}"]["worker"] == kept.user_attrs["worker"]
+    retrained = [s for s in range(6) if point.user_attrs[f"repeat/{s:04d}"]["worker"] != kept.user_attrs["worker"]]
+    assert retrained == [s for s in range(6) if s not in kept.intermediate_values]
+
+    status = subprocess.run([sys.executable, "-m", "sweep", "status", "takeover", "--storage", postgres_url],
+                            capture_output=True, text=True, timeout=120)
+    assert "1 points: 1 done, 0 running, 0 waiting, 0 failed" in status.stdout
+
+
+@pytest.mark.slow
+def test_a_postgresql_restart_during_a_point_loses_nothing(postgres_url: str, tmp_path: Path) -> None:
+    study_file = one_point_study(tmp_path, "restart", repeats=6)
+    worker = sweep_process("run", str(study_file), "--storage", postgres_url, *SLOW_AND_WATCHFUL)
+    wait_for_repeats(postgres_url, "restart", 2)
+    cluster = os.listdir("/etc/postgresql")[0]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", "restart"], check=True, timeout=120)
+    _, err = worker.communicate(timeout=600)
+    assert worker.returncode == 0, err
+    trials = optuna.load_study(study_name="restart", storage=postgres_url).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE]
+    assert sorted(trials[0].intermediate_values) == list(range(6))
+
+
+def test_requeue_puts_failed_points_back_with_their_repeats(sqlite_url: str, tiny_study: Path) -> None:
+    from sweep.spec import load_spec as load
+
+    spec = load(tiny_study)
+    study = studies.create_or_resume(studies.open_storage(sqlite_url), spec, fingerprint="f",
+                                     points=grid_points(spec, 8), sequence_length=8)
+    trial = studies.claim_next(study)
+    studies.record_repeat(trial, repeat=0, score=0.5, details={"seed": 1, "seconds": 1.0})
+    studies.fail_trial(study, trial, "a repeat diverged")
+    done = subprocess.run([sys.executable, "-m", "sweep", "requeue", "tiny", "--storage", sqlite_url],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "requeued 1 failed point: L=4 stateless" in done.stdout
+    trials = optuna.load_study(study_name="tiny", storage=sqlite_url).get_trials()
+    copy = [t for t in trials if t.user_attrs["key"] == "L=4 stateless" and t.state == TrialState.WAITING]
+    assert len(copy) == 1 and copy[0].intermediate_values == {0: 0.5}
+    again = subprocess.run([sys.executable, "-m", "sweep", "requeue", "tiny", "--storage", sqlite_url],
+                           capture_output=True, text=True, timeout=120)
+    assert "requeued 0 failed points" in again.stdout
+
+
+@pytest.mark.slow
+def test_two_machines_finish_a_grid_each_point_trained_once(postgres_url: str, tiny_study: Path, tmp_path: Path) -> None:
+    from sweep.spec import load_spec as load
+
+    spec = load(tiny_study)
+    studies.create_or_resume(studies.open_storage(postgres_url), spec, fingerprint=load_problem(spec.problem).fingerprint,
+                             points=grid_points(spec, 8), sequence_length=8)
+    machines = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        machines.append(sweep_process("worker", "tiny", "--storage", postgres_url, "--workers", "1", "--reference",
+                                      cwd=tmp_path / name))
+    for machine in machines:
+        _, err = machine.communicate(timeout=600)
+        assert machine.returncode == 0, err
+    trials = optuna.load_study(study_name="tiny", storage=postgres_url).get_trials()
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)  # no point claimed twice
+    for trial in trials:
+        trainers = {trial.user_attrs[f"repeat/{r:04d}"]["worker"] for r in range(3)}
+        assert trainers == {trial.user_attrs["worker"]}  # every repeat trained by the one claimer
