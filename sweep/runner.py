@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Protocol
 
 import optuna
@@ -141,14 +142,14 @@ def run_point(
     for _ in range(MAX_WORKER_DEATHS + 1):
         jobs, failure = _train_jobs(trial, jobs, pool=pool, metric=metric, progress=progress)
         if failure is not None:
-            retrying(lambda: studies.fail_trial(study, trial, failure), what=f"recording the failure of {point.key}")
+            retrying(partial(studies.fail_trial, study, trial, failure), what=f"recording the failure of {point.key}")
             progress.point_finished(point.key, is_complete=False)
             return
         if not jobs:
             break
     else:
         reason = f"worker processes died {MAX_WORKER_DEATHS + 1} times training this point"
-        retrying(lambda: studies.fail_trial(study, trial, reason), what=f"recording the failure of {point.key}")
+        retrying(partial(studies.fail_trial, study, trial, reason), what=f"recording the failure of {point.key}")
         progress.point_finished(point.key, is_complete=False)
         return
     stored = retrying(lambda: study._storage.get_trial(trial._trial_id), what=f"reading {point.key}")
@@ -206,7 +207,7 @@ def _train_jobs(
                     "seed": result.seed, "seconds": round(result.seconds, 3), "worker": studies.WORKER, **result.scores
                 }
                 retrying(
-                    lambda: studies.record_repeat(trial, repeat=result.repeat, score=result.scores[metric], details=details),
+                    partial(studies.record_repeat, trial, repeat=result.repeat, score=result.scores[metric], details=details),
                     what=f"recording {job.key} repeat {result.repeat}",
                 )
                 progress.repeat_finished()
