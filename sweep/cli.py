@@ -37,6 +37,15 @@ StorageOption = Annotated[
     ),
 ]
 
+WorkersOption = Annotated[
+    Optional[int], typer.Option(min=1, help="Worker processes (default: the CPU count).", show_default=False)
+]
+ReferenceOption = Annotated[
+    bool, typer.Option("--reference", help="Train one Keras model at a time instead of fused packs (slower).")
+]
+HeartbeatOption = Annotated[int, typer.Option(min=1, help="Seconds between a worker's heartbeats on its point.")]
+GraceOption = Annotated[int, typer.Option(min=2, help="Seconds of silence after which a worker counts as dead.")]
+
 
 @app.command()
 def run(
@@ -47,18 +56,10 @@ def run(
     repeats: Annotated[Optional[int], typer.Option(min=1, help="Repeats per grid point (overrides the file).")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Training epochs (overrides the file).")] = None,
     name: Annotated[Optional[str], typer.Option(help="Study name (overrides the file).")] = None,
-    workers: Annotated[
-        Optional[int], typer.Option(min=1, help="Worker processes [default: CPU count].", show_default=False)
-    ] = None,
-    reference: Annotated[
-        bool, typer.Option("--reference", help="Train one Keras model at a time instead of fused packs (slower).")
-    ] = False,
-    heartbeat_interval: Annotated[
-        int, typer.Option(min=1, help="Seconds between a worker's heartbeats on the point it trains.")
-    ] = 10,
-    grace_period: Annotated[
-        int, typer.Option(min=2, help="Seconds of silence after which a point's worker counts as dead.")
-    ] = 60,
+    workers: WorkersOption = None,
+    reference: ReferenceOption = False,
+    heartbeat_interval: HeartbeatOption = 10,
+    grace_period: GraceOption = 60,
 ) -> None:
     """Run a study: enqueue its grid, train every waiting point, print the results.
 
@@ -76,18 +77,10 @@ def run(
 def worker(
     name: Annotated[str, typer.Argument(help="The study's name.")],
     storage: StorageOption = None,
-    workers: Annotated[
-        Optional[int], typer.Option(min=1, help="Worker processes [default: CPU count].", show_default=False)
-    ] = None,
-    reference: Annotated[
-        bool, typer.Option("--reference", help="Train one Keras model at a time instead of fused packs (slower).")
-    ] = False,
-    heartbeat_interval: Annotated[
-        int, typer.Option(min=1, help="Seconds between a worker's heartbeats on the point it trains.")
-    ] = 10,
-    grace_period: Annotated[
-        int, typer.Option(min=2, help="Seconds of silence after which a point's worker counts as dead.")
-    ] = 60,
+    workers: WorkersOption = None,
+    reference: ReferenceOption = False,
+    heartbeat_interval: HeartbeatOption = 10,
+    grace_period: GraceOption = 60,
 ) -> None:
     """Join a study from any machine that reaches its database, and work on its waiting points.
 
@@ -184,7 +177,7 @@ def report(
     name: Annotated[str, typer.Argument(help="The study's name.")],
     storage: StorageOption = None,
     output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", help="HTML file to write [default: NAME.html].", show_default=False)
+        Optional[Path], typer.Option("--output", "-o", help="HTML file to write (default: NAME.html).", show_default=False)
     ] = None,
 ) -> None:
     """Write a study's report: one self-contained HTML file that opens offline.
