@@ -112,13 +112,12 @@ def _beating(study: optuna.Study, trial: optuna.Trial, interval: int | None) -> 
 def _others_alive(study: optuna.Study) -> bool:
     """Queue again the points of dead workers; True while a point is waiting or has a live worker."""
     retrying(lambda: studies.requeue_stale(study), what="checking for dead workers")
-    states = [t.state for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))]
-    if TrialState.WAITING in states:
+    active = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+    if any(trial.state == TrialState.WAITING for trial in active):
         return True
     # A point claimed before heartbeats were on never goes stale; do not wait for it forever.
     beating = studies.last_heartbeats(study)
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    return any(t.number in beating for t in running)
+    return any(trial.number in beating for trial in active)
 
 
 def run_point(
