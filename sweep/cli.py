@@ -16,9 +16,9 @@ from sweep import results
 from sweep import study as studies
 from sweep.errors import SweepError
 from sweep.pool import default_workers
-from sweep.problems import load_problem
+from sweep.problems import Dataset, load_problem
 from sweep.runner import run_study
-from sweep.spec import Spec, apply_overrides, grid_points, load_spec
+from sweep.spec import GridPoint, Spec, apply_overrides, grid_points, load_spec
 
 app = typer.Typer(
     help="Grid search over truncated-BPTT subsequence lengths for LSTMs, stored in Optuna studies.",
@@ -38,7 +38,11 @@ StorageOption = Annotated[
 ]
 
 WorkersOption = Annotated[
-    Optional[int], typer.Option(min=1, help="Worker processes (default: the CPU count).", show_default=False)
+    Optional[int],
+    typer.Option(
+        min=1, envvar="SWEEP_WORKERS", help="Worker processes (default: $SWEEP_WORKERS, else the CPU count).",
+        show_default=False,
+    ),
 ]
 ReferenceOption = Annotated[
     bool, typer.Option("--reference", help="Train one Keras model at a time instead of fused packs (slower).")
@@ -96,20 +100,12 @@ def worker(
 
 def _work(spec: Spec, *, storage: str | None, workers: int | None, reference: bool, liveness: studies.Liveness) -> None:
     """Create or resume the study of `spec`, train its waiting points, print its results."""
-    dataset = load_problem(spec.problem)
-    points = grid_points(spec, dataset.sequence_length)
     if liveness.grace_period <= liveness.heartbeat_interval:
         raise SweepError(
             f"--grace-period {liveness.grace_period} must be longer than --heartbeat-interval "
             f"{liveness.heartbeat_interval}; a few intervals is usual"
         )
-    study = studies.create_or_resume(
-        studies.open_storage(storage, heartbeat=liveness),
-        spec,
-        fingerprint=dataset.fingerprint,
-        points=points,
-        sequence_length=dataset.sequence_length,
-    )
+    study, dataset, points = _create_or_resume(spec, storage=storage, liveness=liveness)
     n_workers = workers or default_workers()
     console.print(
         f"[bold]{spec.name}[/]: {len(points)} grid points x {spec.repeats} repeats, "
@@ -123,10 +119,30 @@ def _work(spec: Spec, *, storage: str | None, workers: int | None, reference: bo
     except KeyboardInterrupt:
         typer.echo("interrupted: the point in progress keeps its finished repeats; run again to resume", err=True)
         raise typer.Exit(130) from None
+    _annotate(study)
+    _print_results(study, spec)
+
+
+def _annotate(study: optuna.Study) -> None:
+    """Bring the study's note in optuna-dashboard up to date with its progress and best point."""
     from sweep.dashboard import annotate
 
     annotate(study, _collect_report(study))
-    _print_results(study, spec)
+
+
+def _create_or_resume(
+    spec: Spec, *, storage: str | None, liveness: studies.Liveness | None = None
+) -> tuple[optuna.Study, Dataset, list[GridPoint]]:
+    """The study of `spec` with its whole grid enqueued, and the data and grid it was made from.
+
+    The data and the grid are checked before the storage is opened, so bad input writes nothing.
+    """
+    dataset = load_problem(spec.problem)
+    points = grid_points(spec, dataset.sequence_length)
+    study = studies.create_or_resume(
+        studies.open_storage(storage, heartbeat=liveness), spec, fingerprint=dataset.fingerprint, points=points, sequence_length=dataset.sequence_length
+    )
+    return study, dataset, points
 
 
 def _spec_for(target: str, *, storage: str | None, overrides: dict) -> Spec:
@@ -140,6 +156,31 @@ def _spec_for(target: str, *, storage: str | None, overrides: dict) -> Spec:
             "run its study file with --name NEW to try other settings"
         )
     return studies.study_spec(study)
+
+
+@app.command()
+def create(
+    study_file: Annotated[Path, typer.Argument(metavar="STUDY_FILE", help="The study file (.toml).")],
+    storage: StorageOption = None,
+    repeats: Annotated[Optional[int], typer.Option(min=1, help="Repeats per grid point (overrides the file).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Training epochs (overrides the file).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Study name (overrides the file).")] = None,
+) -> None:
+    """Create a study and enqueue its grid without training, for `sweep worker NAME` to work on.
+
+    Creating an existing study again checks that its settings match and adds no point twice.
+
+    Example: sweep create studies/echo_first.toml --storage postgresql+psycopg://user@db-host/sweeps
+    """
+    spec = apply_overrides(load_spec(study_file), repeats=repeats, epochs=epochs, name=name)
+    study, _, points = _create_or_resume(spec, storage=storage)
+    _annotate(study)
+    counts = results.count_states(study)
+    console.print(
+        f"[bold]{spec.name}[/]: {len(points)} grid points x {spec.repeats} repeats in "
+        f"{studies.display_url(storage)}; {counts['done']} done, {counts['waiting']} waiting. "
+        f"Work on it with: sweep worker {spec.name}"
+    )
 
 
 @app.command()
@@ -282,6 +323,7 @@ class _ProgressBars:
 
     def __init__(self, study: optuna.Study, *, n_points: int) -> None:
         counts = results.count_states(study)
+        self._study = study
         self._bars = Progress(
             TextColumn("{task.description:<28}"),
             BarColumn(),
@@ -309,6 +351,7 @@ class _ProgressBars:
         self._bars.advance(self._points)
         if not is_complete:
             self._bars.console.print(f"[red]failed[/] {key}")
+        _annotate(self._study)
 
 
 def _print_results(study: optuna.Study, spec: Spec, heartbeats: dict | None = None) -> None:

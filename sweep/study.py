@@ -19,6 +19,7 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -47,6 +48,7 @@ __all__ = [
 
 DEFAULT_STORAGE = "sqlite:///sweep.db"
 STORAGE_ENV = "SWEEP_STORAGE"
+PASSWORD_FILE_ENV = "SWEEP_STORAGE_PASSWORD_FILE"
 SPEC_ATTR = "spec"
 FINGERPRINT_ATTR = "data_fingerprint"
 SEQUENCE_LENGTH_ATTR = "sequence_length"
@@ -58,8 +60,31 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def storage_url(url: str | None) -> str:
-    """The storage to use: the one given, else $SWEEP_STORAGE, else sweep.db in this directory."""
-    return url or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+    """The storage to use: the one given, else $SWEEP_STORAGE, else sweep.db in this directory.
+
+    A URL without a password takes the one in the file $SWEEP_STORAGE_PASSWORD_FILE names, so
+    that a password can come from a secret file rather than the URL or the environment.
+    """
+    url = url or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+    password_file = os.environ.get(PASSWORD_FILE_ENV)
+    return _with_password(url, Path(password_file)) if password_file else url
+
+
+def _with_password(url: str, password_file: Path) -> str:
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return url  # open_storage names the bad URL
+    if parsed.password is not None or parsed.get_backend_name() == "sqlite":
+        return url
+    try:
+        password = password_file.read_text().strip()
+    except OSError as error:
+        raise StorageError(
+            f"cannot read the database password file {str(password_file)!r} named by ${PASSWORD_FILE_ENV} "
+            f"({error.strerror}); create it or unset ${PASSWORD_FILE_ENV}"
+        ) from None
+    return parsed.set(password=password).render_as_string(hide_password=False)
 
 
 def open_storage(url: str | None, *, heartbeat: Liveness | None = None) -> optuna.storages.RDBStorage:

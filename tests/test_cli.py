@@ -147,3 +147,29 @@ def test_a_study_not_made_by_sweep_is_left_alone(capsys, monkeypatch, tiny_study
     assert code == 1 and "was not made by sweep" in err
     stored = optuna.load_study(study_name="tiny", storage=sqlite_url)
     assert len(stored.trials) == 2 and stored.user_attrs == {}
+
+
+def test_a_password_file_fills_in_the_password_a_url_leaves_out(monkeypatch, tmp_path: Path) -> None:
+    from sweep.study import storage_url
+
+    secret = tmp_path / "db_password.txt"
+    secret.write_text("s3cr/et@\n")
+    monkeypatch.setenv("SWEEP_STORAGE_PASSWORD_FILE", str(secret))
+    assert storage_url("postgresql+psycopg://sweep@db:5432/sweep") == "postgresql+psycopg://sweep:s3cr%2Fet%40@db:5432/sweep"
+    assert storage_url("postgresql+psycopg://sweep:given@db/sweep") == "postgresql+psycopg://sweep:given@db/sweep"
+    assert storage_url("sqlite:///sweep.db") == "sqlite:///sweep.db"
+
+
+def test_a_missing_password_file_gets_one_line(capsys, monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SWEEP_STORAGE_PASSWORD_FILE", str(tmp_path / "absent.txt"))
+    code, _, err = sweep_in_process(capsys, monkeypatch, "list", "--storage", "postgresql+psycopg://sweep@127.0.0.1/x")
+    assert code == 1 and "cannot read the database password file" in err and "absent.txt" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_create_enqueues_the_grid_once_and_trains_nothing(capsys, monkeypatch, tiny_study: Path, sqlite_url: str) -> None:
+    for _ in range(2):
+        code, out, _ = sweep_in_process(capsys, monkeypatch, "create", str(tiny_study), "--storage", sqlite_url, "--name", "t2")
+        assert code == 0 and "0 done, 4 waiting" in out and "sweep worker t2" in out
+    trials = optuna.load_study(study_name="t2", storage=sqlite_url).get_trials()
+    assert len(trials) == 4 and {t.state for t in trials} == {TrialState.WAITING}

@@ -8,9 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +19,6 @@ from optuna.trial import TrialState
 from sweep import study as studies
 from sweep.problems import load_problem
 from sweep.spec import grid_points, load_spec
-
-POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 CLAIM_ALL = """
 import json, sys
@@ -42,26 +38,6 @@ from sweep.spec import grid_points, load_spec
 spec = load_spec(sys.argv[2])
 studies.create_or_resume(studies.open_storage(sys.argv[1]), spec, fingerprint="f", points=grid_points(spec, 8))
 """
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh database on the local PostgreSQL server, dropped afterwards."""
-    import sqlalchemy
-
-    admin = sqlalchemy.create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.pool.NullPool)
-    name = f"sweep_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f"CREATE DATABASE {name}")
-    except sqlalchemy.exc.OperationalError as error:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432 ({error.orig})")
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
-    admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
