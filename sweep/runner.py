@@ -23,17 +23,16 @@ from sweep.results import summarize
 from sweep.spec import GridPoint, Spec, point_settings
 from sweep.jobs import PackJob, PackResult
 
-__all__ = ["Progress", "repeat_seed", "run_study"]
+__all__ = ["Progress", "repeat_seed", "run_study", "split_into_packs"]
 
 # A worker that dies (killed, out of memory) gets its repeats run again this many times before
 # the point is failed; what finished before is kept either way.
 MAX_WORKER_DEATHS = 2
-# Weights, gradients and two optimizer slots of a pack stay well under a gigabyte.
-MAX_PACK_PARAMETERS = 50_000_000
-# Fusing pays where per-step overhead dominates: on 2 CPU cores a pack of 15 ran 4.5-5x faster per
-# repeat than one network at a time with 10 units, even with 32, and 2x slower with 64 or 100
-# (benchmarks/fused_vs_reference.py), so larger networks train one at a time.
-MAX_FUSED_UNITS = 31
+# A pack's weights, gradients and optimizer slots should stay in a core's cache: on 2 workers, 100
+# units trained 1.3x faster per repeat in packs of 3 (about 120,000 parameters) than in packs of
+# 15, and 1.2x faster than one at a time (benchmarks/fused_vs_reference.py). Small networks,
+# where only per-step overhead counts, are not split.
+MAX_PACK_PARAMETERS = 128_000
 
 
 class Progress(Protocol):
@@ -164,16 +163,12 @@ def run_point(
 def _packs(
     spec: Spec, point: GridPoint, repeats: list[int], *, dataset: Dataset, n_workers: int, is_fused: bool
 ) -> list[PackJob]:
-    """The repeats split into one pack per worker, so that all finish together; one each unfused."""
+    """The repeats as fused packs (see :func:`split_into_packs`), or one job each unfused."""
     settings = point_settings(spec, point)
-    is_fused = is_fused and settings["units"] <= MAX_FUSED_UNITS
     if is_fused:
-        n_parameters = 4 * settings["units"] * (settings["units"] + dataset.n_features + 1)
-        largest = max(1, MAX_PACK_PARAMETERS // n_parameters)
-        n_packs = max(min(n_workers, len(repeats)), -(-len(repeats) // largest))
+        packs = split_into_packs(repeats, n_workers=n_workers, units=settings["units"], n_features=dataset.n_features)
     else:
-        n_packs = len(repeats)
-    packs = [repeats[index::n_packs] for index in range(n_packs)] if repeats else []
+        packs = [[repeat] for repeat in repeats]
     return [
         PackJob(
             key=point.key,
@@ -186,6 +181,18 @@ def _packs(
         )
         for pack in packs
     ]
+
+
+def split_into_packs(repeats: list[int], *, n_workers: int, units: int, n_features: int) -> list[list[int]]:
+    """Split `repeats` into packs of nearly equal size, as few as keep every worker busy, the same
+    number for each worker so that all finish together, and none over MAX_PACK_PARAMETERS."""
+    if not repeats:
+        return []
+    n_parameters = 4 * units * (units + n_features + 1) + units + 1
+    largest = max(1, MAX_PACK_PARAMETERS // n_parameters)
+    n_rounds = -(-len(repeats) // (largest * n_workers))
+    n_packs = min(len(repeats), n_rounds * n_workers)
+    return [repeats[index::n_packs] for index in range(n_packs)]
 
 
 def _train_jobs(

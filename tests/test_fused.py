@@ -12,7 +12,7 @@ from sweep.problems import check_arrays, load_problem
 from sweep.results import summarize
 from sweep.spec import EchoFirstProblem, LagEchoProblem
 from sweep.train import FusedNetwork, KerasNetwork, set_dataset, train_job
-from sweep.train._common import Architecture, initial_weights, seeded_layers
+from sweep.train._common import MAX_UNROLL, XLA_MIN_UNITS, Architecture, initial_weights, seeded_layers
 
 SEEDS = [3, 40, 500]
 TOLERANCE = 1e-5
@@ -31,6 +31,10 @@ def three_classes():
 PROBLEMS = {
     "echo-first": lambda: load_problem(EchoFirstProblem(kind="echo-first", length=8, n_train=24, n_test=8, seed=2)),
     "echo-first padded": lambda: load_problem(EchoFirstProblem(kind="echo-first", length=9, n_train=24, n_test=8, seed=2)),
+    "echo-first long padded": lambda: load_problem(
+        EchoFirstProblem(kind="echo-first", length=37, n_train=24, n_test=8, seed=2)
+    ),
+    "lag-echo long": lambda: load_problem(LagEchoProblem(kind="lag-echo", length=68, lag=3, n_train=24, n_test=8, seed=2)),
     "lag-echo padded": lambda: load_problem(LagEchoProblem(kind="lag-echo", length=9, lag=2, n_train=24, n_test=8, seed=2)),
     "three classes": three_classes,
 }
@@ -65,12 +69,36 @@ def test_every_repeat_of_a_pack_ends_with_the_weights_and_predictions_it_gets_al
     dataset = PROBLEMS[problem]()
     fused, alone, _ = train_both(dataset, length=4, mode=mode)
     test = prepare.chunk(dataset.x_test, dataset.y_test, 4)
-    test = prepare.stateless(test) if mode == "stateless" else test
+    assert_repeats_match(fused, alone, prepare.stateless(test) if mode == "stateless" else test)
+
+
+def assert_repeats_match(fused: FusedNetwork, alone: list[KerasNetwork], test: prepare.Chunks) -> None:
     predictions = fused.predict(test.x, test.mask).numpy()
     for repeat, network in enumerate(alone):
         for fused_weight, own_weight in zip(fused.get_weights(repeat), network.get_weights()):
             np.testing.assert_allclose(fused_weight, own_weight, atol=TOLERANCE)
         np.testing.assert_allclose(predictions[repeat], network.predict(test.x, test.mask).numpy(), atol=TOLERANCE)
+
+
+@pytest.mark.parametrize(
+    ("problem", "length", "units"),
+    [
+        # Past MAX_UNROLL steps the chunk is a symbolic loop, forward and backward.
+        ("echo-first long padded", 35, 5),
+        ("lag-echo long", 34, 5),
+        # From XLA_MIN_UNITS units the epoch is compiled with XLA.
+        ("echo-first padded", 4, XLA_MIN_UNITS),
+        ("lag-echo long", 34, XLA_MIN_UNITS),
+    ],
+)
+@pytest.mark.parametrize("mode", ["stateless", "stateful"])
+def test_long_subsequences_and_larger_packs_train_as_each_repeat_alone(problem: str, length: int, units: int, mode: str) -> None:
+    dataset = PROBLEMS[problem]()
+    fused, alone, _ = train_both(dataset, length=length, mode=mode, units=units)
+    assert fused.arch.is_unrolled == (length <= MAX_UNROLL)
+    assert fused.arch.is_compiled_with_xla == (units >= XLA_MIN_UNITS)
+    test = prepare.chunk(dataset.x_test, dataset.y_test, length)
+    assert_repeats_match(fused, alone, prepare.stateless(test) if mode == "stateless" else test)
 
 
 def test_training_moved_the_weights_and_repeats_differ() -> None:

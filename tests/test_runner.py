@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from sweep import study as studies
 from sweep.problems import load_problem
-from sweep.runner import run_study
+from sweep.runner import MAX_PACK_PARAMETERS, run_study, split_into_packs
 from sweep.spec import grid_points, load_spec, spec_from_dict
 
 
@@ -143,3 +143,28 @@ def test_a_killed_worker_is_replaced_and_no_finished_repeat_is_lost_or_trained_t
     assert trial.state == TrialState.COMPLETE and sorted(trial.intermediate_values) == list(range(5))
     assert all(trial.intermediate_values[step] == value for step, value in kept.items())
     assert trial.user_attrs["n"] == 5 and len(trial.user_attrs["seeds"]) == 5
+
+
+@pytest.mark.parametrize(
+    ("n_repeats", "n_workers", "units", "expected_sizes"),
+    [
+        (30, 2, 10, [15, 15]),  # small networks: one pack per worker
+        (30, 2, 100, [3] * 10),  # large ones: packs that fit the cache, five rounds of two
+        (30, 4, 100, [3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2]),  # three rounds of four
+        (5, 2, 100, [3, 2]),
+        (1, 4, 10, [1]),
+        (0, 2, 10, []),
+        (4, 2, 500, [1, 1, 1, 1]),  # one network over the limit still trains, alone
+    ],
+)
+def test_a_points_repeats_split_into_balanced_packs_every_repeat_once(
+    n_repeats: int, n_workers: int, units: int, expected_sizes: list[int]
+) -> None:
+    repeats = list(range(n_repeats))
+    packs = split_into_packs(repeats, n_workers=n_workers, units=units, n_features=1)
+    assert [len(pack) for pack in packs] == expected_sizes
+    assert sorted(repeat for pack in packs for repeat in pack) == repeats
+    if len(packs) > 1:
+        assert len(packs) % n_workers == 0 or len(packs) == n_repeats
+    per_repeat = 4 * units * (units + 2) + units + 1
+    assert all(len(pack) * per_repeat <= MAX_PACK_PARAMETERS for pack in packs if len(pack) > 1)

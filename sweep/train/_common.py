@@ -18,6 +18,10 @@ tf.get_logger().setLevel("ERROR")
 
 # Unrolled short subsequences run several times faster than a symbolic loop over the steps.
 MAX_UNROLL = 32
+# From this many units a pack's arithmetic, not the per-step overhead, dominates, and XLA's fused
+# elementwise kernels train it 1.6-2.3x faster (24 to 100 units, 2 CPU cores); below it XLA gains
+# nothing and its compilation, a few seconds per grid point, would be pure cost.
+XLA_MIN_UNITS = 24
 
 
 def limit_threads(n_threads: int) -> None:
@@ -53,6 +57,10 @@ class Architecture:
     @property
     def is_unrolled(self) -> bool:
         return self.length <= MAX_UNROLL
+
+    @property
+    def is_compiled_with_xla(self) -> bool:
+        return self.units >= XLA_MIN_UNITS
 
     @property
     def activation(self) -> str | None:

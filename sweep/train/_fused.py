@@ -3,8 +3,10 @@
 The repeats are independent networks whose weights carry a leading repeat axis: the LSTM's
 kernels are (P, features, 4 units) and (P, units, 4 units), its bias (P, 4 units), the head's
 (P, units, outputs) and (P, outputs). One step of all P cells is a batched matrix product, so a
-pack of 15 small LSTMs costs about what one does, where nearly all of the time is per-step
-overhead rather than arithmetic. The pack's loss is the sum of the repeats' losses, so each
+pack of 15 small LSTMs costs little more than one does, where nearly all of the time is per-step
+overhead rather than arithmetic; larger packs are compiled with XLA, which fuses each step's
+elementwise gate arithmetic into few kernels, and their recurrent kernel's gradient is formed
+once per subsequence (see ``_lstm``). The pack's loss is the sum of the repeats' losses, so each
 repeat's gradient, and so its Adam update (which is elementwise), is the one it would get alone.
 Every repeat draws its initial weights from its own seed exactly as a standalone Keras LSTM and
 Dense would, and sees its own shuffle order. The cell is Keras's LSTM cell (gates in the order
@@ -17,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from sweep.train._common import Architecture, chunk_loss, initial_weights, make_optimizer, reset_optimizer
+from sweep.train._lstm import lstm_chunk
 
 
 class FusedNetwork:
@@ -39,7 +42,7 @@ class FusedNetwork:
         }
         self.variables = list(self.weights.values())
         self.optimizer = make_optimizer(optimizer, learning_rate, self.variables)
-        self.train_epoch = tf.function(self._train_epoch, reduce_retracing=True)
+        self.train_epoch = tf.function(self._train_epoch, reduce_retracing=True, jit_compile=arch.is_compiled_with_xla)
         self.predict = tf.function(self._predict, reduce_retracing=True)
 
     def reset(self, seeds: list[int]) -> None:
@@ -58,22 +61,10 @@ class FusedNetwork:
     def forward(self, x: tf.Tensor, mask: tf.Tensor, h: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, ...]:
         """One chunk for every repeat: x (P, B, L, features), mask (P, B, L), state (P, B, units)."""
         w = self.weights
-        projected = tf.einsum("pblf,pfg->pblg", x, w["kernel"])
-        bias = w["bias"][:, None, :]
-        steps = range(self.arch.length) if self.arch.is_unrolled else tf.range(self.arch.length)
-        outputs = tf.TensorArray(tf.float32, size=self.arch.length)
-        for t in steps:
-            z = projected[:, :, t] + tf.matmul(h, w["recurrent_kernel"]) + bias
-            gate_in, gate_forget, candidate, gate_out = tf.split(z, 4, axis=-1)
-            c_next = tf.sigmoid(gate_forget) * c + tf.sigmoid(gate_in) * tf.tanh(candidate)
-            h_next = tf.sigmoid(gate_out) * tf.tanh(c_next)
-            if self.arch.is_masked:
-                # A padded step leaves the state, and so the output, as it was.
-                real = mask[:, :, t, None]
-                h_next, c_next = tf.where(real, h_next, h), tf.where(real, c_next, c)
-            h, c = h_next, c_next
-            outputs = outputs.write(t, h)
-        sequence = tf.transpose(outputs.stack(), [1, 2, 0, 3])
+        z_inputs = tf.einsum("pblf,pfg->pblg", x, w["kernel"]) + w["bias"][:, None, None, :]
+        sequence, h, c = lstm_chunk(
+            z_inputs, h, c, w["recurrent_kernel"], mask if self.arch.is_masked else None, is_unrolled=self.arch.is_unrolled
+        )
         logits = tf.einsum("pblu,puo->pblo", sequence, w["head_kernel"]) + w["head_bias"][:, None, None, :]
         return self._activate(logits), h, c
 

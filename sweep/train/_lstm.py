@@ -1,0 +1,134 @@
+"""One subsequence of an LSTM, for a pack of repeats, with its gradient written out by hand.
+
+Differentiating the step loop automatically computes a weight gradient at every step, one small
+(units, 4 units) product per step and repeat, and then adds them all up. Written out, the
+backward pass keeps only what is sequential in the loop (the state's gradient) and forms the
+recurrent kernel's gradient once, as one product over every step of the subsequence, which for
+100 units is the larger part of the arithmetic. The cell is Keras's: gates in the order input,
+forget, candidate, output, with sigmoid and tanh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import tensorflow as tf
+
+Gradient = Callable[..., tuple]
+
+
+def lstm_chunk(
+    z_inputs: tf.Tensor, h: tf.Tensor, c: tf.Tensor, kernel: tf.Tensor, mask: tf.Tensor | None, *, is_unrolled: bool
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Run L steps: z_inputs (P, B, L, 4 units) is x @ kernel + bias, state (P, B, units).
+
+    `kernel` is the recurrent kernel (P, units, 4 units); `mask` (P, B, L), if given, marks the
+    real steps, and a padded step leaves the state as it was. Returns every step's output
+    (P, B, L, units) and the final state.
+    """
+
+    @tf.custom_gradient
+    def chunk(z_inputs: tf.Tensor, h0: tf.Tensor, c0: tf.Tensor, kernel: tf.Tensor) -> tuple[tuple, Gradient]:
+        outputs, gates, cells, h_last, c_last = _forward(z_inputs, h0, c0, kernel, mask, is_unrolled=is_unrolled)
+
+        def gradient(d_outputs: tf.Tensor, d_h: tf.Tensor | None, d_c: tf.Tensor | None) -> tuple:
+            d_h = tf.zeros_like(h0) if d_h is None else d_h
+            d_c = tf.zeros_like(c0) if d_c is None else d_c
+            d_z, d_h0, d_c0 = _backward(
+                d_outputs, d_h, d_c, gates, cells, c0, kernel, mask, is_unrolled=is_unrolled
+            )
+            # The state each step started from: h0, then every step's output but the last.
+            previous = tf.concat([h0[:, :, None], outputs[:, :, :-1]], axis=2)
+            d_kernel = tf.einsum("pblu,pblg->pug", previous, d_z)
+            return d_z, d_h0, d_c0, d_kernel
+
+        return (outputs, h_last, c_last), gradient
+
+    return chunk(z_inputs, h, c, kernel)
+
+
+def _steps(length: int, *, is_unrolled: bool, reverse: bool = False) -> range | tf.Tensor:
+    if is_unrolled:
+        return range(length - 1, -1, -1) if reverse else range(length)
+    return tf.range(length - 1, -1, -1) if reverse else tf.range(length)
+
+
+def _forward(
+    z_inputs: tf.Tensor, h: tf.Tensor, c: tf.Tensor, kernel: tf.Tensor, mask: tf.Tensor | None, *, is_unrolled: bool
+) -> tuple[tf.Tensor, ...]:
+    """The steps, keeping each step's gate activations and cell state for the backward pass."""
+    length = z_inputs.shape[2] if is_unrolled else tf.shape(z_inputs)[2]
+    outputs = tf.TensorArray(tf.float32, size=length)
+    gates = tf.TensorArray(tf.float32, size=length)
+    cells = tf.TensorArray(tf.float32, size=length)
+    step_inputs = tf.unstack(z_inputs, axis=2) if is_unrolled else None
+    for t in _steps(length, is_unrolled=is_unrolled):
+        z = (step_inputs[t] if is_unrolled else z_inputs[:, :, t]) + tf.matmul(h, kernel)
+        z_in, z_forget, z_candidate, z_out = tf.split(z, 4, axis=-1)
+        gate_in, gate_forget, gate_out = tf.sigmoid(z_in), tf.sigmoid(z_forget), tf.sigmoid(z_out)
+        candidate = tf.tanh(z_candidate)
+        c_next = gate_forget * c + gate_in * candidate
+        h_next = gate_out * tf.tanh(c_next)
+        if mask is not None:
+            real = mask[:, :, t, None]
+            h_next, c_next = tf.where(real, h_next, h), tf.where(real, c_next, c)
+        gates = gates.write(t, tf.concat([gate_in, gate_forget, candidate, gate_out], axis=-1))
+        cells = cells.write(t, c_next)
+        outputs = outputs.write(t, h_next)
+        h, c = h_next, c_next
+    return _by_step(outputs), gates, cells, h, c
+
+
+def _backward(
+    d_outputs: tf.Tensor,
+    d_h: tf.Tensor,
+    d_c: tf.Tensor,
+    gates: tf.TensorArray,
+    cells: tf.TensorArray,
+    c0: tf.Tensor,
+    kernel: tf.Tensor,
+    mask: tf.Tensor | None,
+    *,
+    is_unrolled: bool,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The gradient of the gates' inputs at every step, and of the initial state."""
+    length = d_outputs.shape[2] if is_unrolled else tf.shape(d_outputs)[2]
+    d_z_steps = tf.TensorArray(tf.float32, size=length)
+    step_outputs = tf.unstack(d_outputs, axis=2) if is_unrolled else None
+    for t in _steps(length, is_unrolled=is_unrolled, reverse=True):
+        d_h = d_h + (step_outputs[t] if is_unrolled else d_outputs[:, :, t])
+        gate_in, gate_forget, candidate, gate_out = tf.split(gates.read(t), 4, axis=-1)
+        c_prev = c0 if is_unrolled and t == 0 else _previous_cell(cells, c0, t)
+        tanh_c = tf.tanh(cells.read(t))
+        d_cell = d_c + d_h * gate_out * (1.0 - tf.square(tanh_c))
+        d_z = tf.concat(
+            [
+                d_cell * candidate * gate_in * (1.0 - gate_in),
+                d_cell * c_prev * gate_forget * (1.0 - gate_forget),
+                d_cell * gate_in * (1.0 - tf.square(candidate)),
+                d_h * tanh_c * gate_out * (1.0 - gate_out),
+            ],
+            axis=-1,
+        )
+        d_h_prev = tf.matmul(d_z, kernel, transpose_b=True)
+        d_c_prev = d_cell * gate_forget
+        if mask is not None:
+            # A padded step passed the state through unchanged, and so passes its gradient back.
+            real = mask[:, :, t, None]
+            d_z = tf.where(real, d_z, 0.0)
+            d_h_prev, d_c_prev = tf.where(real, d_h_prev, d_h), tf.where(real, d_c_prev, d_c)
+        d_z_steps = d_z_steps.write(t, d_z)
+        d_h, d_c = d_h_prev, d_c_prev
+    return _by_step(d_z_steps.stack()), d_h, d_c
+
+
+def _previous_cell(cells: tf.TensorArray, c0: tf.Tensor, t: tf.Tensor | int) -> tf.Tensor:
+    if isinstance(t, int):
+        return cells.read(t - 1)
+    return tf.cond(t > 0, lambda: cells.read(tf.maximum(t - 1, 0)), lambda: c0)
+
+
+def _by_step(steps: tf.TensorArray | tf.Tensor) -> tf.Tensor:
+    """(L, P, B, n) stacked steps as (P, B, L, n)."""
+    stacked = steps.stack() if isinstance(steps, tf.TensorArray) else steps
+    return tf.transpose(stacked, [1, 2, 0, 3])
