@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import mean
 
 from sweep.jobs import PackJob
 from sweep.pool import RepeatPool, default_workers
@@ -126,10 +127,6 @@ def compare(pool: RepeatPool, dataset: Dataset, settings: dict, *, n_reference: 
         rate = n_reference / seconds
         print(f"  {name:34s} {n_reference:3d} repeats in {seconds:7.2f} s: {rate:7.3f} repeats/s"
               f"  (mean accuracy {mean(scores):.3f}); fused is {fused_rate / rate:5.1f}x faster per repeat")
-
-
-def mean(values: list[float]) -> float:
-    return sum(values) / len(values)
 
 
 def default_sweep() -> None:

@@ -34,9 +34,7 @@ def lstm_chunk(
         def gradient(d_outputs: tf.Tensor, d_h: tf.Tensor | None, d_c: tf.Tensor | None) -> tuple:
             d_h = tf.zeros_like(h0) if d_h is None else d_h
             d_c = tf.zeros_like(c0) if d_c is None else d_c
-            d_z, d_h0, d_c0 = _backward(
-                d_outputs, d_h, d_c, gates, cells, c0, kernel, mask, is_unrolled=is_unrolled
-            )
+            d_z, d_h0, d_c0 = _backward(d_outputs, d_h, d_c, gates, cells, c0, kernel, mask, is_unrolled=is_unrolled)
             # The state each step started from: h0, then every step's output but the last.
             previous = tf.concat([h0[:, :, None], outputs[:, :, :-1]], axis=2)
             d_kernel = tf.einsum("pblu,pblg->pug", previous, d_z)
@@ -47,23 +45,38 @@ def lstm_chunk(
     return chunk(z_inputs, h, c, kernel)
 
 
-def _steps(length: int, *, is_unrolled: bool, reverse: bool = False) -> range | tf.Tensor:
+def _steps(by_step: tf.Tensor, *, is_unrolled: bool, reverse: bool = False) -> range | tf.Tensor:
+    """The step indices of a (P, B, L, n) tensor: Python's when unrolled, a symbolic loop's otherwise."""
+    length = _length(by_step, is_unrolled=is_unrolled)
     if is_unrolled:
         return range(length - 1, -1, -1) if reverse else range(length)
     return tf.range(length - 1, -1, -1) if reverse else tf.range(length)
+
+
+def _length(by_step: tf.Tensor, *, is_unrolled: bool) -> int | tf.Tensor:
+    return by_step.shape[2] if is_unrolled else tf.shape(by_step)[2]
+
+
+def _step_reader(by_step: tf.Tensor, *, is_unrolled: bool) -> Callable[[int | tf.Tensor], tf.Tensor]:
+    """Step t of a (P, B, L, n) tensor. Unrolled, it is unstacked once: a slice per step costs more,
+    and its gradient more still."""
+    if is_unrolled:
+        steps = tf.unstack(by_step, axis=2)
+        return lambda t: steps[t]
+    return lambda t: by_step[:, :, t]
 
 
 def _forward(
     z_inputs: tf.Tensor, h: tf.Tensor, c: tf.Tensor, kernel: tf.Tensor, mask: tf.Tensor | None, *, is_unrolled: bool
 ) -> tuple[tf.Tensor, ...]:
     """The steps, keeping each step's gate activations and cell state for the backward pass."""
-    length = z_inputs.shape[2] if is_unrolled else tf.shape(z_inputs)[2]
+    length = _length(z_inputs, is_unrolled=is_unrolled)
     outputs = tf.TensorArray(tf.float32, size=length)
     gates = tf.TensorArray(tf.float32, size=length)
     cells = tf.TensorArray(tf.float32, size=length)
-    step_inputs = tf.unstack(z_inputs, axis=2) if is_unrolled else None
-    for t in _steps(length, is_unrolled=is_unrolled):
-        z = (step_inputs[t] if is_unrolled else z_inputs[:, :, t]) + tf.matmul(h, kernel)
+    step_input = _step_reader(z_inputs, is_unrolled=is_unrolled)
+    for t in _steps(z_inputs, is_unrolled=is_unrolled):
+        z = step_input(t) + tf.matmul(h, kernel)
         z_in, z_forget, z_candidate, z_out = tf.split(z, 4, axis=-1)
         gate_in, gate_forget, gate_out = tf.sigmoid(z_in), tf.sigmoid(z_forget), tf.sigmoid(z_out)
         candidate = tf.tanh(z_candidate)
@@ -92,13 +105,12 @@ def _backward(
     is_unrolled: bool,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """The gradient of the gates' inputs at every step, and of the initial state."""
-    length = d_outputs.shape[2] if is_unrolled else tf.shape(d_outputs)[2]
-    d_z_steps = tf.TensorArray(tf.float32, size=length)
-    step_outputs = tf.unstack(d_outputs, axis=2) if is_unrolled else None
-    for t in _steps(length, is_unrolled=is_unrolled, reverse=True):
-        d_h = d_h + (step_outputs[t] if is_unrolled else d_outputs[:, :, t])
+    d_z_steps = tf.TensorArray(tf.float32, size=_length(d_outputs, is_unrolled=is_unrolled))
+    step_d_output = _step_reader(d_outputs, is_unrolled=is_unrolled)
+    for t in _steps(d_outputs, is_unrolled=is_unrolled, reverse=True):
+        d_h = d_h + step_d_output(t)
         gate_in, gate_forget, candidate, gate_out = tf.split(gates.read(t), 4, axis=-1)
-        c_prev = c0 if is_unrolled and t == 0 else _previous_cell(cells, c0, t)
+        c_prev = _previous_cell(cells, c0, t)
         tanh_c = tf.tanh(cells.read(t))
         d_cell = d_c + d_h * gate_out * (1.0 - tf.square(tanh_c))
         d_z = tf.concat(
@@ -119,16 +131,16 @@ def _backward(
             d_h_prev, d_c_prev = tf.where(real, d_h_prev, d_h), tf.where(real, d_c_prev, d_c)
         d_z_steps = d_z_steps.write(t, d_z)
         d_h, d_c = d_h_prev, d_c_prev
-    return _by_step(d_z_steps.stack()), d_h, d_c
+    return _by_step(d_z_steps), d_h, d_c
 
 
 def _previous_cell(cells: tf.TensorArray, c0: tf.Tensor, t: tf.Tensor | int) -> tf.Tensor:
+    """The cell state step t started from."""
     if isinstance(t, int):
-        return cells.read(t - 1)
+        return c0 if t == 0 else cells.read(t - 1)
     return tf.cond(t > 0, lambda: cells.read(tf.maximum(t - 1, 0)), lambda: c0)
 
 
-def _by_step(steps: tf.TensorArray | tf.Tensor) -> tf.Tensor:
-    """(L, P, B, n) stacked steps as (P, B, L, n)."""
-    stacked = steps.stack() if isinstance(steps, tf.TensorArray) else steps
-    return tf.transpose(stacked, [1, 2, 0, 3])
+def _by_step(steps: tf.TensorArray) -> tf.Tensor:
+    """Steps written as (P, B, n) each, stacked as (P, B, L, n)."""
+    return tf.transpose(steps.stack(), [1, 2, 0, 3])
