@@ -14,7 +14,7 @@ Keras's per-model compilation is, since the usual way pays it for every repeat. 
 whole default sweep (`sweep run studies/echo_first.toml`) in a temporary directory, which counts
 everything, and prints its wall time and the peak resident memory of its largest process.
 
-    python benchmarks/fused_vs_reference.py [--reference-repeats 6] [--skip-sweep]
+    python benchmarks/fused_vs_reference.py [--reference-repeats 6] [--rounds 3] [--skip-sweep]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from statistics import mean
+from statistics import mean, median
 
 from sweep.jobs import PackJob
 from sweep.pool import RepeatPool, default_workers
@@ -37,6 +37,9 @@ from sweep.spec import EchoFirstProblem
 
 ROOT = Path(__file__).resolve().parent.parent
 N_REPEATS = 30
+FUSED = "fused"
+REFERENCE = "one at a time, sweep --reference"
+PLAIN = "one at a time, plain Keras"
 
 
 def packs(settings: dict, repeats: list[int], *, n_workers: int, n_features: int, is_fused: bool) -> list[PackJob]:
@@ -107,26 +110,32 @@ def _plain_in_worker(args: tuple) -> float:
     return plain_keras_fit(dataset, settings, seed)
 
 
-def compare(pool: RepeatPool, dataset: Dataset, settings: dict, *, n_reference: int) -> None:
+def compare(pool: RepeatPool, dataset: Dataset, settings: dict, *, n_reference: int, rounds: int) -> None:
+    """Time the three paths `rounds` times, interleaved, so that a slow spell of the machine hits
+    all of them; report each path's median throughput and the ratio of the medians."""
     shape = dict(n_workers=pool.n_workers, n_features=dataset.n_features)
     fused_jobs = packs(settings, list(range(N_REPEATS)), is_fused=True, **shape)
-    fused_seconds, fused_scores = timed(pool, fused_jobs)
-    reference_seconds, reference_scores = timed(pool, packs(settings, list(range(n_reference)), is_fused=False, **shape))
-    started = time.perf_counter()
-    jobs = [(dataset, settings, seed) for seed in range(n_reference)]
-    plain_scores = list(pool._executor.map(_plain_in_worker, jobs))
-    plain_seconds = time.perf_counter() - started
-    fused_rate = N_REPEATS / fused_seconds
+    reference_jobs = packs(settings, list(range(n_reference)), is_fused=False, **shape)
+    plain_jobs = [(dataset, settings, seed) for seed in range(n_reference)]
+    rates: dict[str, list[float]] = {FUSED: [], REFERENCE: [], PLAIN: []}
+    scores: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        seconds, scores[FUSED] = timed(pool, fused_jobs)
+        rates[FUSED].append(N_REPEATS / seconds)
+        seconds, scores[REFERENCE] = timed(pool, reference_jobs)
+        rates[REFERENCE].append(n_reference / seconds)
+        started = time.perf_counter()
+        scores[PLAIN] = list(pool._executor.map(_plain_in_worker, plain_jobs))
+        rates[PLAIN].append(n_reference / (time.perf_counter() - started))
     sizes = sorted({len(job.repeats) for job in fused_jobs})
-    print(f"  {f'fused, {len(fused_jobs)} packs of {sizes}':34s} {N_REPEATS:3d} repeats in {fused_seconds:7.2f} s: {fused_rate:7.3f} repeats/s"
-          f"  (mean accuracy {mean(fused_scores):.3f})")
-    for name, seconds, scores in [
-        ("one at a time, sweep --reference", reference_seconds, reference_scores),
-        ("one at a time, plain Keras", plain_seconds, plain_scores),
-    ]:
-        rate = n_reference / seconds
-        print(f"  {name:34s} {n_reference:3d} repeats in {seconds:7.2f} s: {rate:7.3f} repeats/s"
-              f"  (mean accuracy {mean(scores):.3f}); fused is {fused_rate / rate:5.1f}x faster per repeat")
+    counts = {FUSED: f"{N_REPEATS} repeats in {len(fused_jobs)} packs of {sizes}", REFERENCE: f"{n_reference} repeats",
+              PLAIN: f"{n_reference} repeats"}
+    fused_rate = median(rates[FUSED])
+    for path in (FUSED, REFERENCE, PLAIN):
+        rate = median(rates[path])
+        ratio = "" if path == FUSED else f"; fused is {fused_rate / rate:5.1f}x faster per repeat"
+        print(f"  {path:34s} {rate:7.3f} repeats/s (median of {rounds}, {min(rates[path]):.3f}-{max(rates[path]):.3f}; "
+              f"{counts[path]}; mean accuracy {mean(scores[path]):.3f}){ratio}")
 
 
 def default_sweep() -> None:
@@ -147,6 +156,7 @@ def default_sweep() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reference-repeats", type=int, default=6, help="repeats timed on the slow paths")
+    parser.add_argument("--rounds", type=int, default=3, help="timings of each path, interleaved; the median is reported")
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--skip-sweep", action="store_true", help="do not time the whole default sweep")
     options = parser.parse_args()
@@ -169,7 +179,7 @@ def main() -> None:
             shape = dict(n_workers=options.workers, n_features=dataset.n_features)
             timed(pool, packs(warm, list(range(N_REPEATS)), is_fused=True, **shape))
             timed(pool, packs(warm, list(range(options.workers)), is_fused=False, **shape))
-            compare(pool, dataset, settings, n_reference=options.reference_repeats)
+            compare(pool, dataset, settings, n_reference=options.reference_repeats, rounds=options.rounds)
     if not options.skip_sweep:
         default_sweep()
 

@@ -118,6 +118,18 @@ def test_initial_weights_are_those_of_newly_built_keras_layers(seed: int, units:
         np.testing.assert_array_equal(drawn, built)
 
 
+def test_initial_weights_leave_tensorflow_seeded_as_it_was() -> None:
+    """Drawing a repeat's weights must not reseed TensorFlow, which would empty its kernel cache."""
+    import tensorflow as tf
+
+    arch = Architecture(task="classification", n_features=1, n_outputs=1, is_per_step=False, units=5, length=4, is_masked=False)
+    tf.random.set_seed(11)
+    expected = tf.random.uniform((3,)).numpy()
+    tf.random.set_seed(11)
+    initial_weights(arch, 7)
+    np.testing.assert_array_equal(tf.random.uniform((3,)).numpy(), expected)
+
+
 def test_the_reference_network_trains_as_a_keras_sequential_model_does() -> None:
     """Anchor the reference path itself to plain Keras: Sequential, Adam, train_on_batch."""
     dataset = PROBLEMS["echo-first"]()

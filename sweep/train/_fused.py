@@ -18,7 +18,15 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from sweep.train._common import Architecture, chunk_loss, initial_weights, make_optimizer, reset_optimizer
+from sweep.train._common import (
+    Architecture,
+    chunk_loss,
+    epoch_signature,
+    initial_weights,
+    make_optimizer,
+    predict_signature,
+    reset_optimizer,
+)
 from sweep.train._lstm import lstm_chunk
 
 
@@ -42,8 +50,12 @@ class FusedNetwork:
         }
         self.variables = list(self.weights.values())
         self.optimizer = make_optimizer(optimizer, learning_rate, self.variables)
-        self.train_epoch = tf.function(self._train_epoch, reduce_retracing=True, jit_compile=arch.is_compiled_with_xla)
-        self.predict = tf.function(self._predict, reduce_retracing=True)
+        self.train_epoch = tf.function(
+            self._train_epoch,
+            input_signature=epoch_signature(arch, index_shape=(n_repeats, None, None)),
+            jit_compile=arch.is_compiled_with_xla,
+        )
+        self.predict = tf.function(self._predict, input_signature=predict_signature(arch))
 
     def reset(self, seeds: list[int]) -> None:
         """Each repeat's initial weights, drawn from its seed as new Keras layers draw them."""

@@ -7,8 +7,10 @@ import tensorflow as tf
 from sweep.train._common import (
     Architecture,
     chunk_loss,
+    epoch_signature,
     initial_weights,
     make_optimizer,
+    predict_signature,
     reset_optimizer,
     seeded_layers,
 )
@@ -27,8 +29,8 @@ class KerasNetwork:
         self.lstm, self.head = seeded_layers(arch)
         self.variables = self.lstm.trainable_variables + self.head.trainable_variables
         self.optimizer = make_optimizer(optimizer, learning_rate, self.variables)
-        self.train_epoch = tf.function(self._train_epoch, reduce_retracing=True)
-        self.predict = tf.function(self._predict, reduce_retracing=True)
+        self.train_epoch = tf.function(self._train_epoch, input_signature=epoch_signature(arch, index_shape=(None, None)))
+        self.predict = tf.function(self._predict, input_signature=predict_signature(arch))
 
     def reset(self, seed: int) -> None:
         weights = initial_weights(self.arch, seed)
