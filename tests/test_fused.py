@@ -101,6 +101,16 @@ def test_long_subsequences_and_larger_packs_train_as_each_repeat_alone(problem: 
     assert_repeats_match(fused, alone, prepare.stateless(test) if mode == "stateless" else test)
 
 
+@pytest.mark.parametrize("mode", ["stateless", "stateful"])
+def test_a_smaller_last_batch_trains_as_each_repeat_alone(mode: str) -> None:
+    """24 sequences in batches of 7: two blocks of different batch sizes share one trace."""
+    dataset = PROBLEMS["echo-first padded"]()
+    fused, alone, _ = train_both(dataset, length=4, mode=mode, batch_size=7)
+    assert fused.train_epoch.experimental_get_tracing_count() == 1
+    test = prepare.chunk(dataset.x_test, dataset.y_test, 4)
+    assert_repeats_match(fused, alone, prepare.stateless(test) if mode == "stateless" else test)
+
+
 def test_training_moved_the_weights_and_repeats_differ() -> None:
     fused, _, _ = train_both(PROBLEMS["echo-first"](), length=4, mode="stateful")
     start = [initial_weights(fused.arch, seed) for seed in SEEDS]
