@@ -128,7 +128,7 @@ def _seed_keras(seed: int) -> None:
     Unseeded initializers take their seeds from Python's generator and draw with stateless random
     ops, so seeding Python's generator alone fixes every initial weight. TensorFlow's global seed
     plays no part, and setting it would empty TensorFlow's kernel cache: the next training and
-    prediction calls would rebuild every kernel, a sixth of a 15-repeat pack's time.
+    prediction calls would rebuild every kernel, a third of a 15-repeat pack's time.
     """
     random.seed(seed)
 
