@@ -160,6 +160,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--skip-sweep", action="store_true", help="do not time the whole default sweep")
     options = parser.parse_args()
+    if options.rounds < 1 or options.reference_repeats < 1:
+        parser.error("--rounds and --reference-repeats must be at least 1")
     print(f"{options.workers} worker processes, {os.cpu_count()} CPUs")
 
     small = load_problem(EchoFirstProblem(kind="echo-first", length=20, n_train=1000, n_test=200, seed=1))
