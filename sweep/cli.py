@@ -16,9 +16,9 @@ from sweep import results
 from sweep import study as studies
 from sweep.errors import SweepError
 from sweep.pool import default_workers
-from sweep.problems import Dataset, load_problem
+from sweep.problems import DataSummary, Dataset, describe, load_problem
 from sweep.runner import run_study
-from sweep.spec import GridPoint, Spec, apply_overrides, grid_points, load_spec
+from sweep.spec import GridPoint, Spec, apply_overrides, grid_lengths, grid_points, load_spec
 
 app = typer.Typer(
     help="Grid search over truncated-BPTT subsequence lengths for LSTMs, stored in Optuna studies.",
@@ -140,7 +140,12 @@ def _create_or_resume(
     dataset = load_problem(spec.problem)
     points = grid_points(spec, dataset.sequence_length)
     study = studies.create_or_resume(
-        studies.open_storage(storage, heartbeat=liveness), spec, fingerprint=dataset.fingerprint, points=points, sequence_length=dataset.sequence_length
+        studies.open_storage(storage, heartbeat=liveness),
+        spec,
+        fingerprint=dataset.fingerprint,
+        points=points,
+        sequence_length=dataset.sequence_length,
+        encoding=dataset.encoding,
     )
     return study, dataset, points
 
@@ -156,6 +161,54 @@ def _spec_for(target: str, *, storage: str | None, overrides: dict) -> Spec:
             "run its study file with --name NEW to try other settings"
         )
     return studies.study_spec(study)
+
+
+@app.command()
+def data(
+    study_file: Annotated[Path, typer.Argument(metavar="STUDY_FILE", help="The study file (.toml).")],
+) -> None:
+    """Show the data as sweep sees them, before anything is trained; writes nothing.
+
+    Sequences in training and test, their lengths, the features, the classes with their counts or
+    the target's range, and for every subsequence length of the grid how many training
+    subsequences it makes and what share of their steps is padding.
+
+    Example: sweep data studies/my_study.toml
+    """
+    spec = load_spec(study_file)
+    dataset = load_problem(spec.problem)
+    summary = describe(dataset, grid_lengths(spec.grid, dataset.sequence_length))
+    _print_data(spec, summary)
+
+
+def _print_data(spec: Spec, summary: DataSummary) -> None:
+    target = "per step" if summary.is_per_step else "per sequence"
+    scaled = ", standardized with the training data's statistics" if summary.is_standardized else ""
+    console.print(f"[bold]{spec.name}[/]: {summary.task}, targets {target}, {len(summary.features)} feature(s){scaled}")
+    console.print("features: " + ", ".join(summary.features))
+    table = _numbers_table("", "sequences", "steps", "shortest", "median", "longest", title="sequences")
+    for name, part in (("train", summary.train), ("test", summary.test)):
+        table.add_row(name, str(part.n_sequences), str(part.n_steps), str(part.length_min), f"{part.length_median:g}", str(part.length_max))
+    console.print(table)
+    if summary.classes:
+        classes = _numbers_table("class", "label", "train", "test", title="classes")
+        for index, (label, n_train, n_test) in enumerate(summary.classes):
+            classes.add_row(str(index), str(label), str(n_train), str(n_test))
+        console.print(classes)
+    for output, (low, mean, high) in enumerate(summary.target_range):
+        console.print(f"target {output}: min {low:.4g}, mean {mean:.4g}, max {high:.4g} (training data, own units)")
+    lengths = _numbers_table("L", "subsequences", "padding", title="the grid's lengths")
+    for length, n_subsequences, padding in summary.subsequences:
+        lengths.add_row(str(length), str(n_subsequences), f"{padding:.1%}")
+    console.print(lengths)
+
+
+def _numbers_table(*columns: str, title: str) -> Table:
+    """A table whose first column names its rows and whose others hold numbers, right-aligned."""
+    table = Table(title=title, title_justify="left")
+    for index, column in enumerate(columns):
+        table.add_column(column, justify="left" if index == 0 or column == "label" else "right")
+    return table
 
 
 @app.command()

@@ -1,13 +1,16 @@
 """Array shaping for truncated BPTT, in NumPy only.
 
-A sequence of T steps is cut into ``k = ceil(T / L)`` subsequences of L steps. When L does not
-divide T the sequence is padded at the front, so that real data end every sequence, and a mask
-marks the real steps. Both state modes share one layout, ``(sequences, k, L, ...)``:
+Sequences of up to T steps are cut into ``k = ceil(T / L)`` subsequences of L steps. Every
+sequence is padded at the front, so that real data end every sequence, up to k * L steps, and a
+mask marks each sequence's real steps: a sequence of its own length ``n_i`` spans only its last
+``ceil(n_i / L)`` chunks (its *span*), the chunks before are all padding. Both state modes share
+one layout, ``(sequences, k, L, ...)``:
 
-* stateless: every subsequence is an independent sample carrying its sequence's target, so the
-  layout is flattened to ``(sequences * k, 1, L, ...)``: k = 1 chunk per sample;
-* stateful: a batch holds B different sequences and the following k batches hold their next
-  subsequences, in the same rows, with the state reset after the last one.
+* stateless: every subsequence with a real step is an independent sample carrying its sequence's
+  target, so the layout is flattened to ``(samples, 1, L, ...)``: k = 1 chunk per sample;
+* stateful: a batch holds B different sequences and the following batches hold their next
+  subsequences, in the same rows, with the state reset after the last one. A batch starts at the
+  first chunk in which one of its sequences has a real step (:func:`plan_batches`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Chunks", "batch_groups", "chunk", "n_chunks", "pad_front", "index_blocks", "stateless"]
+__all__ = [
+    "Block",
+    "Chunks",
+    "batch_groups",
+    "by_sequence",
+    "chunk",
+    "index_blocks",
+    "n_chunks",
+    "pad_front",
+    "padding_share",
+    "plan_batches",
+    "stateless",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,9 +58,22 @@ class Chunks:
     def is_per_step(self) -> bool:
         return self.y.ndim == 4
 
+    @property
+    def spans(self) -> np.ndarray:
+        """How many chunks of each sequence hold a real step: its last ones, (n,)."""
+        return self.mask.any(axis=2).sum(axis=1)
+
 
 def n_chunks(sequence_length: int, length: int) -> int:
     return -(-sequence_length // length)
+
+
+def padding_share(lengths: np.ndarray, length: int) -> tuple[int, float]:
+    """How many subsequences of `length` steps sequences of `lengths` make (those with a real
+    step), and the share of their steps that is padding."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    n_subsequences = int(np.sum(-(-lengths // length)))
+    return n_subsequences, float(1.0 - lengths.sum() / (n_subsequences * length))
 
 
 def pad_front(x: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,15 +87,18 @@ def pad_front(x: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
     return padded, mask
 
 
-def chunk(x: np.ndarray, y: np.ndarray, length: int) -> Chunks:
+def chunk(x: np.ndarray, y: np.ndarray, length: int, lengths: np.ndarray | None = None) -> Chunks:
     """Cut sequences `x` (n, T, features) and their targets into subsequences of `length` steps.
 
-    Targets `y` are either per sequence, (n, outputs), or per step, (n, T, outputs).
+    Targets `y` are either per sequence, (n, outputs), or per step, (n, T, outputs). With
+    `lengths` (n,), sequence i is its last ``lengths[i]`` steps, the steps before it padding.
     """
     if not 1 <= length <= x.shape[1]:
         raise ValueError(f"subsequence length {length} must be between 1 and the sequence length {x.shape[1]}")
     padded, mask = pad_front(x, length)
     n, total = mask.shape
+    if lengths is not None:
+        mask &= np.arange(total)[None, :] >= total - np.asarray(lengths)[:, None]
     k = total // length
     x_chunks = padded.reshape(n, k, length, x.shape[2])
     if y.ndim == 3:
@@ -77,17 +108,32 @@ def chunk(x: np.ndarray, y: np.ndarray, length: int) -> Chunks:
 
 
 def stateless(chunks: Chunks) -> Chunks:
-    """Every subsequence as its own sample (one chunk each), carrying its sequence's target."""
+    """Every subsequence with a real step as its own sample (one chunk each), carrying its
+    sequence's target. A subsequence of padding alone is no sample: nothing to learn or score."""
     n, k, length = chunks.mask.shape
     if chunks.is_per_step:
         y = chunks.y.reshape(n * k, 1, length, chunks.y.shape[-1])
     else:
         y = np.repeat(chunks.y, k, axis=0)
-    return Chunks(
-        x=chunks.x.reshape(n * k, 1, length, chunks.x.shape[-1]),
-        mask=chunks.mask.reshape(n * k, 1, length),
-        y=y,
-    )
+    mask = chunks.mask.reshape(n * k, 1, length)
+    x = chunks.x.reshape(n * k, 1, length, chunks.x.shape[-1])
+    real = mask.any(axis=(1, 2))
+    if not real.all():
+        x, mask, y = x[real], mask[real], y[real]
+    return Chunks(x=x, mask=mask, y=y)
+
+
+def by_sequence(samples: np.ndarray, chunks: Chunks) -> np.ndarray:
+    """Values of the stateless samples of `chunks`, (samples, 1, L, ...), back in the layout of
+    `chunks`, (n, k, L, ...), zero in the chunks that held no sample."""
+    n, k, length = chunks.mask.shape
+    real = chunks.mask.reshape(n * k, length).any(axis=1)
+    values = samples.reshape(-1, length, *samples.shape[3:])
+    if real.all():
+        return values.reshape(n, k, length, *samples.shape[3:])
+    full = np.zeros((n * k, length, *samples.shape[3:]), dtype=samples.dtype)
+    full[real] = values
+    return full.reshape(n, k, length, *samples.shape[3:])
 
 
 def batch_groups(n_samples: int, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
@@ -109,3 +155,57 @@ def index_blocks(groups: list[np.ndarray]) -> list[np.ndarray]:
     """
     sizes = sorted({len(group) for group in groups}, reverse=True)
     return [np.stack([group for group in groups if len(group) == size]) for size in sizes]
+
+
+@dataclass(frozen=True, eq=False)
+class Block:
+    """Batches of one size, in training order: their rows (groups, B) and the first chunk each
+    batch trains, the first in which one of its sequences has a real step, (groups,)."""
+
+    rows: np.ndarray
+    first_chunks: np.ndarray
+
+    def n_updates(self, n_chunks: int) -> int:
+        """Weight updates in this block: one per batch and chunk trained."""
+        return int(np.sum(n_chunks - self.first_chunks))
+
+
+def plan_batches(spans: np.ndarray, *, n_chunks: int, batch_size: int, rng: np.random.Generator | None, epoch: int = 0) -> list[Block]:
+    """One epoch's batches of sequences with `spans` real chunks each, in training order.
+
+    Each repeat shuffles the sequences with its own `rng`, then sorts them by span (ties stay in
+    the repeat's own order) and cuts batches of `batch_size`, so that a batch holds sequences of
+    similar length and trains few chunks of padding. The order in which batches of different
+    spans are visited is shuffled by the `epoch` alone, the same for every repeat, so that every
+    repeat of a fused pack trains a batch of the same span at the same time; batches of equal
+    span keep the repeat's own order. When all sequences have one span (sequences of one length)
+    this is :func:`batch_groups` exactly. A smaller last batch, if any, comes last.
+    """
+    spans = np.asarray(spans)
+    order = rng.permutation(len(spans)) if rng is not None else np.arange(len(spans))
+    order = order[np.argsort(spans[order], kind="stable")]
+    groups = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    group_spans = [int(spans[group].max()) for group in groups]
+    full = [g for g, group in enumerate(groups) if len(group) == batch_size]
+    rest = [g for g, group in enumerate(groups) if len(group) != batch_size]
+    ordered = _arrange_by_span(full, [group_spans[g] for g in full], epoch) + rest
+    return [
+        Block(
+            rows=np.stack([groups[g] for g in members]),
+            first_chunks=np.array([n_chunks - group_spans[g] for g in members], dtype=np.int64),
+        )
+        for members in (ordered[: len(full)], ordered[len(full) :])
+        if members
+    ]
+
+
+def _arrange_by_span(members: list[int], member_spans: list[int], epoch: int) -> list[int]:
+    """`members` with their spans in an order shuffled by the epoch, each span's members in order."""
+    if len(set(member_spans)) <= 1:
+        return members
+    by_span: dict[int, list[int]] = {}
+    for member, span in zip(members, member_spans):
+        by_span.setdefault(span, []).append(member)
+    queues = {span: iter(queued) for span, queued in by_span.items()}
+    arrangement = np.random.default_rng(epoch).permutation(np.asarray(member_spans))
+    return [next(queues[int(span)]) for span in arrangement]

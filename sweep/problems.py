@@ -1,7 +1,8 @@
 """Sequence problems: the built-in ones, generated from a seed, and a user's own ``.npz`` arrays.
 
 Every problem becomes a :class:`Dataset` of float32 inputs shaped ``(n, T, features)`` and targets
-either per sequence, ``(n, outputs)``, or per step, ``(n, T, outputs)``.
+either per sequence, ``(n, outputs)``, or per step, ``(n, T, outputs)``. Sequences of different
+lengths are stored padded at the front with zeros to the longest, T, with each one's own length.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from sweep.errors import DataError
-from sweep.spec import EchoFirstProblem, LagEchoProblem, NpzProblem
+from sweep.prepare import padding_share
+from sweep.spec import EchoFirstProblem, LagEchoProblem, NpzProblem, SeriesProblem, TableProblem
 
-__all__ = ["Dataset", "load_problem"]
+__all__ = ["DataSummary", "Dataset", "describe", "load_problem", "real_steps", "standardize"]
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+NPZ_LENGTH_KEYS = ("train_lengths", "test_lengths")
+SERIES_COLUMN = "series"  # names the rows of a (series, steps) array in an npz series file
+AnyProblem = EchoFirstProblem | LagEchoProblem | NpzProblem | TableProblem | SeriesProblem
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,18 +36,37 @@ class Dataset:
     y_test: np.ndarray
     task: str  # "classification" or "regression"
     n_classes: int = 0  # classification only; 2 means one sigmoid output
+    # Each sequence's own length, its last steps in x; all T where not given.
+    train_lengths: np.ndarray = None  # type: ignore[assignment]
+    test_lengths: np.ndarray = None  # type: ignore[assignment]
+    # Regression targets are trained standardized; scores are given in their own units again.
+    target_scale: tuple[np.ndarray, np.ndarray] | None = None
+    # How the data were encoded, stored with the study: class names, standardization.
+    encoding: dict = field(default_factory=dict)
     fingerprint: str = field(init=False)
 
     def __post_init__(self) -> None:
+        for name, x in (("train_lengths", self.x_train), ("test_lengths", self.x_test)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.full(x.shape[0], x.shape[1], dtype=np.int64))
         digest = hashlib.sha256()
-        for array in (self.x_train, self.y_train, self.x_test, self.y_test):
+        arrays = [self.x_train, self.y_train, self.x_test, self.y_test]
+        if self.has_variable_lengths:
+            arrays += [self.train_lengths, self.test_lengths]  # equal lengths keep earlier fingerprints
+        for array in arrays:
             digest.update(str((array.shape, array.dtype.str)).encode())
             digest.update(np.ascontiguousarray(array).tobytes())
         object.__setattr__(self, "fingerprint", digest.hexdigest()[:16])
 
     @property
     def sequence_length(self) -> int:
+        """The longest sequence's steps, T."""
         return int(self.x_train.shape[1])
+
+    @property
+    def has_variable_lengths(self) -> bool:
+        steps = self.sequence_length
+        return bool(np.any(self.train_lengths != steps) or np.any(self.test_lengths != steps))
 
     @property
     def n_features(self) -> int:
@@ -60,12 +84,18 @@ class Dataset:
         return int(self.y_train.shape[-1])
 
 
-def load_problem(problem: EchoFirstProblem | LagEchoProblem | NpzProblem) -> Dataset:
+def load_problem(problem: AnyProblem) -> Dataset:
     if isinstance(problem, EchoFirstProblem):
         return echo_first(problem)
     if isinstance(problem, LagEchoProblem):
         return lag_echo(problem)
-    return load_npz(problem)
+    if isinstance(problem, TableProblem):
+        dataset = load_table(problem)
+    elif isinstance(problem, SeriesProblem):
+        dataset = load_series(problem)
+    else:
+        dataset = load_npz(problem)
+    return standardize(dataset) if problem.standardize else dataset
 
 
 def echo_first(problem: EchoFirstProblem) -> Dataset:
@@ -104,9 +134,17 @@ def _lagged_pairs(rng: np.random.Generator, n: int, length: int, lag: int) -> tu
 
 
 def load_npz(problem: NpzProblem) -> Dataset:
+    """Sequences of one length as (n, steps, features) arrays, or of their own lengths.
+
+    Own lengths come in one of two layouts. The safe one: x_train holds every sequence's steps
+    one after another, (total steps, features), and train_lengths (n,) their lengths; targets per
+    step likewise, (total steps,) or (total steps, outputs); the same for the test arrays. Or, only
+    with `allow_pickle` (pickle can run code: for files you made yourself), object arrays of
+    (steps_i, features) arrays.
+    """
     path = Path(problem.path)
     try:
-        archive = np.load(path, allow_pickle=False)
+        archive = np.load(path, allow_pickle=problem.allow_pickle)
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise DataError(f"{path}: holds a single array, not an .npz archive; save the four arrays with numpy.savez")
         with archive:
@@ -115,12 +153,227 @@ def load_npz(problem: NpzProblem) -> Dataset:
                 raise DataError(
                     f"{path}: missing array '{missing[0]}'; the file needs arrays named {', '.join(NPZ_KEYS)}"
                 )
-            arrays = {key: archive[key] for key in NPZ_KEYS}
+            arrays = {key: archive[key] for key in (*NPZ_KEYS, *NPZ_LENGTH_KEYS) if key in archive.files}
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such data file; fix problem.path (relative to the study file)") from None
+    except ValueError as error:
+        if "Object arrays" in str(error):
+            raise DataError(
+                f"{path}: holds object arrays, which only pickle can load; save the sequences in the safe layout "
+                "(x_train as every sequence's steps one after another, with train_lengths; see README) or set "
+                "problem.allow_pickle = true for a file you made yourself"
+            ) from None
+        raise DataError(f"{path}: not a readable .npz file ({error}); save it with numpy.savez") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: not a readable .npz file ({error}); save it with numpy.savez") from None
+    if any(key in arrays for key in NPZ_LENGTH_KEYS) or arrays["x_train"].dtype == object:
+        return _variable_npz(arrays, task=problem.task, source=str(path))
+    return check_arrays(arrays, task=problem.task, source=str(path))
+
+
+def _variable_npz(arrays: dict[str, np.ndarray], *, task: str, source: str) -> Dataset:
+    """Sequences of their own lengths from either npz layout, padded at the front to the longest."""
+    split = {}
+    for part in ("train", "test"):
+        x, y = arrays[f"x_{part}"], arrays[f"y_{part}"]
+        if x.dtype == object:
+            x, y, lengths = _concatenated(x, y, part=part, source=source)
+        elif f"{part}_lengths" not in arrays:
+            raise DataError(f"{source}: {part}_lengths is missing; give the lengths of the {part} sequences")
+        else:
+            lengths = arrays[f"{part}_lengths"]
+        split[part] = _split_steps(x, y, lengths, part=part, source=source)
+    steps = max(int(split[part][2].max()) for part in split)
+    padded = {part: _padded_to(steps, *split[part]) for part in split}
+    x_train, y_train, train_lengths = padded["train"]
+    x_test, y_test, test_lengths = padded["test"]
+    x_train, x_test = _inputs(x_train, "x_train", source), _inputs(x_test, "x_test", source)
+    if y_train.ndim != y_test.ndim or y_train.shape[2:] != y_test.shape[2:]:
+        raise DataError(f"{source}: y_train and y_test do not match; give both per sequence or both per step")
+    y_train, y_test = (_finite_targets(y, name, source) for y, name in ((y_train, "y_train"), (y_test, "y_test")))
+    n_classes = 0
+    if task == "classification":  # the labels of real steps: padding is no class
+        real = [real_steps(lengths, steps) if y.ndim == 3 else slice(None) for y, lengths in ((y_train, train_lengths), (y_test, test_lengths))]
+        n_classes = _classes(y_train[real[0]], y_test[real[1]], source)
+    return Dataset(
+        x_train, y_train, x_test, y_test, task=task, n_classes=n_classes,
+        train_lengths=train_lengths, test_lengths=test_lengths,
+    )
+
+
+def _concatenated(x: np.ndarray, y: np.ndarray, *, part: str, source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Object arrays of sequences as the safe layout: steps one after another, and lengths."""
+    try:
+        sequences = [np.asarray(sequence, dtype=np.float64) for sequence in x]
+    except (TypeError, ValueError):
+        raise DataError(f"{source}: x_{part} holds something other than arrays of numbers; give (steps, features) arrays") from None
+    if any(sequence.ndim != 2 for sequence in sequences):
+        raise DataError(f"{source}: every sequence in x_{part} must be a (steps, features) array")
+    lengths = np.array([len(sequence) for sequence in sequences])
+    if y.dtype == object:
+        y = np.concatenate([np.asarray(target, dtype=np.float64) for target in y])
+    return np.concatenate(sequences), y, lengths
+
+
+def _split_steps(x: np.ndarray, y: np.ndarray, lengths: np.ndarray, *, part: str, source: str) -> tuple:
+    """Concatenated steps (total, features) and targets as lists of sequences, checked."""
+    if lengths.ndim != 1 or not np.issubdtype(lengths.dtype, np.integer) or lengths.size == 0 or lengths.min() < 1:
+        raise DataError(f"{source}: {part}_lengths must be a 1-D array of whole numbers of at least 1, one per sequence")
+    if x.ndim != 2 or x.shape[0] != lengths.sum():
+        raise DataError(
+            f"{source}: x_{part} has shape {x.shape} but {part}_lengths add up to {int(lengths.sum())} steps; "
+            f"x_{part} must be (total steps, features) with every sequence's steps one after another"
+        )
+    ends = np.cumsum(lengths)[:-1]
+    if y.shape[0] == len(lengths):  # per sequence (the same as per step where every sequence is one step)
+        if y.ndim > 2:
+            raise DataError(f"{source}: y_{part} per sequence must be (sequences,) or (sequences, outputs)")
+        return np.split(x, ends), y.reshape(len(lengths), -1), lengths
+    if y.shape[0] != x.shape[0]:
+        raise DataError(
+            f"{source}: y_{part} has {y.shape[0]} rows; give one per sequence ({len(lengths)}) or one per step ({x.shape[0]})"
+        )
+    return np.split(x, ends), np.split(y.reshape(x.shape[0], -1), ends), lengths
+
+
+def _padded_to(steps: int, x: list[np.ndarray], y: list[np.ndarray] | np.ndarray, lengths: np.ndarray) -> tuple:
+    """Sequences padded at the front to `steps`: inputs, targets (per step padded too), lengths."""
+    n, features = len(x), x[0].shape[1]
+    padded = np.zeros((n, steps, features), np.float64)
+    for i, sequence in enumerate(x):
+        padded[i, steps - len(sequence) :] = sequence
+    if isinstance(y, np.ndarray):
+        return padded, y, lengths.astype(np.int64)
+    targets = np.zeros((n, steps, y[0].shape[1]), np.float64)
+    for i, sequence in enumerate(y):
+        targets[i, steps - len(sequence) :] = sequence
+    return padded, targets, lengths.astype(np.int64)
+
+
+def _finite_targets(array: np.ndarray, name: str, source: str) -> np.ndarray:
+    if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
+        raise DataError(f"{source}: {name} must hold finite numbers; fill or drop NaN and infinite values")
+    return array.astype(np.float32)
+
+
+def load_table(problem: TableProblem) -> Dataset:
+    from sweep import tables
+
+    frame = tables.read_table(problem.train, key="problem.train")
+    if problem.test is not None:
+        train_frame, test_frame = frame, tables.read_table(problem.test, key="problem.test")
+    else:
+        train_frame, test_frame = tables.split_table(frame, problem, source=problem.train)
+    features = problem.features or tables.default_features(train_frame, problem)
+    test_source = problem.test or problem.train
+    train = tables.table_sequences(train_frame, problem, features=features, source=problem.train)
+    test = tables.table_sequences(test_frame, problem, features=features, source=test_source)
+    if problem.task == "classification":
+        train, test = tables.code_classes(train, test, train_source=problem.train, test_source=test_source)
+    return _from_sequences(train, test, task=problem.task, features=features)
+
+
+def load_series(problem: SeriesProblem) -> Dataset:
+    from sweep import tables
+
+    if Path(problem.path).suffix.lower() == ".npz":
+        frame = _npz_series_frame(problem)
+    else:
+        frame = tables.read_table(problem.path, key="problem.path")
+    features = problem.features or [problem.target]
+    if problem.series is None and SERIES_COLUMN in frame.columns:
+        problem = problem.model_copy(update={"series": SERIES_COLUMN})
+    train, test = tables.series_sequences(frame, problem, features=features, source=problem.path)
+    return _from_sequences(train, test, task="regression", features=features)
+
+
+def _npz_series_frame(problem: SeriesProblem):
+    """A series npz file: one array per column, each (steps,) or (series, steps), as a table."""
+    import pandas as pd
+
+    path = Path(problem.path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            columns = {name: archive[name] for name in archive.files}
     except FileNotFoundError:
         raise DataError(f"{path}: no such data file; fix problem.path (relative to the study file)") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"{path}: not a readable .npz file ({error}); save it with numpy.savez") from None
-    return check_arrays(arrays, task=problem.task, source=str(path))
+    shapes = {array.shape for array in columns.values()}
+    if len(shapes) != 1 or len(next(iter(shapes))) not in (1, 2):
+        raise DataError(f"{path}: every array must have one shape, (steps,) or (series, steps); got {sorted(shapes)}")
+    table = {name: array.reshape(-1) for name, array in columns.items()}
+    shape = next(iter(shapes))
+    if len(shape) == 2:  # each row a series of its own, named by its index
+        table[problem.series or SERIES_COLUMN] = np.repeat(np.arange(shape[0]), shape[1])
+    return pd.DataFrame(table)
+
+
+def _from_sequences(train, test, *, task: str, features: list[str]) -> Dataset:
+    """A :class:`Dataset` from the checked sequences of a table or series, labels coded, lengths kept."""
+    steps = max(train.x.shape[1], test.x.shape[1])
+    per_step = train.y.ndim == 3
+    y_train = _front_padded(train.y, steps) if per_step else train.y
+    y_test = _front_padded(test.y, steps) if per_step else test.y
+    encoding: dict = {"features": list(features)}
+    if task == "classification":
+        encoding["classes"] = list(train.classes)
+    return Dataset(
+        _front_padded(train.x, steps), y_train.astype(np.float32), _front_padded(test.x, steps), y_test.astype(np.float32),
+        task=task, n_classes=len(train.classes) if task == "classification" else 0,
+        train_lengths=train.lengths, test_lengths=test.lengths, encoding=encoding,
+    )
+
+
+def _front_padded(array: np.ndarray, steps: int) -> np.ndarray:
+    if array.shape[1] == steps:
+        return array
+    padded = np.zeros((array.shape[0], steps, *array.shape[2:]), dtype=array.dtype)
+    padded[:, steps - array.shape[1] :] = array
+    return padded
+
+
+def real_steps(lengths: np.ndarray, steps: int) -> np.ndarray:
+    """(n, steps) True on each sequence's real steps, its last `lengths[i]`."""
+    return np.arange(steps)[None, :] >= steps - np.asarray(lengths)[:, None]
+
+
+def standardize(dataset: Dataset) -> Dataset:
+    """Inputs, and regression targets, scaled to mean 0 and standard deviation 1 with statistics of
+    the training data's real steps alone; padding stays zero. Targets are scored in their own units."""
+    steps = dataset.sequence_length
+    real_train, real_test = real_steps(dataset.train_lengths, steps), real_steps(dataset.test_lengths, steps)
+    mean, std = _moments(dataset.x_train[real_train])
+    encoding = {**dataset.encoding, "input_mean": mean.tolist(), "input_std": std.tolist()}
+    x_train = _scaled(dataset.x_train, mean, std, real_train)
+    x_test = _scaled(dataset.x_test, mean, std, real_test)
+    y_train, y_test, target_scale = dataset.y_train, dataset.y_test, None
+    if dataset.task == "regression":
+        if dataset.is_per_step:
+            y_mean, y_std = _moments(dataset.y_train[real_train])
+            y_train, y_test = _scaled(y_train, y_mean, y_std, real_train), _scaled(y_test, y_mean, y_std, real_test)
+        else:
+            y_mean, y_std = _moments(dataset.y_train)
+            y_train, y_test = (y_train - y_mean) / y_std, (y_test - y_mean) / y_std
+        target_scale = (y_mean, y_std)
+        encoding.update(target_mean=y_mean.tolist(), target_std=y_std.tolist())
+    return Dataset(
+        x_train, y_train.astype(np.float32), x_test, y_test.astype(np.float32), task=dataset.task,
+        n_classes=dataset.n_classes, train_lengths=dataset.train_lengths, test_lengths=dataset.test_lengths,
+        target_scale=target_scale, encoding=encoding,
+    )
+
+
+def _moments(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of each column of (items, columns); a constant column keeps scale 1."""
+    values = values.astype(np.float64)
+    mean, std = values.mean(axis=0), values.std(axis=0)
+    std[~(std > 1e-12)] = 1.0
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _scaled(array: np.ndarray, mean: np.ndarray, std: np.ndarray, real: np.ndarray) -> np.ndarray:
+    return np.where(real[..., None], (array - mean) / std, 0.0).astype(np.float32)
 
 
 def check_arrays(arrays: dict[str, np.ndarray], *, task: str, source: str) -> Dataset:
@@ -176,3 +429,72 @@ def _classes(y_train: np.ndarray, y_test: np.ndarray, source: str) -> int:
     if np.unique(labels).size < 2:
         raise DataError(f"{source}: the targets hold one class only; a classifier needs at least two")
     return n_classes
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    n_sequences: int
+    length_min: int
+    length_median: float
+    length_max: int
+    n_steps: int
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """What `sweep data` shows: the data as training will see them, nothing trained."""
+
+    task: str
+    is_per_step: bool
+    features: list[str]
+    train: SplitSummary
+    test: SplitSummary
+    classes: list[tuple[object, int, int]]  # (label, training count, test count)
+    target_range: list[tuple[float, float, float]]  # regression: (min, mean, max) per output, own units
+    subsequences: list[tuple[int, int, float]]  # (length, training subsequences, share of padding)
+    is_standardized: bool
+
+
+def describe(dataset: Dataset, lengths: list[int]) -> DataSummary:
+    """Sequences, lengths, features, classes or target range, and each length's subsequences."""
+    classes, target_range = [], []
+    y_train, y_test = _real_targets(dataset, "train"), _real_targets(dataset, "test")
+    if dataset.task == "classification":
+        names = dataset.encoding.get("classes") or list(range(dataset.n_classes))
+        counts = [np.bincount(y[:, 0].astype(np.int64), minlength=len(names)) for y in (y_train, y_test)]
+        classes = [(name, int(counts[0][i]), int(counts[1][i])) for i, name in enumerate(names)]
+    else:
+        if dataset.target_scale is not None:
+            mean, std = dataset.target_scale
+            y_train = y_train * std + mean
+        target_range = [(float(col.min()), float(col.mean()), float(col.max())) for col in y_train.T]
+    features = dataset.encoding.get("features") or [f"x{i}" for i in range(dataset.n_features)]
+    return DataSummary(
+        task=dataset.task,
+        is_per_step=dataset.is_per_step,
+        features=list(features),
+        train=_split_summary(dataset.train_lengths),
+        test=_split_summary(dataset.test_lengths),
+        classes=classes,
+        target_range=target_range,
+        subsequences=[(length, *padding_share(dataset.train_lengths, length)) for length in lengths],
+        is_standardized="input_mean" in dataset.encoding,
+    )
+
+
+def _split_summary(lengths: np.ndarray) -> SplitSummary:
+    return SplitSummary(
+        n_sequences=len(lengths),
+        length_min=int(lengths.min()),
+        length_median=float(np.median(lengths)),
+        length_max=int(lengths.max()),
+        n_steps=int(lengths.sum()),
+    )
+
+
+def _real_targets(dataset: Dataset, part: str) -> np.ndarray:
+    """The targets that count, (items, outputs): one per sequence, or one per real step."""
+    y = getattr(dataset, f"y_{part}")
+    if not dataset.is_per_step:
+        return y
+    return y[real_steps(getattr(dataset, f"{part}_lengths"), y.shape[1])]

@@ -99,8 +99,9 @@ def _point(trial: optuna.trial.FrozenTrial, sequence_length: int) -> PointStats:
     mode = str(params.get("mode", attrs.get("mode", "")))
     extras = [f"{name}={value}" for name, value in sorted(params.items()) if name not in ("length", "mode")]
     scores = tuple(trial.intermediate_values[step] for step in sorted(trial.intermediate_values))
+    # A finished point stores its padding (of sequences of any lengths); others have sequences of one length.
     n_chunks = -(-sequence_length // length) if length else 1
-    padding = (n_chunks * length - sequence_length) / (n_chunks * length) if length else 0.0
+    padding = attrs.get("padding_fraction", (n_chunks * length - sequence_length) / (n_chunks * length) if length else 0.0)
     return PointStats(
         number=trial.number,
         key=attrs.get("key", f"L={length} {mode}"),
@@ -110,7 +111,7 @@ def _point(trial: optuna.trial.FrozenTrial, sequence_length: int) -> PointStats:
         state=STATE_NAMES.get(trial.state, trial.state.name.lower()),
         scores=scores,
         summary=summarize(scores) if scores else {"n": 0},
-        is_padded=bool(length) and sequence_length % length != 0,
+        is_padded=bool(padding > 0),
         padding_fraction=padding,
         wall_seconds=attrs.get("wall_seconds"),
         fail_reason=attrs.get("fail_reason", ""),

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from sweep import study as studies
 from sweep.heartbeat import Heartbeat, retrying
 from sweep.pool import RepeatPool, WorkerDied
-from sweep.prepare import n_chunks
+from sweep.prepare import n_chunks, padding_share
 from sweep.problems import Dataset
 from sweep.results import summarize
 from sweep.spec import GridPoint, Spec, point_settings
@@ -226,7 +226,7 @@ def _summary(repeats: dict[int, dict], *, spec: Spec, dataset: Dataset, point: G
     ordered = [repeats[index] for index in sorted(repeats)]
     scores = [details[metric] for details in ordered]
     summary: dict = summarize(scores)
-    k = n_chunks(dataset.sequence_length, point.length)
+    n_subsequences, padding = padding_share(dataset.train_lengths, point.length)
     summary.update(
         metric=metric,
         scores=scores,
@@ -234,9 +234,10 @@ def _summary(repeats: dict[int, dict], *, spec: Spec, dataset: Dataset, point: G
         train_seconds=round(sum(details["seconds"] for details in ordered), 3),
         length=point.length,
         mode=point.mode,
-        n_chunks=k,
-        is_padded=dataset.sequence_length % point.length != 0,
-        padding_fraction=round((k * point.length - dataset.sequence_length) / (k * point.length), 6),
+        n_chunks=n_chunks(dataset.sequence_length, point.length),
+        n_subsequences=n_subsequences,
+        is_padded=padding > 0,
+        padding_fraction=round(padding, 6),
     )
     for name in ordered[0]:
         if name not in ("seed", "seconds", "worker"):

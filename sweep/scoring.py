@@ -20,11 +20,19 @@ METRICS = {"classification": ("accuracy", "log_loss"), "regression": ("rmse", "m
 _EPSILON = 1e-7
 
 
-def score_all(predictions: np.ndarray, chunks: Chunks, *, task: str) -> dict[str, float]:
+def score_all(
+    predictions: np.ndarray, chunks: Chunks, *, task: str, target_scale: tuple[np.ndarray, np.ndarray] | None = None
+) -> dict[str, float]:
     """Every metric of the task in both scopes, keyed ``"<metric>/<scope>"``.
 
     `predictions` has the layout of `chunks`: (n, k, L, outputs), probabilities for classification.
+    Standardized regression targets are scored in their own units: `target_scale` is their mean
+    and standard deviation.
     """
+    if target_scale is not None:
+        mean, std = target_scale
+        predictions = predictions * std + mean
+        chunks = Chunks(x=chunks.x, mask=chunks.mask, y=chunks.y * std + mean)
     scores: dict[str, float] = {}
     for scope in ("sample", "sequence"):
         predicted, target, weight = _select(predictions, chunks, scope)
@@ -45,9 +53,9 @@ def _select(predictions: np.ndarray, chunks: Chunks, scope: str) -> tuple[np.nda
             chunks.y.reshape(-1, chunks.y.shape[-1]),
             chunks.mask.reshape(-1).astype(float),
         )
-    # One prediction per subsequence, after its last step, against its sequence's target.
+    # One prediction per subsequence with a real step, after its last step, against its sequence's target.
     last = predictions[:, :, -1].reshape(n * k, n_out)
-    return last, np.repeat(chunks.y, k, axis=0), np.ones(n * k)
+    return last, np.repeat(chunks.y, k, axis=0), chunks.mask.any(axis=2).reshape(n * k).astype(float)
 
 
 def _metric(metric: str, predicted: np.ndarray, target: np.ndarray, weight: np.ndarray) -> float:

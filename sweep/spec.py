@@ -79,14 +79,70 @@ class LagEchoProblem(_Strict):
 
 
 class NpzProblem(_Strict):
-    """A user's own arrays: x_train, y_train, x_test, y_test in one .npz file."""
+    """A user's own arrays: x_train, y_train, x_test, y_test in one .npz file, sequences of one
+    length, or of their own lengths as concatenated steps with train_lengths and test_lengths."""
 
     kind: Literal["npz"]
     path: str
     task: Literal["classification", "regression"]
+    standardize: bool = True
+    # Object arrays of sequences need pickle, which can run code: only for files you made yourself.
+    allow_pickle: bool = False
 
 
-Problem = Annotated[Union[EchoFirstProblem, LagEchoProblem, NpzProblem], Field(discriminator="kind")]
+class TableProblem(_Strict):
+    """A CSV or Parquet table with one row per step; a column names each row's sequence."""
+
+    kind: Literal["table"]
+    train: str
+    test: str | None = None
+    split: str | None = None
+    test_fraction: float | None = Field(None, gt=0, lt=1)
+    sequence: str
+    order: str | None = None
+    features: list[str] | None = None
+    target: str
+    target_per: Literal["sequence", "step"] = "sequence"
+    task: Literal["classification", "regression"]
+    standardize: bool = True
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_way_to_test(self) -> TableProblem:
+        given = [key for key in ("test", "split", "test_fraction") if getattr(self, key) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "the table problem needs exactly one of problem.test (a second file), problem.split "
+                f"(a column of 'train' and 'test') or problem.test_fraction; got {', '.join(given) or 'none'}"
+            )
+        named = [self.sequence, self.target, *([self.order] if self.order else []), *([self.split] if self.split else [])]
+        overlap = sorted(set(self.features or ()) & set(named))
+        if overlap:
+            raise ValueError(f"problem.features names {overlap[0]!r}, which is the sequence, order, split or target column; drop it")
+        return self
+
+
+class SeriesProblem(_Strict):
+    """One or several long series in a CSV, Parquet or npz file: predict `horizon` steps ahead."""
+
+    kind: Literal["series"]
+    path: str
+    target: str
+    features: list[str] | None = None
+    series: str | None = None
+    order: str | None = None
+    horizon: int = Field(1, ge=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    segments: int = Field(1, ge=1)
+    standardize: bool = True
+
+
+Problem = Annotated[
+    Union[EchoFirstProblem, LagEchoProblem, NpzProblem, TableProblem, SeriesProblem], Field(discriminator="kind")
+]
+PROBLEM_KINDS = ("echo-first", "lag-echo", "npz", "table", "series")
+# Keys of a problem that name a file, relative to the study file.
+PATH_KEYS = ("path", "train", "test")
 
 
 class LengthRange(_Strict):
@@ -126,7 +182,7 @@ Lengths = Annotated[
         custom_error_message='give "factors", a list of lengths, or a table {start, stop, step}',
     ),
 ]
-UNION_TAGS = ("echo-first", "lag-echo", "npz", "factors", "list", "range")
+UNION_TAGS = (*PROBLEM_KINDS, "factors", "list", "range")
 
 
 class Grid(_Strict):
@@ -194,8 +250,8 @@ class Spec(_Strict):
         return "maximize" if self.objective.metric in MAXIMIZED_METRICS else "minimize"
 
 
-def problem_task(problem: EchoFirstProblem | LagEchoProblem | NpzProblem) -> str:
-    if isinstance(problem, NpzProblem):
+def problem_task(problem: EchoFirstProblem | LagEchoProblem | NpzProblem | TableProblem | SeriesProblem) -> str:
+    if isinstance(problem, (NpzProblem, TableProblem)):
         return problem.task
     return "classification" if isinstance(problem, EchoFirstProblem) else "regression"
 
@@ -277,9 +333,11 @@ def load_spec(path: str | Path) -> Spec:
     except tomllib.TOMLDecodeError as error:
         raise SpecError(f"{path}: not valid TOML ({error}); fix the syntax there") from None
     problem = raw.get("problem")
-    if isinstance(problem, dict) and problem.get("kind") == "npz" and isinstance(problem.get("path"), str):
+    if isinstance(problem, dict) and problem.get("kind") in ("npz", "table", "series"):
         # A data path in a study file is relative to the file, so a study runs from any directory.
-        problem["path"] = str((path.parent / problem["path"]).resolve())
+        for key in PATH_KEYS:
+            if isinstance(problem.get(key), str):
+                problem[key] = str((path.parent / problem[key]).resolve())
     return spec_from_dict(raw, source=str(path))
 
 
@@ -315,7 +373,8 @@ def _describe(error: ValidationError) -> str:
     if kind == "missing":
         return f"missing key '{key}'; add it (see the study-file reference in README.md)"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        return f"'{key}.kind' must be one of 'echo-first', 'lag-echo', 'npz' (got {first.get('input', {}).get('kind')!r})"
+        kinds = ", ".join(f"'{kind}'" for kind in PROBLEM_KINDS)
+        return f"'{key}.kind' must be one of {kinds} (got {first.get('input', {}).get('kind')!r})"
     message = first["msg"].removeprefix("Value error, ")
     if not location:
         return message  # checks across keys name their keys themselves

@@ -52,6 +52,7 @@ PASSWORD_FILE_ENV = "SWEEP_STORAGE_PASSWORD_FILE"
 SPEC_ATTR = "spec"
 FINGERPRINT_ATTR = "data_fingerprint"
 SEQUENCE_LENGTH_ATTR = "sequence_length"
+ENCODING_ATTR = "data_encoding"  # class names and standardization of a user's data
 REPEAT_ATTR = "repeat/"  # + zero-padded repeat index: seed, every metric, seconds
 WORKER_ATTR = "worker"  # host:pid of the process that claimed the point last
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
@@ -211,7 +212,16 @@ def study_spec(study: optuna.Study) -> Spec:
     raw = study.user_attrs.get(SPEC_ATTR)
     if raw is None:
         raise StorageError(f"study {study.study_name!r} was not made by sweep (it has no spec); pick another name")
-    return spec_from_dict(json.loads(raw), source=f"study {study.study_name!r}")
+    return spec_from_dict(_as_stored(json.loads(raw)), source=f"study {study.study_name!r}")
+
+
+def _as_stored(raw: dict) -> dict:
+    """A stored spec with the settings its version had where later versions changed a default:
+    npz data were not standardized before `standardize` existed."""
+    problem = raw.get("problem")
+    if isinstance(problem, dict) and problem.get("kind") == "npz":
+        problem.setdefault("standardize", False)
+    return raw
 
 
 def create_or_resume(
@@ -221,15 +231,17 @@ def create_or_resume(
     fingerprint: str,
     points: Sequence[GridPoint],
     sequence_length: int | None = None,
+    encoding: dict | None = None,
 ) -> optuna.Study:
     """The study of `spec`, created with its whole grid enqueued, or resumed if it exists.
 
     Resuming checks that the stored spec and data fingerprint match and enqueues only the grid
-    points that have no trial yet, so running twice never adds a point twice.
+    points that have no trial yet, so running twice never adds a point twice. `encoding` (class
+    names, standardization) is stored with a new study.
     """
     with _creation_lock(storage, spec.name):
         return _create_or_resume(
-            storage, spec, fingerprint=fingerprint, points=points, sequence_length=sequence_length
+            storage, spec, fingerprint=fingerprint, points=points, sequence_length=sequence_length, encoding=encoding
         )
 
 
@@ -240,6 +252,7 @@ def _create_or_resume(
     fingerprint: str,
     points: Sequence[GridPoint],
     sequence_length: int | None,
+    encoding: dict | None,
 ) -> optuna.Study:
     names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     if spec.name in names:
@@ -260,6 +273,8 @@ def _create_or_resume(
     if SPEC_ATTR not in study.user_attrs:
         if sequence_length is not None:
             study.set_user_attr(SEQUENCE_LENGTH_ATTR, sequence_length)
+        if encoding:
+            study.set_user_attr(ENCODING_ATTR, encoding)
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
         study.set_user_attr(SPEC_ATTR, json.dumps(spec.model_dump(mode="json"), sort_keys=True))
     enqueue_grid(study, points)
@@ -309,7 +324,8 @@ def _sqlite_file_lock(url: str) -> Iterator[None]:
 
 
 def _check_same_study(study: optuna.Study, spec: Spec, fingerprint: str) -> None:
-    stored = json.loads(study.user_attrs[SPEC_ATTR])
+    # Read as a spec: keys added since the study was stored take the values it was made with.
+    stored = study_spec(study).model_dump(mode="json")
     wanted = spec.model_dump(mode="json")
     difference = _first_difference(stored, wanted)
     if difference is not None:

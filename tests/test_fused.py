@@ -42,23 +42,24 @@ PROBLEMS = {
 
 def train_both(dataset, *, length: int, mode: str, units: int = 5, batch_size: int = 8):
     """One epoch of a fused pack and of each repeat alone, on the same per-repeat batches."""
-    train = prepare.chunk(dataset.x_train, dataset.y_train, length)
+    train = prepare.chunk(dataset.x_train, dataset.y_train, length, dataset.train_lengths)
     train = prepare.stateless(train) if mode == "stateless" else train
     arch = Architecture.of(dataset, units=units, length=length, is_masked=train.is_padded)
-    batches = [
-        prepare.index_blocks(prepare.batch_groups(train.n_sequences, batch_size, np.random.default_rng(seed)))
+    plans = [
+        prepare.plan_batches(train.spans, n_chunks=train.n_chunks, batch_size=batch_size, rng=np.random.default_rng(seed))
         for seed in SEEDS
     ]
     fused = FusedNetwork(arch, n_repeats=len(SEEDS), optimizer="adam", learning_rate=0.01)
     fused.reset(SEEDS)
-    for block in range(len(batches[0])):
-        fused.train_epoch(train.x, train.mask, train.y, np.stack([blocks[block] for blocks in batches]))
+    for blocks in zip(*plans):
+        index = np.stack([block.rows for block in blocks])
+        fused.train_epoch(train.x, train.mask, train.y, index, blocks[0].first_chunks)
     alone = []
-    for seed, blocks in zip(SEEDS, batches):
+    for seed, blocks in zip(SEEDS, plans):
         network = KerasNetwork(arch, optimizer="adam", learning_rate=0.01)
         network.reset(seed)
-        for index in blocks:
-            network.train_epoch(train.x, train.mask, train.y, index)
+        for block in blocks:
+            network.train_epoch(train.x, train.mask, train.y, block.rows, block.first_chunks)
         alone.append(network)
     return fused, alone, train
 
@@ -86,7 +87,7 @@ def assert_repeats_match(fused: FusedNetwork, alone: list[KerasNetwork], test: p
         # Past MAX_UNROLL steps the chunk is a symbolic loop, forward and backward.
         ("echo-first long padded", 35, 5),
         ("lag-echo long", 34, 5),
-        # From XLA_MIN_UNITS units the epoch is compiled with XLA.
+        # From XLA_MIN_UNITS units the epoch is compiled with XLA, its steps a symbolic loop.
         ("echo-first padded", 4, XLA_MIN_UNITS),
         ("lag-echo long", 34, XLA_MIN_UNITS),
     ],
@@ -95,7 +96,7 @@ def assert_repeats_match(fused: FusedNetwork, alone: list[KerasNetwork], test: p
 def test_long_subsequences_and_larger_packs_train_as_each_repeat_alone(problem: str, length: int, units: int, mode: str) -> None:
     dataset = PROBLEMS[problem]()
     fused, alone, _ = train_both(dataset, length=length, mode=mode, units=units)
-    assert fused.arch.is_unrolled == (length <= MAX_UNROLL)
+    assert fused.arch.is_unrolled == (length <= MAX_UNROLL and units < XLA_MIN_UNITS)
     assert fused.arch.is_compiled_with_xla == (units >= XLA_MIN_UNITS)
     test = prepare.chunk(dataset.x_test, dataset.y_test, length)
     assert_repeats_match(fused, alone, prepare.stateless(test) if mode == "stateless" else test)
@@ -150,9 +151,9 @@ def test_the_reference_network_trains_as_a_keras_sequential_model_does() -> None
     model = keras.Sequential([keras.Input((4, 1)), keras.layers.LSTM(5), keras.layers.Dense(1, activation="sigmoid")])
     model.set_weights(initial_weights(arch, SEEDS[0]))
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy", jit_compile=False)
-    for index in prepare.index_blocks(prepare.batch_groups(train.n_sequences, 8, np.random.default_rng(1))):
-        network.train_epoch(train.x, train.mask, train.y, index)
-        for rows in index:
+    for block in prepare.plan_batches(train.spans, n_chunks=1, batch_size=8, rng=np.random.default_rng(1)):
+        network.train_epoch(train.x, train.mask, train.y, block.rows, block.first_chunks)
+        for rows in block.rows:
             model.train_on_batch(train.x[rows, 0], train.y[rows])
     for own, plain in zip(network.get_weights(), model.get_weights()):
         np.testing.assert_allclose(own, plain, atol=TOLERANCE)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from sweep.prepare import Chunks, batch_groups, chunk, index_blocks, n_chunks, pad_front, stateless
+from sweep.prepare import Chunks, batch_groups, by_sequence, chunk, index_blocks, n_chunks, pad_front, plan_batches, stateless
 
 SMALL = settings(max_examples=60, deadline=None)
 values = st.floats(-100, 100, allow_nan=False, width=32)
@@ -264,3 +264,97 @@ def test_index_blocks_of_five_sequences_in_twos() -> None:
 def test_a_length_outside_one_to_t_is_refused(length: int) -> None:
     with pytest.raises(ValueError, match="between 1 and the sequence length 5"):
         chunk(np.zeros((1, 5, 1), np.float32), np.zeros((1, 1), np.float32), length)
+
+
+@st.composite
+def variable_lengths(draw: st.DrawFn) -> tuple[np.ndarray, int, int]:
+    """(each sequence's length, the padded steps T, the subsequence length)."""
+    n = draw(st.integers(1, 30))
+    steps = draw(st.integers(1, 24))
+    lengths = np.array(draw(st.lists(st.integers(1, steps), min_size=n, max_size=n)))
+    return lengths, steps, draw(st.integers(1, steps))
+
+
+def variable_chunks(lengths: np.ndarray, steps: int, length: int) -> Chunks:
+    x = traced(len(lengths), steps)
+    x[np.arange(steps)[None, :] < steps - lengths[:, None]] = 0.0
+    return chunk(x, np.arange(len(lengths), dtype=np.float32)[:, None], length, lengths)
+
+
+@SMALL
+@given(variable_lengths())
+def test_a_sequence_of_its_own_length_is_its_last_steps_and_spans_its_last_chunks(problem: tuple) -> None:
+    lengths, steps, length = problem
+    chunks = variable_chunks(lengths, steps, length)
+    assert np.array_equal(chunks.mask.reshape(len(lengths), -1).sum(axis=1), lengths)
+    assert np.array_equal(chunks.spans, -(-lengths // length))
+    for i, n_steps in enumerate(lengths):
+        real = chunks.x[i][chunks.mask[i]][:, 0]
+        assert real.tolist() == (1000.0 * (i + 1) + np.arange(steps - n_steps, steps)).tolist()
+
+
+@SMALL
+@given(variable_lengths())
+def test_stateless_keeps_every_subsequence_with_a_real_step_and_no_other(problem: tuple) -> None:
+    lengths, steps, length = problem
+    chunks = variable_chunks(lengths, steps, length)
+    flat = stateless(chunks)
+    assert flat.n_sequences == int(np.sum(-(-lengths // length)))
+    assert flat.mask.any(axis=(1, 2)).all()
+    assert np.array_equal(flat.y[:, 0], np.repeat(np.arange(len(lengths)), chunks.spans))
+    restored = by_sequence(flat.x, chunks)
+    assert np.array_equal(restored[chunks.mask], chunks.x[chunks.mask])
+
+
+@SMALL
+@given(variable_lengths(), st.integers(1, 8), st.integers(0, 2**32 - 1), st.integers(0, 3))
+def test_planned_batches_train_every_sequence_once_from_the_first_chunk_any_of_them_needs(
+    problem: tuple, batch_size: int, seed: int, epoch: int
+) -> None:
+    lengths, steps, length = problem
+    chunks = variable_chunks(lengths, steps, length)
+    blocks = plan_batches(chunks.spans, n_chunks=chunks.n_chunks, batch_size=batch_size, rng=np.random.default_rng(seed), epoch=epoch)
+    rows = np.concatenate([block.rows.ravel() for block in blocks])
+    assert sorted(rows.tolist()) == list(range(len(lengths)))
+    full, rest = divmod(len(lengths), batch_size)
+    assert [block.rows.shape for block in blocks] == ([(full, batch_size)] if full else []) + ([(1, rest)] if rest else [])
+    for block in blocks:
+        for group, first in zip(block.rows, block.first_chunks):
+            has_real = chunks.mask[group].any(axis=(0, 2))
+            assert first == int(np.argmax(has_real))  # the first chunk in which any of them has a real step
+            assert has_real[first:].all()
+
+
+@SMALL
+@given(variable_lengths(), st.integers(1, 8), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 3))
+def test_every_repeat_trains_batches_of_the_same_spans_in_the_same_order(
+    problem: tuple, batch_size: int, seed: int, other_seed: int, epoch: int
+) -> None:
+    """What lets a fused pack train its repeats' batches in step: only the sequences differ."""
+    lengths, steps, length = problem
+    spans = -(-lengths // length)
+    k = -(-steps // length)
+    one, other = (plan_batches(spans, n_chunks=k, batch_size=batch_size, rng=np.random.default_rng(s), epoch=epoch) for s in (seed, other_seed))
+    assert len(one) == len(other)
+    for a, b in zip(one, other):
+        assert np.array_equal(a.first_chunks, b.first_chunks)
+        assert np.array_equal(np.sort(spans[a.rows], axis=1), np.sort(spans[b.rows], axis=1))
+
+
+@SMALL
+@given(st.integers(1, 40), st.integers(1, 12), st.integers(0, 2**32 - 1), st.integers(1, 5), st.integers(0, 3))
+def test_sequences_of_one_length_are_planned_as_shuffled_batches_were_before(
+    n: int, batch_size: int, seed: int, k: int, epoch: int
+) -> None:
+    """Studies stored before variable lengths existed resume with the same batches."""
+    before = index_blocks(batch_groups(n, batch_size, np.random.default_rng(seed)))
+    planned = plan_batches(np.full(n, k), n_chunks=k, batch_size=batch_size, rng=np.random.default_rng(seed), epoch=epoch)
+    assert [block.rows.tolist() for block in planned] == [index.tolist() for index in before]
+    assert all((block.first_chunks == 0).all() for block in planned)
+
+
+def test_batches_hold_sequences_of_similar_spans() -> None:
+    spans = np.array([1, 3, 1, 2, 3, 1, 2, 2, 3])
+    (block,) = plan_batches(spans, n_chunks=3, batch_size=3, rng=np.random.default_rng(0), epoch=0)
+    assert sorted(spans[group].tolist() for group in block.rows) == [[1, 1, 1], [2, 2, 2], [3, 3, 3]]
+    assert block.first_chunks.tolist() == [3 - spans[group][0] for group in block.rows]

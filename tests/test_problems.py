@@ -240,6 +240,7 @@ def test_a_file_that_is_not_an_npz_is_a_data_error(tmp_path: Path, content: byte
     npz_error(path, "not a readable .npz file")
 
 
-def test_an_npz_with_object_arrays_is_a_data_error(tmp_path: Path) -> None:
+def test_an_npz_with_object_arrays_is_a_data_error_that_names_the_safe_layout(tmp_path: Path) -> None:
+    """Object arrays need pickle, which can run code: refused unless the study allows it."""
     ragged = np.array([np.ones(2), np.ones(3)], dtype=object)
-    npz_error(save(tmp_path, **good(x_train=ragged)), "not a readable .npz file")
+    npz_error(save(tmp_path, **good(x_train=ragged)), "holds object arrays, .*safe layout.*problem.allow_pickle = true")

@@ -158,3 +158,14 @@ def test_per_step_class_labels_ignore_the_padded_step() -> None:
     assert scores["accuracy/sample"] == pytest.approx(2 / 3)
     assert scores["log_loss/sample"] == pytest.approx(-(math.log(0.9) + math.log(0.8) + math.log(0.4)) / 3)
     assert scores["accuracy/sequence"] == 0.0
+
+
+def test_a_shorter_sequence_is_scored_on_its_own_subsequences_only() -> None:
+    """Sequence 1 has 2 steps of 4: its first chunk is padding alone, and no sample is scored there."""
+    predictions, _ = binary_case()
+    predictions = last_steps(predictions, [[[0.8], [0.9]], [[0.0], [0.6]]])  # 0.0 would count as right
+    shorter = chunk(np.zeros((2, 4, 1), np.float32), np.array([[1.0], [0.0]], np.float32), 2, np.array([4, 2]))
+    scores = score_all(predictions, shorter, task="classification")
+    assert scores["accuracy/sample"] == pytest.approx(2 / 3)
+    assert scores["log_loss/sample"] == pytest.approx(-(math.log(0.8) + math.log(0.9) + math.log(0.4)) / 3)
+    assert scores["accuracy/sequence"] == pytest.approx(1 / 2)

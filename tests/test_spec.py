@@ -167,7 +167,7 @@ def test_settings_that_contradict_each_other_are_named(tmp_path: Path, tables: d
         (study_text(top={"name": None}), "missing key 'name'"),
         (study_text(problem=None), "missing key 'problem'"),
         (study_text(problem={"kind": None}), "'problem.kind' must be one of"),
-        (study_text(problem={"kind": '"sine"'}), "'problem.kind' must be one of 'echo-first', 'lag-echo', 'npz' (got 'sine')"),
+        (study_text(problem={"kind": '"sine"'}), "'problem.kind' must be one of 'echo-first', 'lag-echo', 'npz', 'table', 'series' (got 'sine')"),
         (study_text(problem={"kind": '"npz"', "length": None, "task": '"regression"'}), "missing key 'problem.path'"),
         ('name = "t"\nproblem = 5\n', "'problem' = 5"),
     ],

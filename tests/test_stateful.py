@@ -16,7 +16,7 @@ import pytest
 
 from sweep import prepare
 from sweep.jobs import PackJob
-from sweep.problems import Dataset, check_arrays, load_problem
+from sweep.problems import Dataset, load_problem
 from sweep.spec import LagEchoProblem
 from sweep.train import FusedNetwork, KerasNetwork, set_dataset, train_job
 from sweep.train._common import Architecture, initial_weights
@@ -29,23 +29,30 @@ LEARNING_RATE = 0.01
 TOLERANCE = 1e-5
 
 
-def sequences(*, steps: int, per_step: bool) -> Dataset:
+def sequences(*, steps: int, per_step: bool, is_variable: bool = False) -> Dataset:
     """16 training and 8 test sequences of two features, never exactly zero on a real step.
 
     Keras's ``Masking`` layer finds padding by its value, so real steps must differ from the
     zeros that front padding adds. Per sequence: is the first step's first feature large (two
     classes). Per step: the previous step's first feature (regression), so every subsequence
-    but the first needs the state carried into it.
+    but the first needs the state carried into it. Variable: each sequence between 2 and
+    `steps` steps long, stored padded at the front to `steps`.
     """
     rng = np.random.default_rng(8)
+    lengths = rng.integers(2, steps + 1, size=24) if is_variable else np.full(24, steps)
     x = rng.uniform(0.1, 1.0, size=(24, steps, 2)).astype(np.float32)
+    x[np.arange(steps)[None, :] < steps - lengths[:, None]] = 0.0
+    first = x[np.arange(24), steps - lengths]
     if per_step:
         y = np.zeros((24, steps, 1), np.float32)
         y[:, 1:, 0] = x[:, :-1, 0]
     else:
-        y = (x[:, 0, 0] > 0.55).astype(np.int64)
-    task = "regression" if per_step else "classification"
-    return check_arrays({"x_train": x[:16], "y_train": y[:16], "x_test": x[16:], "y_test": y[16:]}, task=task, source="test")
+        y = (first[:, 0] > 0.55).astype(np.float32)[:, None]
+    return Dataset(
+        x_train=x[:16], y_train=y[:16], x_test=x[16:], y_test=y[16:],
+        task="regression" if per_step else "classification", n_classes=0 if per_step else 2,
+        train_lengths=lengths[:16], test_lengths=lengths[16:],
+    )
 
 
 def plain_stateful_model(arch: Architecture, *, batch: int, return_sequences: bool) -> keras.Sequential:
@@ -57,18 +64,32 @@ def plain_stateful_model(arch: Architecture, *, batch: int, return_sequences: bo
     return keras.Sequential(layers)
 
 
-def train_plain_keras(arch: Architecture, train: prepare.Chunks, groups: list[np.ndarray], seed: int) -> keras.Sequential:
-    """The reference articles' stateful loop: each group's subsequences in order, then a reset."""
+def plain_loss(arch: Architecture) -> keras.losses.Loss:
+    """The mean loss over the rows given weight: a row whose sequence has not begun yet in a
+    chunk gets none (targets per step are weighted by Keras's mask instead)."""
+    if arch.task == "regression":
+        return keras.losses.MeanSquaredError(reduction="mean_with_sample_weight")
+    return keras.losses.BinaryCrossentropy(reduction="mean_with_sample_weight")
+
+
+def train_plain_keras(arch: Architecture, train: prepare.Chunks, blocks: list[prepare.Block], seed: int) -> keras.Sequential:
+    """The reference articles' stateful loop: each batch's subsequences in order, then a reset.
+
+    A batch begins at the first chunk in which one of its sequences has a real step.
+    """
     model = plain_stateful_model(arch, batch=BATCH, return_sequences=arch.is_per_step)
     model.set_weights(initial_weights(arch, seed))
-    loss = "mean_squared_error" if arch.task == "regression" else "binary_crossentropy"
-    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=loss, jit_compile=False)
+    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=plain_loss(arch), jit_compile=False)
     lstm = next(layer for layer in model.layers if isinstance(layer, keras.layers.LSTM))
-    for rows in groups:
-        for j in range(train.n_chunks):
-            target = train.y[rows, j] if arch.is_per_step else train.y[rows]
-            model.train_on_batch(train.x[rows, j], target)
-        lstm.reset_states()
+    for block in blocks:
+        for rows, first_chunk in zip(block.rows, block.first_chunks):
+            for j in range(first_chunk, train.n_chunks):
+                if arch.is_per_step:
+                    model.train_on_batch(train.x[rows, j], train.y[rows, j])
+                else:
+                    has_begun = train.mask[rows, j].any(axis=1).astype(np.float32)
+                    model.train_on_batch(train.x[rows, j], train.y[rows], sample_weight=has_begun)
+            lstm.reset_states()
     return model
 
 
@@ -79,36 +100,48 @@ def predict_plain_keras(arch: Architecture, weights: list[np.ndarray], test: pre
     return np.stack([model.predict_on_batch(test.x[:, j]) for j in range(test.n_chunks)], axis=1)
 
 
-def train_with_sweep(implementation: str, arch: Architecture, train: prepare.Chunks, groups: list[list[np.ndarray]]):
-    """Each seed's network after one stateful epoch on its own groups, as sweep trains it."""
+def train_with_sweep(implementation: str, arch: Architecture, train: prepare.Chunks, plans: list[list[prepare.Block]]):
+    """Each seed's network after one stateful epoch on its own batches, as sweep trains it."""
     if implementation == "fused":
         fused = FusedNetwork(arch, n_repeats=len(SEEDS), optimizer="adam", learning_rate=LEARNING_RATE)
         fused.reset(list(SEEDS))
-        fused.train_epoch(train.x, train.mask, train.y, np.stack([np.stack(own) for own in groups]))
+        for blocks in zip(*plans):
+            index = np.stack([block.rows for block in blocks])
+            fused.train_epoch(train.x, train.mask, train.y, index, blocks[0].first_chunks)
         predictions = lambda x, mask: fused.predict(x, mask).numpy()  # noqa: E731
         return [(fused.get_weights(r), lambda x, mask, r=r: predictions(x, mask)[r]) for r in range(len(SEEDS))]
     networks = []
-    for seed, own in zip(SEEDS, groups):
+    for seed, blocks in zip(SEEDS, plans):
         network = KerasNetwork(arch, optimizer="adam", learning_rate=LEARNING_RATE)
         network.reset(seed)
-        network.train_epoch(train.x, train.mask, train.y, np.stack(own))
+        for block in blocks:
+            network.train_epoch(train.x, train.mask, train.y, block.rows, block.first_chunks)
         networks.append((network.get_weights(), lambda x, mask, n=network: n.predict(x, mask).numpy()))
     return networks
 
 
 @pytest.mark.parametrize("implementation", ["reference", "fused"])
 @pytest.mark.parametrize("per_step", [False, True], ids=["per-sequence", "per-step"])
-@pytest.mark.parametrize("steps", [12, 10], ids=["unmasked", "masked"])
-def test_stateful_training_is_keras_stateful_lstm_with_train_on_batch(implementation: str, per_step: bool, steps: int) -> None:
-    dataset = sequences(steps=steps, per_step=per_step)
-    train = prepare.chunk(dataset.x_train, dataset.y_train, LENGTH)
-    test = prepare.chunk(dataset.x_test, dataset.y_test, LENGTH)
-    assert train.n_chunks == 3 and train.is_padded == (steps % LENGTH != 0)
+@pytest.mark.parametrize(
+    ("steps", "is_variable"), [(12, False), (10, False), (12, True)], ids=["unmasked", "masked", "variable-lengths"]
+)
+def test_stateful_training_is_keras_stateful_lstm_with_train_on_batch(
+    implementation: str, per_step: bool, steps: int, is_variable: bool
+) -> None:
+    dataset = sequences(steps=steps, per_step=per_step, is_variable=is_variable)
+    train = prepare.chunk(dataset.x_train, dataset.y_train, LENGTH, dataset.train_lengths)
+    test = prepare.chunk(dataset.x_test, dataset.y_test, LENGTH, dataset.test_lengths)
+    assert train.n_chunks == 3 and train.is_padded == (steps % LENGTH != 0 or is_variable)
     arch = Architecture.of(dataset, units=UNITS, length=LENGTH, is_masked=train.is_padded)
-    groups = [prepare.batch_groups(train.n_sequences, BATCH, np.random.default_rng(seed)) for seed in SEEDS]
-    trained = train_with_sweep(implementation, arch, train, groups)
-    for seed, own_groups, (weights, predict) in zip(SEEDS, groups, trained):
-        plain = train_plain_keras(arch, train, own_groups, seed)
+    plans = [
+        prepare.plan_batches(train.spans, n_chunks=train.n_chunks, batch_size=BATCH, rng=np.random.default_rng(seed))
+        for seed in SEEDS
+    ]
+    if is_variable:  # batches that begin after the first chunk, and rows that begin later still
+        assert plans[0][0].first_chunks.max() > 0 and len(set(train.spans)) == 3
+    trained = train_with_sweep(implementation, arch, train, plans)
+    for seed, blocks, (weights, predict) in zip(SEEDS, plans, trained):
+        plain = train_plain_keras(arch, train, blocks, seed)
         for own, expected in zip(weights, plain.get_weights()):
             np.testing.assert_allclose(own, expected, atol=TOLERANCE)
         real = test.mask

@@ -97,3 +97,15 @@ def test_echo_first_reproduces_the_reference_findings() -> None:
     assert mean_accuracy(20, "stateless") > 0.95
     assert abs(mean_accuracy(10, "stateless") - 0.75) < 0.02
     assert mean_accuracy(10, "stateful") > 0.95
+
+
+def test_an_xla_pack_with_a_smaller_last_batch_scores_as_one_by_one() -> None:
+    """From XLA_MIN_UNITS units the full batches train compiled and the smaller last one does not."""
+    from sweep.train._common import XLA_MIN_UNITS
+
+    data = load_problem(EchoFirstProblem(kind="echo-first", length=6, n_train=24, n_test=8, seed=0))
+    common = dict(units=XLA_MIN_UNITS, batch_size=7, length=3, mode="stateful", seeds=(11, 12), epochs=2)
+    fused = run(data, is_fused=True, **common)
+    alone = run(data, is_fused=False, **common)
+    for a, b in zip(fused.results, alone.results):
+        assert a.scores == pytest.approx(b.scores, abs=1e-5)

@@ -17,7 +17,10 @@ from sweep.problems import Dataset  # noqa: E402
 # Each grid point has its own shapes; tracing once per point is expected, not worth a warning.
 tf.get_logger().setLevel("ERROR")
 
-# Unrolled short subsequences run several times faster than a symbolic loop over the steps.
+# Unrolled short subsequences run several times faster than a symbolic loop over the steps, but
+# not under XLA: there a symbolic loop trains as fast or faster (u=32, L=29: 1.4 against 1.7 ms
+# per update) and compiles in about 2 s at any length, where XLA took 15-30 s to compile 29
+# unrolled steps, the larger part of such a grid point's time.
 MAX_UNROLL = 32
 # From this many units a pack's arithmetic, not the per-step overhead, dominates, and XLA's fused
 # elementwise kernels train it 1.6-2.3x faster (24 to 100 units, 2 CPU cores); below it XLA gains
@@ -57,7 +60,7 @@ class Architecture:
 
     @property
     def is_unrolled(self) -> bool:
-        return self.length <= MAX_UNROLL
+        return self.length <= MAX_UNROLL and not self.is_compiled_with_xla
 
     @property
     def is_compiled_with_xla(self) -> bool:
@@ -71,7 +74,8 @@ class Architecture:
 
 
 def epoch_signature(arch: Architecture, *, index_shape: tuple[int | None, ...]) -> tuple[tf.TensorSpec, ...]:
-    """The inputs of a compiled epoch, `(x, mask, y, index)`: the step's sizes fixed, the rest free.
+    """The inputs of a compiled epoch, `(x, mask, y, index, first_chunks)`: the step's sizes fixed,
+    the rest free.
 
     Both state modes of one length and every block of batches then share one trace, where each
     new input shape would otherwise trace the whole loop again (XLA still compiles per shape).
@@ -81,6 +85,7 @@ def epoch_signature(arch: Architecture, *, index_shape: tuple[int | None, ...]) 
         tf.TensorSpec((None, None, arch.length), tf.bool),
         tf.TensorSpec((None,) * (4 if arch.is_per_step else 2), tf.float32),
         tf.TensorSpec(index_shape, tf.int64),
+        tf.TensorSpec((None,), tf.int64),
     )
 
 
@@ -159,11 +164,17 @@ def pointwise_loss(arch: Architecture, y: tf.Tensor, outputs: tf.Tensor) -> tf.T
 def chunk_loss(arch: Architecture, outputs: tf.Tensor, y: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     """Mean loss of one chunk, over the batch axis (the second-last axis of the result's input).
 
-    `outputs` is (..., B, L, outputs). Targets per sequence meet the chunk's last output; targets
-    per step meet every output, the padded steps weighted zero. Leading axes are kept.
+    `outputs` is (..., B, L, outputs). Targets per sequence meet the chunk's last output, of the
+    rows that have a real step in the chunk (a shorter sequence's chunks before its first step
+    are padding alone); targets per step meet every output, the padded steps weighted zero.
+    Leading axes are kept.
     """
     if not arch.is_per_step:
-        return tf.reduce_mean(pointwise_loss(arch, y, outputs[..., -1, :]), axis=-1)
+        losses = pointwise_loss(arch, y, outputs[..., -1, :])
+        if not arch.is_masked:
+            return tf.reduce_mean(losses, axis=-1)
+        real = tf.cast(tf.reduce_any(mask, axis=-1), losses.dtype)
+        return tf.reduce_sum(losses * real, axis=-1) / tf.maximum(tf.reduce_sum(real, axis=-1), 1.0)
     weight = tf.cast(mask, outputs.dtype)
     per_step = pointwise_loss(arch, y, outputs) * weight
     return tf.reduce_sum(per_step, axis=[-2, -1]) / tf.maximum(tf.reduce_sum(weight, axis=[-2, -1]), 1.0)

@@ -50,11 +50,11 @@ class FusedNetwork:
         }
         self.variables = list(self.weights.values())
         self.optimizer = make_optimizer(optimizer, learning_rate, self.variables)
-        self.train_epoch = tf.function(
-            self._train_epoch,
-            input_signature=epoch_signature(arch, index_shape=(n_repeats, None, None)),
-            jit_compile=arch.is_compiled_with_xla,
-        )
+        signature = epoch_signature(arch, index_shape=(n_repeats, None, None))
+        self.train_epoch = tf.function(self._train_epoch, input_signature=signature, jit_compile=arch.is_compiled_with_xla)
+        # XLA compiles anew for every shape, about 2 s each: a smaller last batch, trained once
+        # an epoch, would cost more to compile than XLA saves on it.
+        self.train_epoch_uncompiled = tf.function(self._train_epoch, input_signature=signature)
         self.predict = tf.function(self._predict, input_signature=predict_signature(arch))
 
     def reset(self, seeds: list[int]) -> None:
@@ -87,10 +87,13 @@ class FusedNetwork:
             return tf.nn.softmax(logits, axis=-1)
         return logits
 
-    def _train_epoch(self, x: tf.Tensor, mask: tf.Tensor, y: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
-        """Train every repeat on its batches `index` (P, groups, B) of x (n, k, L, features).
+    def _train_epoch(
+        self, x: tf.Tensor, mask: tf.Tensor, y: tf.Tensor, index: tf.Tensor, first_chunks: tf.Tensor
+    ) -> tf.Tensor:
+        """Train every repeat on its batches `index` (P, groups, B) of x (n, k, L, features), batch
+        g of every repeat from its chunk `first_chunks[g]` on.
 
-        Returns each repeat's mean loss, shape (P,).
+        Returns each repeat's summed loss of the updates, shape (P,).
         """
         n_groups, batch, n_chunks = tf.shape(index)[1], tf.shape(index)[2], tf.shape(x)[1]
         state_shape = (self.n_repeats, batch, self.arch.units)
@@ -99,7 +102,9 @@ class FusedNetwork:
             rows = index[:, g]
             x_group, mask_group, y_group = tf.gather(x, rows), tf.gather(mask, rows), tf.gather(y, rows)
             h, c = tf.zeros(state_shape), tf.zeros(state_shape)
-            for j in tf.range(n_chunks):
+            # A while loop, not a range: XLA needs a range's bounds at compile time.
+            j = tf.cast(first_chunks[g], tf.int32)
+            while j < n_chunks:
                 target = y_group[:, :, j] if self.arch.is_per_step else y_group
                 with tf.GradientTape() as tape:
                     outputs, h, c = self.forward(x_group[:, :, j], mask_group[:, :, j], h, c)
@@ -110,7 +115,8 @@ class FusedNetwork:
                 self.optimizer.apply(gradients, self.variables)
                 h, c = tf.stop_gradient(h), tf.stop_gradient(c)
                 total += losses
-        return total / tf.cast(n_groups * n_chunks, tf.float32)
+                j += 1
+        return total
 
     def _predict(self, x: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
         """Every repeat's outputs for x (n, k, L, features): (P, n, k, L, outputs)."""

@@ -45,8 +45,11 @@ class KerasNetwork:
         sequence, h, c = self.lstm(x, mask=mask if self.arch.is_masked else None, initial_state=[h, c])
         return self.head(sequence), h, c
 
-    def _train_epoch(self, x: tf.Tensor, mask: tf.Tensor, y: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
-        """Train on the batches `index` (groups, B) of samples x (n, k, L, features); mean loss."""
+    def _train_epoch(
+        self, x: tf.Tensor, mask: tf.Tensor, y: tf.Tensor, index: tf.Tensor, first_chunks: tf.Tensor
+    ) -> tf.Tensor:
+        """Train on the batches `index` (groups, B) of samples x (n, k, L, features), batch g from
+        its chunk `first_chunks[g]` on; returns the summed loss of the updates."""
         n_groups, batch, n_chunks = tf.shape(index)[0], tf.shape(index)[1], tf.shape(x)[1]
         total = tf.constant(0.0)
         for g in tf.range(n_groups):
@@ -54,7 +57,9 @@ class KerasNetwork:
             x_group, mask_group, y_group = tf.gather(x, rows), tf.gather(mask, rows), tf.gather(y, rows)
             h = tf.zeros((batch, self.arch.units))
             c = tf.zeros((batch, self.arch.units))
-            for j in tf.range(n_chunks):
+            # A while loop, not a range: XLA needs a range's bounds at compile time.
+            j = tf.cast(first_chunks[g], tf.int32)
+            while j < n_chunks:
                 target = y_group[:, j] if self.arch.is_per_step else y_group
                 with tf.GradientTape() as tape:
                     outputs, h, c = self.forward(x_group[:, j], mask_group[:, j], h, c)
@@ -64,7 +69,8 @@ class KerasNetwork:
                 # Truncation: the state goes on to the next subsequence, its gradient does not.
                 h, c = tf.stop_gradient(h), tf.stop_gradient(c)
                 total += loss
-        return total / tf.cast(n_groups * n_chunks, tf.float32)
+                j += 1
+        return total
 
     def _predict(self, x: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
         """Outputs for x (n, k, L, features), the state carried across each sequence's chunks."""

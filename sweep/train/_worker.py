@@ -6,6 +6,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from functools import partial
 from typing import TypeVar
 
 import numpy as np
@@ -56,19 +57,20 @@ def train_job(job: PackJob) -> PackResult:
         raise RuntimeError("set_dataset() must be called first")
     train, test = _CACHE.get(("chunks", job.length, job.mode), lambda: _prepare(dataset, job.length, job.mode))
     arch = Architecture.of(dataset, units=job.units, length=job.length, is_masked=train.is_padded)
+    score = partial(score_all, task=dataset.task, target_scale=dataset.target_scale)
     if job.is_fused:
-        return _train_fused(job, arch, train, test, dataset.task)
-    return _train_one_by_one(job, arch, train, test, dataset.task)
+        return _train_fused(job, arch, train, test, score)
+    return _train_one_by_one(job, arch, train, test, score)
 
 
 def _prepare(dataset: Dataset, length: int, mode: str) -> tuple[prepare.Chunks, prepare.Chunks]:
     """Training samples in the mode's layout, and the test sequences, sequence-major, for scoring."""
-    train = prepare.chunk(dataset.x_train, dataset.y_train, length)
-    test = prepare.chunk(dataset.x_test, dataset.y_test, length)
+    train = prepare.chunk(dataset.x_train, dataset.y_train, length, dataset.train_lengths)
+    test = prepare.chunk(dataset.x_test, dataset.y_test, length, dataset.test_lengths)
     return (prepare.stateless(train) if mode == "stateless" else train), test
 
 
-def _train_fused(job: PackJob, arch: Architecture, train: prepare.Chunks, test: prepare.Chunks, task: str) -> PackResult:
+def _train_fused(job: PackJob, arch: Architecture, train: prepare.Chunks, test: prepare.Chunks, score: Callable) -> PackResult:
     started = time.perf_counter()
     network = _CACHE.get(
         ("fused", arch, len(job.repeats), job.optimizer, job.learning_rate),
@@ -77,8 +79,8 @@ def _train_fused(job: PackJob, arch: Architecture, train: prepare.Chunks, test: 
     network.reset(list(job.seeds))
     rngs = [np.random.default_rng(seed) for seed in job.seeds]
     losses = np.full(len(job.repeats), math.nan)
-    for _ in range(job.epochs):
-        losses = _fused_epoch(network, train, job.batch_size, rngs)
+    for epoch in range(job.epochs):
+        losses = _fused_epoch(network, train, job.batch_size, rngs, epoch=epoch)
     outputs = _predict_all(network.predict, _as_mode(test, job.mode), n_repeats=len(job.repeats))
     seconds = (time.perf_counter() - started) / len(job.repeats)
     results, failures = [], []
@@ -86,24 +88,34 @@ def _train_fused(job: PackJob, arch: Architecture, train: prepare.Chunks, test: 
         if not math.isfinite(losses[index]):
             failures.append((repeat, _diverged(job, repeat, losses[index])))
             continue
-        scores = score_all(outputs[index].reshape(*test.mask.shape, -1), test, task=task)
+        scores = score(_by_sequence(outputs[index], test, job.mode), test)
         results.append(RepeatResult(repeat=repeat, seed=seed, scores=scores, train_loss=float(losses[index]), seconds=seconds))
     return PackResult(results=tuple(results), failures=tuple(failures))
 
 
-def _fused_epoch(network: FusedNetwork, train: prepare.Chunks, batch_size: int, rngs: list) -> np.ndarray:
-    per_repeat = [prepare.index_blocks(prepare.batch_groups(train.n_sequences, batch_size, rng)) for rng in rngs]
-    weighted = np.zeros(len(rngs))
-    n_batches = 0
-    for block in range(len(per_repeat[0])):
-        index = np.stack([blocks[block] for blocks in per_repeat])
-        n_block = index.shape[1] * train.n_chunks
-        weighted += network.train_epoch(train.x, train.mask, train.y, index).numpy() * n_block
-        n_batches += n_block
-    return weighted / n_batches
+def _fused_epoch(network: FusedNetwork, train: prepare.Chunks, batch_size: int, rngs: list, *, epoch: int) -> np.ndarray:
+    """One epoch of every repeat of the pack, each on its own batches; each repeat's mean loss.
+
+    Every repeat's block b holds batches of the same spans (see :func:`prepare.plan_batches`),
+    so the pack trains the same chunks of each in step.
+    """
+    spans = train.spans
+    plans = [
+        prepare.plan_batches(spans, n_chunks=train.n_chunks, batch_size=batch_size, rng=rng, epoch=epoch)
+        for rng in rngs
+    ]
+    total = np.zeros(len(rngs))
+    n_updates = 0
+    for blocks in zip(*plans):
+        index = np.stack([block.rows for block in blocks])
+        is_full = index.shape[2] == batch_size or len(plans[0]) == 1
+        train_epoch = network.train_epoch if is_full else network.train_epoch_uncompiled
+        total += train_epoch(train.x, train.mask, train.y, index, blocks[0].first_chunks).numpy()
+        n_updates += blocks[0].n_updates(train.n_chunks)
+    return total / n_updates
 
 
-def _train_one_by_one(job: PackJob, arch: Architecture, train: prepare.Chunks, test: prepare.Chunks, task: str) -> PackResult:
+def _train_one_by_one(job: PackJob, arch: Architecture, train: prepare.Chunks, test: prepare.Chunks, score: Callable) -> PackResult:
     network = _CACHE.get(
         ("keras", arch, job.optimizer, job.learning_rate),
         lambda: KerasNetwork(arch, optimizer=job.optimizer, learning_rate=job.learning_rate),
@@ -114,26 +126,25 @@ def _train_one_by_one(job: PackJob, arch: Architecture, train: prepare.Chunks, t
         network.reset(seed)
         rng = np.random.default_rng(seed)
         loss = math.nan
-        for _ in range(job.epochs):
-            loss = _keras_epoch(network, train, job.batch_size, rng)
+        for epoch in range(job.epochs):
+            loss = _keras_epoch(network, train, job.batch_size, rng, epoch=epoch)
         if not math.isfinite(loss):
             failures.append((repeat, _diverged(job, repeat, loss)))
             continue
         outputs = _predict_all(network.predict, _as_mode(test, job.mode), n_repeats=None)
-        scores = score_all(outputs.reshape(*test.mask.shape, -1), test, task=task)
+        scores = score(_by_sequence(outputs, test, job.mode), test)
         results.append(
             RepeatResult(repeat=repeat, seed=seed, scores=scores, train_loss=loss, seconds=time.perf_counter() - started)
         )
     return PackResult(results=tuple(results), failures=tuple(failures))
 
 
-def _keras_epoch(network: KerasNetwork, train: prepare.Chunks, batch_size: int, rng: np.random.Generator) -> float:
-    weighted, n_batches = 0.0, 0
-    for index in prepare.index_blocks(prepare.batch_groups(train.n_sequences, batch_size, rng)):
-        n_block = index.shape[0] * train.n_chunks
-        weighted += float(network.train_epoch(train.x, train.mask, train.y, index)) * n_block
-        n_batches += n_block
-    return weighted / n_batches
+def _keras_epoch(network: KerasNetwork, train: prepare.Chunks, batch_size: int, rng: np.random.Generator, *, epoch: int) -> float:
+    total, n_updates = 0.0, 0
+    for block in prepare.plan_batches(train.spans, n_chunks=train.n_chunks, batch_size=batch_size, rng=rng, epoch=epoch):
+        total += float(network.train_epoch(train.x, train.mask, train.y, block.rows, block.first_chunks))
+        n_updates += block.n_updates(train.n_chunks)
+    return total / n_updates
 
 
 def _diverged(job: PackJob, repeat: int, loss: float) -> str:
@@ -142,6 +153,13 @@ def _diverged(job: PackJob, repeat: int, loss: float) -> str:
 
 def _as_mode(test: prepare.Chunks, mode: str) -> prepare.Chunks:
     return prepare.stateless(test) if mode == "stateless" else test
+
+
+def _by_sequence(outputs: np.ndarray, test: prepare.Chunks, mode: str) -> np.ndarray:
+    """One network's outputs in the layout of the test sequences, (n, k, L, outputs)."""
+    if mode == "stateless":
+        return prepare.by_sequence(outputs, test)
+    return outputs.reshape(*test.mask.shape, -1)
 
 
 def _predict_all(predict: Callable, test: prepare.Chunks, *, n_repeats: int | None) -> np.ndarray:

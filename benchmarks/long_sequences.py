@@ -1,0 +1,173 @@
+"""Long sequences: fused packs against plain Keras, each grid point's fixed cost, peak memory.
+
+100 training sequences of 2,000 steps (lag-echo: the target at each step is the input 5 steps
+earlier), 32 units, 30 repeats, 1 epoch, at L = 50, 200, 1000 and 2000 in both state modes.
+For every grid point it prints
+
+* the fused packs' throughput, timed on a worker pool that has already trained other points,
+  as in a sweep, and the fixed cost of the point: the first run (tracing and XLA compilation of
+  the new length) less an identical second run;
+* plain Keras the usual way, one new model per repeat (model.fit on the stateless split; a
+  stateful LSTM fed with train_on_batch and reset after each batch of sequences), on the same
+  pool, and the ratio of the two throughputs;
+
+and at the end the peak resident memory of the largest worker process. Then it trains one
+epoch on sequences of 100 to 2,000 steps with batches of similar length, as sweep makes them,
+against plainly shuffled batches.
+
+    python benchmarks/long_sequences.py [--plain-repeats 2] [--lengths 50 200 1000 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import time
+
+from sweep.jobs import PackJob
+from sweep.pool import RepeatPool, default_workers
+from sweep.problems import Dataset, load_problem
+from sweep.runner import repeat_seed, split_into_packs
+from sweep.spec import LagEchoProblem
+
+N_REPEATS = 30
+UNITS = 32
+SETTINGS = dict(units=UNITS, epochs=1, batch_size=10, optimizer="adam", learning_rate=0.001)
+
+
+def fused_jobs(key: str, length: int, mode: str, n_workers: int) -> list[PackJob]:
+    packs = split_into_packs(list(range(N_REPEATS)), n_workers=n_workers, units=UNITS, n_features=1)
+    return [
+        PackJob(key=key, length=length, mode=mode, repeats=tuple(p), seeds=tuple(repeat_seed(0, key, r) for r in p), **SETTINGS)
+        for p in packs
+    ]
+
+
+def run_jobs(pool: RepeatPool, jobs: list[PackJob]) -> tuple[float, float]:
+    """Wall seconds, and the mean test RMSE of the repeats."""
+    started = time.perf_counter()
+    scores = []
+    for _, outcome in pool.run(jobs):
+        if isinstance(outcome, BaseException):
+            raise outcome
+        scores.extend(result.scores["rmse/sample"] for result in outcome.results)
+    return time.perf_counter() - started, sum(scores) / len(scores)
+
+
+def plain_keras(args: tuple) -> None:
+    """One repeat the usual way: a new Keras model, trained for one epoch."""
+    import keras
+    import numpy as np
+
+    from sweep import prepare
+
+    dataset, length, mode, seed = args
+    train = prepare.chunk(dataset.x_train, dataset.y_train, length)
+    stateful = mode == "stateful"
+    batch = SETTINGS["batch_size"]
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([
+        keras.Input((length, 1), batch_size=batch if stateful else None),
+        keras.layers.LSTM(UNITS, stateful=stateful, return_sequences=True),
+        keras.layers.Dense(1),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(SETTINGS["learning_rate"]), loss="mean_squared_error")
+    if not stateful:
+        flat = prepare.stateless(train)
+        model.fit(flat.x[:, 0], flat.y[:, 0], batch_size=batch, epochs=1, verbose=0)
+    else:
+        rng = np.random.default_rng(seed)
+        for group in prepare.batch_groups(train.n_sequences, batch, rng):
+            for j in range(train.n_chunks):
+                model.train_on_batch(train.x[group, j], train.y[group, j])
+            model.layers[0].reset_states()
+
+
+def similar_lengths(n_repeats: int = 15, length: int = 100) -> None:
+    """Batches of similar length against plainly shuffled ones, on sequences of 100 to 2,000 steps.
+
+    One fused pack, stateful, one epoch each way, the same weights to start from. Shuffled, a
+    batch must begin at the first chunk any of its sequences needs, in every repeat of the pack
+    alike, so it trains more chunks of padding.
+    """
+    import numpy as np
+
+    from sweep import prepare
+    from sweep.train import FusedNetwork
+    from sweep.train._common import Architecture
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(100, 2001, size=100)
+    steps = int(lengths.max())
+    x = rng.uniform(size=(100, steps, 1)).astype(np.float32)
+    y = np.zeros_like(x)
+    y[:, 5:] = x[:, :-5]
+    train = prepare.chunk(x, y, length, lengths)
+    arch = Architecture(task="regression", n_features=1, n_outputs=1, is_per_step=True, units=UNITS, length=length, is_masked=True)
+    network = FusedNetwork(arch, n_repeats=n_repeats, optimizer="adam", learning_rate=0.001)
+    rngs = [np.random.default_rng(seed) for seed in range(n_repeats)]
+    sorted_plans = [prepare.plan_batches(train.spans, n_chunks=train.n_chunks, batch_size=10, rng=r) for r in rngs]
+    rngs = [np.random.default_rng(seed) for seed in range(n_repeats)]
+    shuffled_groups = [prepare.index_blocks(prepare.batch_groups(train.n_sequences, 10, r)) for r in rngs]
+    shuffled_plans = [
+        [prepare.Block(rows=index, first_chunks=np.zeros(len(index), np.int64)) for index in blocks] for blocks in shuffled_groups
+    ]
+    for plan_index in range(len(shuffled_plans[0])):  # in step: the earliest first chunk of any repeat
+        first = np.min([train.n_chunks - train.spans[plan[plan_index].rows].max(axis=1) for plan in shuffled_plans], axis=0)
+        for plan in shuffled_plans:
+            plan[plan_index] = prepare.Block(rows=plan[plan_index].rows, first_chunks=first.astype(np.int64))
+    network.reset(list(range(n_repeats)))
+    _epoch(network, train, sorted_plans)  # trace and compile once
+    for name, plans in (("similar lengths", sorted_plans), ("shuffled", shuffled_plans)):
+        network.reset(list(range(n_repeats)))
+        started = time.perf_counter()
+        n_updates = _epoch(network, train, plans)
+        print(f"  batches of {name:16s}: {n_updates:5d} updates an epoch, {time.perf_counter() - started:6.1f} s", flush=True)
+
+
+def _epoch(network, train, plans) -> int:
+    import numpy as np
+
+    n_updates = 0
+    for blocks in zip(*plans):
+        index = np.stack([block.rows for block in blocks])
+        network.train_epoch(train.x, train.mask, train.y, index, blocks[0].first_chunks).numpy()
+        n_updates += blocks[0].n_updates(train.n_chunks)
+    return n_updates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--plain-repeats", type=int, default=2, help="repeats timed on the plain Keras path, per point")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[50, 200, 1000, 2000])
+    parser.add_argument("--workers", type=int, default=default_workers())
+    options = parser.parse_args()
+    if options.plain_repeats < 1:
+        parser.error("--plain-repeats must be at least 1")
+    dataset: Dataset = load_problem(LagEchoProblem(kind="lag-echo", length=2000, lag=5, n_train=100, n_test=20, seed=0))
+    print(f"{options.workers} worker processes, {os.cpu_count()} CPUs; 100 sequences of 2,000 steps, {UNITS} units, "
+          f"{N_REPEATS} repeats, 1 epoch")
+    print(f"{'point':18s} {'fixed cost':>10s} {'fused':>14s} {'plain Keras':>14s} {'ratio':>7s}  test RMSE")
+    with RepeatPool(dataset, n_workers=options.workers) as pool:
+        # A sweep's first point also pays the workers' start and TensorFlow's one-off set-up.
+        run_jobs(pool, fused_jobs("warm-up", 10, "stateful", pool.n_workers))
+        for length in options.lengths:
+            for mode in ("stateless", "stateful"):
+                jobs = fused_jobs(f"L={length} {mode}", length, mode, pool.n_workers)
+                first, _ = run_jobs(pool, jobs)
+                again, rmse = run_jobs(pool, jobs)
+                started = time.perf_counter()
+                list(pool._executor.map(plain_keras, [(dataset, length, mode, s) for s in range(options.plain_repeats)]))
+                plain_rate = options.plain_repeats / (time.perf_counter() - started)
+                fused_rate = N_REPEATS / again
+                print(f"{'L=%d %s' % (length, mode):18s} {first - again:9.1f}s {fused_rate:9.2f} rep/s {plain_rate:9.3f} rep/s "
+                      f"{fused_rate / plain_rate:6.1f}x  {rmse:.3f}", flush=True)
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"peak resident memory of the largest worker process: {peak_mb:.0f} MB")
+    print(f"variable lengths: 100 sequences of 100-2,000 steps, L=100, stateful, a pack of 15, {UNITS} units, one process")
+    similar_lengths()
+
+
+if __name__ == "__main__":
+    main()
