@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import optuna
 import typer
 from rich.console import Console
+from typer.exceptions import TyperException
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -27,6 +28,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
+
+# Exit statuses, as the README lists them.
+EXIT_BAD_INPUT = 1  # a broken study file, bad data, an unreachable database: one line says what to fix
+EXIT_USAGE = 2  # an unknown command or option, or an option's value out of range
+EXIT_FAILED_POINTS = 3  # the run finished, but some grid points failed (their reasons are stored)
+EXIT_INTERRUPTED = 130
 
 StorageOption = Annotated[
     Optional[str],
@@ -118,9 +125,17 @@ def _work(spec: Spec, *, storage: str | None, workers: int | None, reference: bo
             )
     except KeyboardInterrupt:
         typer.echo("interrupted: the point in progress keeps its finished repeats; run again to resume", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     _annotate(study)
     _print_results(study, spec)
+    failed = results.count_states(study)["failed"]
+    if failed:
+        typer.echo(
+            f"{failed} grid point{'s' if failed != 1 else ''} failed (reasons: sweep status {spec.name}); "
+            f"once the cause is fixed, sweep requeue {spec.name} and run again",
+            err=True,
+        )
+        raise typer.Exit(EXIT_FAILED_POINTS)
 
 
 def _annotate(study: optuna.Study) -> None:
@@ -439,7 +454,25 @@ def _number(value: float | None) -> str:
 
 def main() -> None:
     try:
-        app()
+        code = app(standalone_mode=False)
     except SweepError as error:
         typer.echo(f"error: {error}", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_BAD_INPUT)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except TyperException as error:  # a usage error: unknown command or option, bad option value
+        sys.exit(_usage_error(error))
+    sys.exit(code or 0)
+
+
+def _usage_error(error: TyperException) -> int:
+    """One line, like every other error, instead of the boxed usage text; help stays help."""
+    message = error.format_message() if hasattr(error, "format_message") else str(error)
+    if "\n" in message.strip():  # `sweep` alone: its help
+        typer.echo(message, err=True)
+        return EXIT_USAGE
+    context = getattr(error, "ctx", None)
+    command = context.command_path if context is not None else "sweep"
+    typer.echo(f"error: {message.rstrip('.')}; see {command} --help", err=True)
+    return EXIT_USAGE

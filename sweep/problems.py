@@ -22,6 +22,8 @@ __all__ = ["DataSummary", "Dataset", "describe", "load_problem", "real_steps", "
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 NPZ_LENGTH_KEYS = ("train_lengths", "test_lengths")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+MAX_CLASSES = 10_000
 SERIES_COLUMN = "series"  # names the rows of a (series, steps) array in an npz series file
 AnyProblem = EchoFirstProblem | LagEchoProblem | NpzProblem | TableProblem | SeriesProblem
 
@@ -251,8 +253,17 @@ def _padded_to(steps: int, x: list[np.ndarray], y: list[np.ndarray] | np.ndarray
 
 
 def _finite_targets(array: np.ndarray, name: str, source: str) -> np.ndarray:
-    if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
+    if array.dtype == bool:
+        array = array.astype(np.float32)  # false and true: classes 0 and 1
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise DataError(
+            f"{source}: {name} has dtype {array.dtype}; targets must be numbers (classes as 0, 1, ...), or use "
+            'kind = "table", which takes class labels of any kind'
+        )
+    if not np.all(np.isfinite(array)):
         raise DataError(f"{source}: {name} must hold finite numbers; fill or drop NaN and infinite values")
+    if np.abs(array).max(initial=0) > FLOAT32_MAX:
+        raise DataError(f"{source}: {name} holds values beyond float32 (about 3.4e38) that training uses; rescale them")
     return array.astype(np.float32)
 
 
@@ -400,6 +411,11 @@ def _inputs(array: np.ndarray, name: str, source: str) -> np.ndarray:
         raise DataError(f"{source}: {name} has dtype {array.dtype}; it must be a real number type")
     if not np.all(np.isfinite(array)):
         raise DataError(f"{source}: {name} contains NaN or infinite values; fill or drop them first")
+    if np.abs(array).max() > FLOAT32_MAX:
+        raise DataError(
+            f"{source}: {name} holds values up to {np.abs(array).max():.3g}, beyond float32 (about 3.4e38) that "
+            "training uses; rescale the data"
+        )
     return array.astype(np.float32)
 
 
@@ -414,9 +430,7 @@ def _targets(array: np.ndarray, name: str, x: np.ndarray, source: str) -> np.nda
         raise DataError(f"{source}: {name} has {array.shape[1]} steps but the inputs have {x.shape[1]}")
     if array.ndim not in (2, 3):
         raise DataError(f"{source}: {name} has shape {array.shape}; give (n,), (n, outputs), (n, steps) or (n, steps, outputs)")
-    if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
-        raise DataError(f"{source}: {name} must hold finite numbers; fill or drop NaN and infinite values")
-    return array.astype(np.float32)
+    return _finite_targets(array, name, source)
 
 
 def _classes(y_train: np.ndarray, y_test: np.ndarray, source: str) -> int:
@@ -426,8 +440,19 @@ def _classes(y_train: np.ndarray, y_test: np.ndarray, source: str) -> int:
             f"{source}: classification targets must be one integer class label (0, 1, ...) per sequence or step"
         )
     n_classes = int(labels.max()) + 1
-    if np.unique(labels).size < 2:
+    if n_classes > MAX_CLASSES:
+        raise DataError(
+            f"{source}: a class label of {int(labels.max())} means {n_classes} classes, more than {MAX_CLASSES}; "
+            'number the classes 0, 1, ... or use kind = "table", which numbers labels of any kind'
+        )
+    if np.unique(y_train).size < 2:
         raise DataError(f"{source}: the targets hold one class only; a classifier needs at least two")
+    unseen = np.setdiff1d(np.unique(y_test), np.unique(y_train))
+    if unseen.size:
+        raise DataError(
+            f"{source}: class {int(unseen[0])} occurs in y_test but never in y_train; the network could not "
+            "learn it: drop those test sequences or add training examples of it"
+        )
     return n_classes
 
 

@@ -18,6 +18,7 @@ import optuna
 import plotly.graph_objects as go
 from scipy import stats
 
+from sweep.errors import SweepError
 from sweep.results import STATE_NAMES, count_states, current_trials, summarize
 from sweep.spec import Spec, describe_spec
 
@@ -75,7 +76,7 @@ class Report:
 
 def collect(study: optuna.Study, spec: Spec, sequence_length: int) -> Report:
     """Every grid point's statistics, best first, with its test against the best point."""
-    points = [_point(trial, sequence_length) for trial in current_trials(study)]
+    points = [_point(trial, sequence_length, metric=spec.objective.metric) for trial in current_trials(study)]
     maximize = spec.direction == "maximize"
     done = sorted(
         (p for p in points if p.state == "done"),
@@ -92,7 +93,7 @@ def collect(study: optuna.Study, spec: Spec, sequence_length: int) -> Report:
     )
 
 
-def _point(trial: optuna.trial.FrozenTrial, sequence_length: int) -> PointStats:
+def _point(trial: optuna.trial.FrozenTrial, sequence_length: int, *, metric: str) -> PointStats:
     attrs = trial.user_attrs
     params = trial.params or _fixed_params(trial)
     length = int(params.get("length", attrs.get("length", 0)))
@@ -110,7 +111,7 @@ def _point(trial: optuna.trial.FrozenTrial, sequence_length: int) -> PointStats:
         group=" ".join([mode, *extras]),
         state=STATE_NAMES.get(trial.state, trial.state.name.lower()),
         scores=scores,
-        summary=summarize(scores) if scores else {"n": 0},
+        summary=summarize(scores, metric=metric) if scores else {"n": 0},
         is_padded=bool(padding > 0),
         padding_fraction=padding,
         wall_seconds=attrs.get("wall_seconds"),
@@ -231,7 +232,10 @@ def write_html(report: Report, path: str | Path) -> Path:
         figure.to_html(full_html=False, include_plotlyjs=(index == 0), config={"displaylogo": False})
         for index, figure in enumerate(figures)
     ]
-    path.write_text(_page(report, parts), encoding="utf-8")
+    try:
+        path.write_text(_page(report, parts), encoding="utf-8")
+    except OSError as error:
+        raise SweepError(f"cannot write the report to {str(path)!r} ({error.strerror}); choose another -o path") from None
     return path
 
 

@@ -27,8 +27,18 @@ STATE_NAMES = {
 }
 
 
-def summarize(scores: Sequence[float], confidence: float = 0.95) -> dict[str, float | int | None]:
-    """n, mean, std (n - 1), standard error, a Student-t confidence interval, median, min, max."""
+# The values each metric can take: a confidence interval never reaches past them.
+METRIC_RANGES = {"accuracy": (0.0, 1.0), "log_loss": (0.0, math.inf), "rmse": (0.0, math.inf), "mae": (0.0, math.inf)}
+
+
+def summarize(
+    scores: Sequence[float], confidence: float = 0.95, *, metric: str | None = None
+) -> dict[str, float | int | None]:
+    """n, mean, std (n - 1), standard error, a Student-t confidence interval, median, min, max.
+
+    With `metric` (``"accuracy"`` or ``"accuracy/sample"``), the interval is cut to the values the
+    metric can take: with few repeats near 1.0, Student's t would reach past an accuracy of 1.
+    """
     values = np.asarray(scores, dtype=float)
     n = len(values)
     mean = float(values.mean())
@@ -38,6 +48,10 @@ def summarize(scores: Sequence[float], confidence: float = 0.95) -> dict[str, fl
         low, high = (mean, mean) if sem == 0 else stats.t.interval(confidence, df=n - 1, loc=mean, scale=sem)
     else:
         std = sem = low = high = math.nan
+    if metric is not None and math.isfinite(low):
+        floor, ceiling = METRIC_RANGES[metric.split("/")[0]]
+        if floor <= values.min() and values.max() <= ceiling:  # scores of that metric indeed
+            low, high = max(float(low), floor), min(float(high), ceiling)
     return {
         "n": n,
         "mean": mean,
@@ -71,6 +85,14 @@ class PointRow:
     note: str
 
 
+def _within(bound: float | None, metric: str | None, *, side: int) -> float | None:
+    """A stored interval's end cut to the metric's range (studies stored before the cut)."""
+    if bound is None or metric is None or metric.split("/")[0] not in METRIC_RANGES:
+        return bound
+    floor, ceiling = METRIC_RANGES[metric.split("/")[0]]
+    return max(bound, floor) if side == 0 else min(bound, ceiling)
+
+
 def point_row(trial: FrozenTrial) -> PointRow:
     attrs = trial.user_attrs
     if trial.state == TrialState.COMPLETE:
@@ -81,8 +103,8 @@ def point_row(trial: FrozenTrial) -> PointRow:
             n=int(attrs.get("n", len(trial.intermediate_values))),
             mean=trial.value,
             std=attrs.get("std"),
-            ci95_low=attrs.get("ci95_low"),
-            ci95_high=attrs.get("ci95_high"),
+            ci95_low=_within(attrs.get("ci95_low"), attrs.get("metric"), side=0),
+            ci95_high=_within(attrs.get("ci95_high"), attrs.get("metric"), side=1),
             seconds=attrs.get("wall_seconds"),
             note="",
         )

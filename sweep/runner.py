@@ -225,7 +225,7 @@ def _train_jobs(
 def _summary(repeats: dict[int, dict], *, spec: Spec, dataset: Dataset, point: GridPoint, metric: str) -> dict:
     ordered = [repeats[index] for index in sorted(repeats)]
     scores = [details[metric] for details in ordered]
-    summary: dict = summarize(scores)
+    summary: dict = summarize(scores, metric=metric)
     n_subsequences, padding = padding_share(dataset.train_lengths, point.length)
     summary.update(
         metric=metric,

@@ -191,7 +191,7 @@ class Grid(_Strict):
     units: list[Annotated[int, Field(ge=1)]] | None = None
     epochs: list[Annotated[int, Field(ge=1)]] | None = None
     batch_size: list[Annotated[int, Field(ge=1)]] | None = None
-    learning_rate: list[Annotated[float, Field(gt=0)]] | None = None
+    learning_rate: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = None
     optimizer: list[Literal["adam", "sgd", "rmsprop"]] | None = None
 
     @field_validator("lengths", "modes", "units", "epochs", "batch_size", "learning_rate", "optimizer")
@@ -213,7 +213,7 @@ class Training(_Strict):
     epochs: int = Field(5, ge=1)
     batch_size: int = Field(10, ge=1)
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
-    learning_rate: float = Field(0.001, gt=0)
+    learning_rate: float = Field(0.001, gt=0, allow_inf_nan=False)
 
 
 class Objective(_Strict):
@@ -285,7 +285,10 @@ def grid_lengths(grid: Grid, sequence_length: int) -> list[int]:
     if lengths == "factors":
         return [n for n in range(1, sequence_length + 1) if sequence_length % n == 0]
     if isinstance(lengths, LengthRange):
-        values = list(range(lengths.start, lengths.stop + 1, lengths.step))
+        # The first length past the sequence, found before the list is made: a stop of a billion
+        # would need gigabytes for it.
+        first_over = lengths.start + lengths.step * max(0, -(-(sequence_length + 1 - lengths.start) // lengths.step))
+        values = [first_over] if first_over <= lengths.stop else list(range(lengths.start, lengths.stop + 1, lengths.step))
     else:
         values = sorted(lengths)
     too_long = [n for n in values if n > sequence_length]

@@ -92,6 +92,16 @@ def open_storage(url: str | None, *, heartbeat: Liveness | None = None) -> optun
     """The study database. With `heartbeat`, claimed points record heartbeats, and points whose
     heartbeats stopped are failed and queued again with their finished repeats."""
     url = storage_url(url)
+    if _is_in_memory(url):
+        raise StorageError(
+            f"storage {url!r} is an in-memory database, gone when the command ends and unseen by worker "
+            "processes; use a file, e.g. sqlite:///sweep.db"
+        )
+    if heartbeat is not None and not 0 < heartbeat.heartbeat_interval < heartbeat.grace_period:
+        raise StorageError(
+            f"heartbeat interval {heartbeat.heartbeat_interval} s and grace period {heartbeat.grace_period} s: "
+            "the interval must be positive and the grace period longer (a few intervals is usual)"
+        )
     try:
         storage = _new_storage(url, heartbeat)
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as error:
@@ -109,6 +119,14 @@ def open_storage(url: str | None, *, heartbeat: Liveness | None = None) -> optun
     if storage.engine.dialect.name == "sqlite":
         _lock_sqlite_writes_up_front(storage.engine)
     return storage
+
+
+def _is_in_memory(url: str) -> bool:
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return False
+    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,8 @@ def npz_error(path: Path, match: str, task: str = "classification") -> str:
         ("regression", np.ones((N_TRAIN, STEPS)), np.ones((N_TEST, STEPS)), (N_TRAIN, STEPS, 1), 1),
         ("regression", np.ones((N_TRAIN, STEPS, 2)), np.ones((N_TEST, STEPS, 2)), (N_TRAIN, STEPS, 2), 2),
         ("classification", np.ones((N_TRAIN, STEPS)) * labels(N_TRAIN)[:, None], np.zeros((N_TEST, STEPS)), (N_TRAIN, STEPS, 1), 1),
-        ("classification", np.zeros((N_TRAIN, STEPS, 1)), np.full((N_TEST, STEPS, 1), 2.0), (N_TRAIN, STEPS, 1), 3),
+        # Labels 0 and 2 in training (a test class must occur there too): three outputs.
+        ("classification", 2.0 * (labels(N_TRAIN)[:, None, None] * np.ones((1, STEPS, 1))), np.full((N_TEST, STEPS, 1), 2.0), (N_TRAIN, STEPS, 1), 3),
     ],
     ids=["binary-(n,)", "3-class-(n,)", "binary-(n,1)", "regression-(n,)", "regression-(n,k)",
          "regression-(n,T)", "regression-(n,T,k)", "classification-(n,T)", "classification-(n,T,1)"],
@@ -186,7 +187,7 @@ def with_nan(array: np.ndarray, index: tuple) -> np.ndarray:
         (good(y_test=labels(N_TEST - 1)), f"y_test has {N_TEST - 1} rows but there are {N_TEST} sequences"),
         (good(y_train=np.array(5)), "y_train has 0 rows"),
         (good(x_train=np.full((N_TRAIN, STEPS, FEATURES), "a")), "x_train has dtype <U1"),
-        (good(y_train=np.array(["a", "b", "a", "b", "a", "b"])), "y_train must hold finite numbers"),
+        (good(y_train=np.array(["a", "b", "a", "b", "a", "b"])), "y_train has dtype <U1; targets must be numbers"),
         (good(y_train=np.ones((N_TRAIN, STEPS + 1, 1))), f"y_train has {STEPS + 1} steps but the inputs have {STEPS}"),
         (good(y_train=np.ones((N_TRAIN, STEPS, 1, 1))), "y_train has shape"),
         (good(y_test=np.zeros((N_TEST, STEPS, 1))), "do not match"),
