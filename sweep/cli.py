@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import optuna
+import sqlalchemy.exc
 import typer
 from rich.console import Console
 from typer.exceptions import TyperException
@@ -100,7 +101,7 @@ def worker(
 
     Example: sweep worker echo-first --storage postgresql+psycopg://user@db-host/sweeps
     """
-    study = studies.load_study(studies.open_storage(storage), name)
+    study = studies.load_study(studies.open_storage(storage, must_exist=True), name)
     liveness = studies.Liveness(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     _work(studies.study_spec(study), storage=storage, workers=workers, reference=reference, liveness=liveness)
 
@@ -168,7 +169,7 @@ def _create_or_resume(
 def _spec_for(target: str, *, storage: str | None, overrides: dict) -> Spec:
     if target.endswith(".toml") or Path(target).is_file():
         return apply_overrides(load_spec(target), **overrides)
-    study = studies.load_study(studies.open_storage(storage), target)
+    study = studies.load_study(studies.open_storage(storage, must_exist=True), target)
     given = [f"--{key}" for key, value in overrides.items() if value is not None]
     if given:
         raise SweepError(
@@ -260,7 +261,7 @@ def status(
 
     Example: sweep status echo-first
     """
-    study = studies.load_study(studies.open_storage(storage), name)
+    study = studies.load_study(studies.open_storage(storage, must_exist=True), name)
     _print_results(study, studies.study_spec(study), heartbeats=studies.last_heartbeats(study))
 
 
@@ -276,7 +277,7 @@ def requeue(
 
     Example: sweep requeue echo-first
     """
-    study = studies.load_study(studies.open_storage(storage), name)
+    study = studies.load_study(studies.open_storage(storage, must_exist=True), name)
     requeued = studies.requeue_failed(study, results.current_trials(study))
     console.print(f"requeued {len(requeued)} failed point{'s' if len(requeued) != 1 else ''}" + (f": {', '.join(requeued)}" if requeued else ""))
 
@@ -299,7 +300,7 @@ def report(
     """
     from sweep.report import write_html
 
-    study = studies.load_study(studies.open_storage(storage), name)
+    study = studies.load_study(studies.open_storage(storage, must_exist=True), name)
     path = write_html(_collect_report(study), output or Path(f"{name}.html"))
     console.print(f"wrote {path}")
 
@@ -319,10 +320,10 @@ def dashboard(
     """
     from sweep.dashboard import annotate, serve
 
-    storage_object = studies.open_storage(storage)
+    storage_object = studies.open_storage(storage, must_exist=True)
     for summary in optuna.get_all_study_summaries(storage_object, include_best_trial=False):
-        study = studies.load_study(storage_object, summary.study_name)
-        if studies.SPEC_ATTR in study.user_attrs:
+        if studies.is_sweep_study(summary.user_attrs):
+            study = studies.load_study(storage_object, summary.study_name)
             annotate(study, _collect_report(study))
     console.print(f"optuna-dashboard on http://{host}:{port}/ for {studies.display_url(storage)} (Ctrl-C to stop)")
     try:
@@ -347,13 +348,19 @@ def list_studies(storage: StorageOption = None) -> None:
 
     Example: sweep list --storage sqlite:///sweep.db
     """
-    storage_object = studies.open_storage(storage)
+    if not studies.database_exists(storage):
+        console.print(f"no studies in {studies.display_url(storage)} (no database there yet)")
+        return
+    storage_object = studies.open_storage(storage, must_exist=True)
     summaries = optuna.get_all_study_summaries(storage_object, include_best_trial=False)
     if not summaries:
         console.print(f"no studies in {studies.display_url(storage)}")
         return
     table = Table("study", "points", "done", "running", "waiting", "failed", "best point", "best mean")
     for summary in sorted(summaries, key=lambda s: s.study_name):
+        if not studies.is_sweep_study(summary.user_attrs):
+            table.add_row(summary.study_name, "-", "-", "-", "-", "-", "not a sweep study", "-")
+            continue
         study = studies.load_study(storage_object, summary.study_name)
         counts = results.count_states(study)
         rows = results.collect_rows(study)
@@ -378,7 +385,7 @@ def delete(
 
     Example: sweep delete echo-first --yes
     """
-    storage_object = studies.open_storage(storage)
+    storage_object = studies.open_storage(storage, must_exist=True)
     studies.load_study(storage_object, name)
     if not yes and not typer.confirm(f"delete study {name!r} and all its trials?"):
         raise typer.Exit(1)
@@ -432,9 +439,11 @@ def _print_results(study: optuna.Study, spec: Spec, heartbeats: dict | None = No
     )
     table = Table(title=f"{metric} ({spec.direction}d), best first", title_justify="left")
     for column in ("#", "point", "state", "n", "mean", "std", "95% CI", "time"):
-        table.add_column(column, justify="right" if column not in ("point", "state") else "left")
+        # Numbers never wrap; on a narrow terminal the point's name does.
+        is_text = column in ("point", "state")
+        table.add_column(column, justify="left" if is_text else "right", no_wrap=not is_text)
     for rank, row in enumerate(rows, start=1):
-        interval = f"{_number(row.ci95_low)} .. {_number(row.ci95_high)}" if row.ci95_low is not None else "-"
+        interval = f"{_short(row.ci95_low)}..{_short(row.ci95_high)}" if row.ci95_low is not None else "-"
         table.add_row(
             str(rank) if row.state == "done" else "-",
             row.key,
@@ -446,10 +455,17 @@ def _print_results(study: optuna.Study, spec: Spec, heartbeats: dict | None = No
             f"{row.seconds:.0f}s" if row.seconds is not None else "-",
         )
     console.print(table)
+    for trial in results.set_aside(study):
+        console.print(f"trial {trial.number}: {trial.user_attrs.get('fail_reason', 'set aside')}")
 
 
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def _short(value: float | None) -> str:
+    """Four significant digits, for the ends of an interval."""
+    return "-" if value is None else f"{value:.4g}"
 
 
 def main() -> None:
@@ -457,6 +473,10 @@ def main() -> None:
         code = app(standalone_mode=False)
     except SweepError as error:
         typer.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
+        # The database failed under a command (Optuna wraps what failed in a commit).
+        typer.echo(f"error: {studies.describe_database_error(error)}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     except typer.Abort:
         typer.echo("aborted", err=True)

@@ -19,6 +19,7 @@ import optuna
 import sqlalchemy.exc
 
 from sweep.errors import StorageError
+from sweep.study import describe_database_error, is_permanent_database_error
 
 __all__ = ["Heartbeat", "retrying"]
 
@@ -68,6 +69,8 @@ def retrying(action: Callable[[], T], *, what: str, delays: tuple[float, ...] = 
         try:
             return action()
         except TRANSIENT as error:
+            if is_permanent_database_error(error):
+                raise StorageError(describe_database_error(error)) from None
             if delay is None:
                 raise StorageError(
                     f"lost the study database while {what} ({_first_line(error)}); the finished repeats are "

@@ -16,7 +16,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from scipy import stats
 
-__all__ = ["PointRow", "collect_rows", "count_states", "current_trials", "summarize"]
+from sweep.study import SET_ASIDE_ATTR
+
+__all__ = ["PointRow", "collect_rows", "count_states", "current_trials", "set_aside", "summarize"]
 
 STATE_NAMES = {
     TrialState.COMPLETE: "done",
@@ -128,6 +130,8 @@ def current_trials(study: optuna.Study) -> list[FrozenTrial]:
     after it failed, leaves its earlier attempts behind as failed trials of the same key."""
     latest: dict[str, FrozenTrial] = {}
     for trial in study.get_trials(deepcopy=False):
+        if trial.user_attrs.get(SET_ASIDE_ATTR):
+            continue  # no grid point: enqueued by hand with Optuna, failed for good
         key = trial.user_attrs.get("key", f"#{trial.number}")
         if key not in latest or trial.number > latest[key].number:
             latest[key] = trial
@@ -153,6 +157,11 @@ def _with_worker(row: PointRow, trial: FrozenTrial, heartbeats: dict[int, Any]) 
     beat = heartbeats.get(trial.number)
     seen = f", last heartbeat {beat:%Y-%m-%d %H:%M:%S}" if beat is not None else ""
     return replace(row, note=f"{trial.user_attrs.get('worker', 'unknown worker')}{seen}")
+
+
+def set_aside(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials that are none of the grid's points, failed for good with the reason stored."""
+    return [trial for trial in study.get_trials(deepcopy=False) if trial.user_attrs.get(SET_ASIDE_ATTR)]
 
 
 def count_states(study: optuna.Study) -> dict[str, int]:

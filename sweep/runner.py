@@ -132,6 +132,9 @@ def run_point(
 ) -> None:
     started = time.perf_counter()
     point = studies.suggest_point(trial, spec, points)
+    if point is None:  # enqueued by hand with Optuna: no point of this grid
+        retrying(lambda: studies.set_aside(study, trial), what=f"setting aside trial {trial.number}")
+        return
     finished = studies.finished_repeats(trial)
     missing = [repeat for repeat in range(spec.repeats) if repeat not in finished]
     jobs = _packs(spec, point, missing, dataset=dataset, n_workers=pool.n_workers, is_fused=is_fused)

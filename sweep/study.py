@@ -29,7 +29,7 @@ import sqlalchemy.event
 import sqlalchemy.exc
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from sweep.errors import StorageError
+from sweep.errors import SpecError, StorageError
 from sweep.spec import GridPoint, Spec, spec_from_dict
 
 __all__ = [
@@ -50,10 +50,15 @@ DEFAULT_STORAGE = "sqlite:///sweep.db"
 STORAGE_ENV = "SWEEP_STORAGE"
 PASSWORD_FILE_ENV = "SWEEP_STORAGE_PASSWORD_FILE"
 SPEC_ATTR = "spec"
+MARKER_ATTR = "sweep_format"  # sweep's mark on a study it made: the version of its format
+FORMAT_VERSION = 1
+# How long a process waits for another to finish creating a study in the same SQLite file.
+LOCK_WAIT_SECONDS = 30
 FINGERPRINT_ATTR = "data_fingerprint"
 SEQUENCE_LENGTH_ATTR = "sequence_length"
 ENCODING_ATTR = "data_encoding"  # class names and standardization of a user's data
 REPEAT_ATTR = "repeat/"  # + zero-padded repeat index: seed, every metric, seconds
+SET_ASIDE_ATTR = "set_aside"  # a trial that is no grid point, failed for good
 WORKER_ATTR = "worker"  # host:pid of the process that claimed the point last
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -88,10 +93,19 @@ def _with_password(url: str, password_file: Path) -> str:
     return parsed.set(password=password).render_as_string(hide_password=False)
 
 
-def open_storage(url: str | None, *, heartbeat: Liveness | None = None) -> optuna.storages.RDBStorage:
+def open_storage(
+    url: str | None, *, heartbeat: Liveness | None = None, must_exist: bool = False
+) -> optuna.storages.RDBStorage:
     """The study database. With `heartbeat`, claimed points record heartbeats, and points whose
-    heartbeats stopped are failed and queued again with their finished repeats."""
+    heartbeats stopped are failed and queued again with their finished repeats. With
+    `must_exist`, a SQLite file that is not there is an error, not created: commands that only
+    read or join a study never leave a database behind."""
     url = storage_url(url)
+    database = _sqlite_file(url)
+    if must_exist and database is not None and not os.path.exists(database):
+        raise StorageError(
+            f"no study database at {database}; check --storage (or $SWEEP_STORAGE), or run a study file first"
+        )
     if _is_in_memory(url):
         raise StorageError(
             f"storage {url!r} is an in-memory database, gone when the command ends and unseen by worker "
@@ -110,15 +124,67 @@ def open_storage(url: str | None, *, heartbeat: Liveness | None = None) -> optun
             "postgresql+psycopg://USER@HOST/DB"
         ) from None
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as error:
-        raise StorageError(
-            f"cannot reach the study database at {_redacted(url)} ({_first_line(error.orig or error)}); "
-            "check that the server is up and the URL is right"
-        ) from None
+        raise StorageError(describe_database_error(error, url)) from None
+    except sqlalchemy.exc.DatabaseError as error:  # not a database, no rights
+        raise StorageError(describe_database_error(error, url)) from None
     except ImportError as error:
         raise StorageError(f"no driver for storage URL {_redacted(url)} ({error}); install it with pip") from None
     if storage.engine.dialect.name == "sqlite":
         _lock_sqlite_writes_up_front(storage.engine)
     return storage
+
+
+# What a database says when retrying cannot help: it must be fixed by hand.
+_PERMANENT = ("readonly", "read-only", "permission denied", "not a database", "malformed")
+
+
+def is_permanent_database_error(error: BaseException) -> bool:
+    return any(marker in _first_line(_root_cause(error)).lower() for marker in _PERMANENT)
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The driver's own error under SQLAlchemy's and Optuna's wrappers."""
+    while True:
+        inner = getattr(error, "orig", None) or error.__cause__
+        if inner is None or inner is error:
+            return error
+        error = inner
+
+
+def describe_database_error(error: BaseException, url: str | None = None) -> str:
+    """One line for a database that cannot be used: which (if `url` is known), why, and what to do."""
+    cause = _first_line(_root_cause(error))
+    where = f" {_sqlite_file(url) or _redacted(url)}" if url is not None else ""
+    lowered = cause.lower()
+    if "not a database" in lowered or "malformed" in lowered:
+        fix = "point --storage at a sweep database or at a new file"
+    elif "readonly" in lowered or "read-only" in lowered or "unable to open" in lowered:
+        fix = "sweep needs to write there, even to read (SQLite's write-ahead log): make the file and its directory writable"
+    elif "permission denied" in lowered or "privilege" in lowered:
+        fix = "grant the database user the rights on the database and its tables, or use another user"
+    elif "locked" in lowered:
+        fix = "another process holds the database; wait for it or end it"
+    else:
+        fix = "check that the server is up and the URL is right"
+    return f"cannot use the study database{where} ({cause}); {fix}"
+
+
+def database_exists(url: str | None) -> bool:
+    """False only for a SQLite file that is not there (a server's database is taken as there)."""
+    database = _sqlite_file(storage_url(url))
+    return database is None or os.path.exists(database)
+
+
+def _sqlite_file(url: str) -> str | None:
+    """The file of a SQLite URL; None for other databases."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    # A URI filename (sqlite:///file:PATH?mode=ro&uri=true) names its file after "file:".
+    return os.path.abspath(parsed.database.removeprefix("file:").split("?")[0])
 
 
 def _is_in_memory(url: str) -> bool:
@@ -150,9 +216,13 @@ def _new_storage(url: str, heartbeat: Liveness | None, attempts: int = 5) -> opt
             "grace_period": heartbeat.grace_period,
             "heartbeat_stale_trial_callback": retry,
         }
+    # The lock keeps processes that make a new database at once apart; an existing one needs none
+    # (and a read must not wait on a stopped `sweep create`).
+    database = _sqlite_file(url)
+    is_new = database is not None and not os.path.exists(database)
     for attempt in range(attempts):
         try:
-            with _sqlite_file_lock(url), warnings.catch_warnings():
+            with _sqlite_file_lock(url) if is_new else contextlib.nullcontext(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **liveness)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
@@ -217,7 +287,23 @@ def _redacted(url: str) -> str:
         return url
 
 
+def is_sweep_study(user_attrs: Mapping[str, Any]) -> bool:
+    """Whether a study's attributes carry sweep's marker (or, made before the marker, its spec)."""
+    return MARKER_ATTR in user_attrs or SPEC_ATTR in user_attrs
+
+
 def load_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
+    """A study that sweep made; any other is refused, and left as it is."""
+    study = _load_any_study(storage, name)
+    if not is_sweep_study(study.user_attrs):
+        raise StorageError(
+            f"study {name!r} was not made by sweep (it has no sweep marker), and sweep leaves it alone; "
+            "check the name, or remove it with Optuna (optuna delete-study) if it is yours"
+        )
+    return study
+
+
+def _load_any_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
     try:
         return optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler())
     except KeyError:
@@ -230,7 +316,19 @@ def study_spec(study: optuna.Study) -> Spec:
     raw = study.user_attrs.get(SPEC_ATTR)
     if raw is None:
         raise StorageError(f"study {study.study_name!r} was not made by sweep (it has no spec); pick another name")
-    return spec_from_dict(_as_stored(json.loads(raw)), source=f"study {study.study_name!r}")
+    try:
+        stored = json.loads(raw) if isinstance(raw, str) else None
+    except json.JSONDecodeError:
+        stored = None
+    if not isinstance(stored, dict):
+        raise StorageError(
+            f"study {study.study_name!r} has a damaged spec (user attribute {SPEC_ATTR!r} is not a study's settings); "
+            f"restore it, or remove the study (sweep delete {study.study_name})"
+        )
+    try:
+        return spec_from_dict(_as_stored(stored), source=f"study {study.study_name!r}")
+    except SpecError as error:
+        raise StorageError(f"{error} (the stored spec is damaged: restore it, or sweep delete {study.study_name})") from None
 
 
 def _as_stored(raw: dict) -> dict:
@@ -274,13 +372,13 @@ def _create_or_resume(
 ) -> optuna.Study:
     names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     if spec.name in names:
-        study = load_study(storage, spec.name)
-        if SPEC_ATTR in study.user_attrs:
-            _check_same_study(study, spec, fingerprint)
-        elif study.get_trials(deepcopy=False):
+        study = _load_any_study(storage, spec.name)
+        if not is_sweep_study(study.user_attrs):
             raise StorageError(
-                f"study {spec.name!r} exists but was not made by sweep; give this one another name (--name)"
+                f"study {spec.name!r} exists but was not made by sweep, and sweep leaves it alone; "
+                "give this one another name (--name)"
             )
+        _check_same_study(study, spec, fingerprint)
     else:
         study = optuna.create_study(
             study_name=spec.name,
@@ -295,6 +393,7 @@ def _create_or_resume(
             study.set_user_attr(ENCODING_ATTR, encoding)
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
         study.set_user_attr(SPEC_ATTR, json.dumps(spec.model_dump(mode="json"), sort_keys=True))
+        study.set_user_attr(MARKER_ATTR, FORMAT_VERSION)
     enqueue_grid(study, points)
     return study
 
@@ -333,12 +432,33 @@ def _sqlite_file_lock(url: str) -> Iterator[None]:
     if not database or database == ":memory:" or not os.path.isdir(os.path.dirname(os.path.abspath(database))):
         yield
         return
-    with open(f"{database}.lock", "a") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
+    with open(f"{database}.lock", "a+") as lock_file:
+        _wait_for_lock(lock_file, database)
+        lock_file.truncate(0)
+        lock_file.write(f"{WORKER}\n")  # who holds it, for whoever waits
+        lock_file.flush()
         try:
             yield
         finally:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _wait_for_lock(lock_file: Any, database: str) -> None:
+    """Take the lock, waiting at most LOCK_WAIT_SECONDS; then say who holds it."""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                lock_file.seek(0)
+                holder = lock_file.read().strip() or "another process"
+                raise StorageError(
+                    f"{database} has been locked for {LOCK_WAIT_SECONDS} s by sweep process {holder} (creating a study "
+                    "or its grid); let it finish, or end it if it is stopped (Ctrl-Z), then try again"
+                ) from None
+            time.sleep(0.1)
 
 
 def _check_same_study(study: optuna.Study, spec: Spec, fingerprint: str) -> None:
@@ -403,7 +523,7 @@ def requeue_failed(study: optuna.Study, current: Sequence[FrozenTrial]) -> list[
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)
-    failed = [trial for trial in current if trial.state == TrialState.FAIL]
+    failed = [trial for trial in current if trial.state == TrialState.FAIL and not trial.user_attrs.get(SET_ASIDE_ATTR)]
     for trial in failed:
         retry(study, trial)
     return [trial.user_attrs.get("key", f"#{trial.number}") for trial in failed]
@@ -434,9 +554,15 @@ def last_heartbeats(study: optuna.Study) -> dict[int, Any]:
     return beats
 
 
-def suggest_point(trial: Trial, spec: Spec, points: Sequence[GridPoint]) -> GridPoint:
-    """Record the trial's grid point as its parameters, with distributions that span the grid."""
-    fixed = trial.study._storage.get_trial_system_attrs(trial._trial_id)["fixed_params"]
+def suggest_point(trial: Trial, spec: Spec, points: Sequence[GridPoint]) -> GridPoint | None:
+    """Record the trial's grid point as its parameters, with distributions that span the grid.
+
+    None for a trial that is none of the grid's points (one enqueued by hand with Optuna).
+    """
+    fixed = trial.study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params") or {}
+    keys = {point.key for point in points}
+    if "length" not in fixed or "mode" not in fixed or GridPoint.from_params(fixed).key not in keys:
+        return None
     for name in fixed:
         values = sorted({point.params[name] for point in points if name in point.params})
         if isinstance(values[0], bool) or isinstance(values[0], str):
@@ -467,6 +593,13 @@ def finish_trial(study: optuna.Study, trial: Trial, *, summary: Mapping[str, Any
     for name, item in summary.items():
         trial.set_user_attr(name, item)
     study.tell(trial, value, skip_if_finished=True)
+
+
+def set_aside(study: optuna.Study, trial: Trial) -> None:
+    """Fail a trial that is none of the grid's points, for good: requeue leaves it be."""
+    fixed = trial.study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
+    trial.set_user_attr(SET_ASIDE_ATTR, True)
+    fail_trial(study, trial, f"set aside: parameters {fixed} are none of this study's grid points")
 
 
 def fail_trial(study: optuna.Study, trial: Trial, reason: str) -> None:

@@ -186,3 +186,144 @@ def test_a_bad_heartbeat_setting_is_named_as_such_not_as_a_bad_url(tmp_path: Pat
     with pytest.raises(StorageError, match="heartbeat interval 0 s") as info:
         studies.open_storage(f"sqlite:///{tmp_path / 'x.db'}", heartbeat=studies.Liveness(heartbeat_interval=0, grace_period=5))
     assert "bad storage URL" not in str(info.value)
+
+
+# Studies and trials that sweep did not make
+
+
+def stored_state(url: str, name: str) -> tuple[dict, list]:
+    study = optuna.load_study(study_name=name, storage=url)
+    return dict(study.user_attrs), [(trial.state, trial.params) for trial in study.trials]
+
+
+@pytest.mark.parametrize("directions", [["minimize"], ["minimize", "maximize"]], ids=["other-direction", "multi-objective"])
+def test_an_empty_optuna_study_of_the_name_is_not_adopted(tiny_study: Path, sqlite_url: str, directions: list[str]) -> None:
+    optuna.create_study(study_name="tiny", storage=sqlite_url, directions=directions)
+    before = stored_state(sqlite_url, "tiny")
+    done = sweep_cli("run", str(tiny_study), "--workers", "1", "--storage", sqlite_url)
+    assert done.returncode == 1
+    assert "study 'tiny' exists but was not made by sweep" in one_error_line(done.stderr)
+    assert stored_state(sqlite_url, "tiny") == before
+
+
+def plain_study_with_a_failed_trial(url: str) -> None:
+    study = optuna.create_study(study_name="plain", storage=url)
+    study.optimize(lambda trial: float("nan") if trial.suggest_float("x", 0, 1) >= 0 else 0.0, n_trials=1)
+
+
+@pytest.mark.parametrize("command", [["requeue", "plain"], ["status", "plain"], ["report", "plain"], ["worker", "plain"],
+                                     ["run", "plain"], ["delete", "plain", "--yes"]])
+def test_every_command_refuses_a_study_sweep_did_not_make_and_writes_nothing(sqlite_url: str, command: list[str]) -> None:
+    plain_study_with_a_failed_trial(sqlite_url)
+    before = stored_state(sqlite_url, "plain")
+    done = sweep_cli(*command, "--storage", sqlite_url)
+    assert done.returncode == 1
+    assert "study 'plain' was not made by sweep" in one_error_line(done.stderr)
+    assert stored_state(sqlite_url, "plain") == before
+
+
+def test_list_shows_other_studies_as_such(sqlite_url: str, synthetic_study: optuna.Study) -> None:
+    optuna.create_study(study_name="two-objectives", storage=sqlite_url, directions=["minimize", "maximize"])
+    done = sweep_cli("list", "--storage", sqlite_url)
+    assert done.returncode == 0, done.stderr
+    assert "synthetic" in done.stdout
+    assert next(line for line in done.stdout.splitlines() if "two-objectives" in line).count("not a sweep study") == 1
+
+
+def test_a_trial_enqueued_by_hand_is_set_aside_and_the_grid_finishes(tiny_study: Path, sqlite_url: str) -> None:
+    created = sweep_cli("create", str(tiny_study), "--storage", sqlite_url, "--repeats", "1", "--epochs", "1")
+    assert created.returncode == 0, created.stderr
+    optuna.load_study(study_name="tiny", storage=sqlite_url).enqueue_trial({"x": 0.5})
+    worker = sweep_cli("worker", "tiny", "--storage", sqlite_url, "--workers", "1")
+    assert worker.returncode == 0, worker.stderr
+    assert "4 done, 0 running, 0 waiting, 0 failed" in worker.stdout
+    assert "set aside: parameters {'x': 0.5} are none of this study's grid points" in worker.stdout
+    requeued = sweep_cli("requeue", "tiny", "--storage", sqlite_url)
+    assert "requeued 0 failed points" in requeued.stdout
+    states = [trial.state for trial in optuna.load_study(study_name="tiny", storage=sqlite_url).trials]
+    assert sorted(state.name for state in states) == ["COMPLETE"] * 4 + ["FAIL"]
+
+
+@pytest.mark.parametrize("damage", ["{not json", '"a string"', '{"name": "synthetic", "problem": {"kind": "sine"}}'])
+def test_a_damaged_spec_is_one_line(sqlite_url: str, synthetic_study: optuna.Study, damage: str) -> None:
+    synthetic_study.set_user_attr("spec", damage)
+    done = sweep_cli("status", "synthetic", "--storage", sqlite_url)
+    assert done.returncode == 1
+    assert "study 'synthetic'" in one_error_line(done.stderr) and "damaged" in done.stderr
+
+
+# The storage boundary
+
+
+def test_a_text_file_as_the_database_is_one_line_and_leaves_no_lock(tmp_path: Path) -> None:
+    (tmp_path / "notadb.db").write_text("hello, not SQLite\n")
+    url = f"sqlite:///{tmp_path / 'notadb.db'}"
+    for command in (["status", "x"], ["list"], ["run", "x"]):
+        done = sweep_cli(*command, "--storage", url)
+        assert done.returncode == 1
+        assert "notadb.db (file is not a database); point --storage at a sweep database" in one_error_line(done.stderr)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notadb.db"]
+
+
+def test_a_read_only_database_is_one_line(tmp_path: Path, tiny_study: Path, sqlite_url: str) -> None:
+    assert sweep_cli("create", str(tiny_study), "--storage", sqlite_url).returncode == 0
+    read_only = f"sqlite:///file:{tmp_path / 'studies.db'}?mode=ro&uri=true"
+    done = sweep_cli("worker", "tiny", "--workers", "1", "--storage", read_only)
+    assert done.returncode == 1
+    line = one_error_line(done.stderr)
+    assert "readonly database" in line and "make the file and its directory writable" in line
+
+
+@pytest.mark.parametrize("command", [["status", "tiny"], ["list"], ["report", "tiny"], ["requeue", "tiny"], ["worker", "tiny"]])
+def test_reading_a_study_that_does_not_exist_creates_nothing(tmp_path: Path, command: list[str]) -> None:
+    done = sweep_cli(*command, cwd=tmp_path)
+    assert done.returncode == (0 if command == ["list"] else 1)
+    if done.returncode:
+        assert "no study database at" in one_error_line(done.stderr)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stopped_create_holding_the_lock_blocks_no_reader_and_is_named_after_a_bound(
+    tmp_path: Path, sqlite_url: str, tiny_study: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fcntl
+
+    from sweep.spec import load_spec
+
+    assert sweep_cli("create", str(tiny_study), "--storage", sqlite_url).returncode == 0
+    with open(tmp_path / "studies.db.lock", "a+") as held:  # what a `sweep create` stopped with Ctrl-Z holds
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.truncate(0)
+        held.write("other-host:4242\n")
+        held.flush()
+        started = time.perf_counter()
+        assert sweep_cli("status", "tiny", "--storage", sqlite_url).returncode == 0
+        assert sweep_cli("list", "--storage", sqlite_url).returncode == 0
+        assert time.perf_counter() - started < 60
+        monkeypatch.setattr(studies, "LOCK_WAIT_SECONDS", 1)
+        spec = load_spec(tiny_study)
+        with pytest.raises(StorageError, match="locked for 1 s by sweep process other-host:4242"):
+            studies.create_or_resume(studies.open_storage(sqlite_url), spec, fingerprint="f", points=grid_points(spec, 8))
+
+
+def test_a_postgresql_role_without_privileges_is_one_line(postgres_url: str, tiny_study: Path) -> None:
+    import sqlalchemy
+
+    assert sweep_cli("create", str(tiny_study), "--storage", postgres_url).returncode == 0
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.pool.NullPool)
+    role = "sweep_no_rights"
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"DROP ROLE IF EXISTS {role}")
+        connection.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+    try:
+        url = postgres_url.replace("postgres@", f"{role}@", 1)
+        for command in (["status", "tiny"], ["run", "tiny"]):
+            done = sweep_cli(*command, "--storage", url)
+            assert done.returncode == 1
+            line = one_error_line(done.stderr)
+            assert "permission denied" in line and "grant the database user the rights" in line
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP OWNED BY {role}")
+            connection.exec_driver_sql(f"DROP ROLE {role}")
+        admin.dispose()

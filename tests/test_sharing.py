@@ -51,6 +51,7 @@ def run_python(code: str, *args: str) -> subprocess.Popen:
 
 def test_eight_processes_take_each_of_a_hundred_points_exactly_once(shared_url: str, tmp_path: Path) -> None:
     study = optuna.create_study(study_name="race", storage=studies.open_storage(shared_url))
+    study.set_user_attr(studies.MARKER_ATTR, studies.FORMAT_VERSION)  # sweep works only on studies it marked
     for number in range(100):
         study.enqueue_trial({"x": number}, user_attrs={"key": str(number)})
     processes = [run_python(CLAIM_ALL, shared_url, str(tmp_path / f"taken{i}.json")) for i in range(8)]
