@@ -22,12 +22,12 @@ from hypothesis import strategies as st
 from optuna.trial import TrialState
 
 from sweep import tables
-from sweep.cli import main
 from sweep.errors import DataError
 from sweep.prepare import chunk
 from sweep.problems import Dataset, describe, load_problem, real_steps
 from sweep.scoring import score_all
 from sweep.spec import NpzProblem, SeriesProblem, TableProblem
+from tests.test_cli import sweep_in_process
 
 # Sequence name -> its steps. Feature `a` is 10 * (the sequence's index) + t, so every real step
 # tells which sequence and which step it is; `b` is noise.
@@ -790,14 +790,6 @@ BAD_DATA = [
     header_only, header_only_parquet, short_series, missing_file, not_a_table, pickled_npz,
     infinite_regression_target_in_training,
 ]
-
-
-def sweep_in_process(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["sweep", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 def files_under(directory: Path) -> set[Path]:
