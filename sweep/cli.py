@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -35,6 +38,7 @@ EXIT_BAD_INPUT = 1  # a broken study file, bad data, an unreachable database: on
 EXIT_USAGE = 2  # an unknown command or option, or an option's value out of range
 EXIT_FAILED_POINTS = 3  # the run finished, but some grid points failed (their reasons are stored)
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # SIGTERM
 
 StorageOption = Annotated[
     Optional[str],
@@ -120,13 +124,14 @@ def _work(spec: Spec, *, storage: str | None, workers: int | None, reference: bo
         f"{n_workers} worker{'s' if n_workers > 1 else ''}, storage {studies.display_url(storage)}"
     )
     try:
-        with _ProgressBars(study, n_points=len(points)) as progress:
+        with _stopped_by_sigterm(), _ProgressBars(study, n_points=len(points)) as progress:
             run_study(
                 study, spec, dataset, points=points, n_workers=n_workers, is_fused=not reference, progress=progress
             )
-    except KeyboardInterrupt:
-        typer.echo("interrupted: the point in progress keeps its finished repeats; run again to resume", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except KeyboardInterrupt as stop:
+        how = "terminated" if isinstance(stop, Terminated) else "interrupted"
+        typer.echo(f"{how}: the point in progress keeps its finished repeats; run again to resume", err=True)
+        raise typer.Exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED) from None
     _annotate(study)
     _print_results(study, spec)
     failed = results.count_states(study)["failed"]
@@ -137,6 +142,25 @@ def _work(spec: Spec, *, storage: str | None, workers: int | None, reference: bo
             err=True,
         )
         raise typer.Exit(EXIT_FAILED_POINTS)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, docker stop): stops a run as Ctrl-C does."""
+
+
+@contextlib.contextmanager
+def _stopped_by_sigterm() -> Iterator[None]:
+    """While training, SIGTERM unwinds like Ctrl-C: the point goes back to the queue with its
+    finished repeats and the worker processes are ended, where it used to leave them running."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _annotate(study: optuna.Study) -> None:
@@ -242,7 +266,11 @@ def create(
     Example: sweep create studies/echo_first.toml --storage postgresql+psycopg://user@db-host/sweeps
     """
     spec = apply_overrides(load_spec(study_file), repeats=repeats, epochs=epochs, name=name)
-    study, _, points = _create_or_resume(spec, storage=storage)
+    try:
+        study, _, points = _create_or_resume(spec, storage=storage)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the grid is enqueued in part; run this command again to enqueue the rest", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     _annotate(study)
     counts = results.count_states(study)
     console.print(
@@ -272,14 +300,20 @@ def requeue(
 ) -> None:
     """Put a study's failed grid points back in the queue, keeping the repeats they had finished.
 
-    A point fails when a repeat diverges or its workers keep dying; once the cause is fixed,
-    requeue it and run `sweep worker NAME` (or `sweep run`) again.
+    A point fails when its workers keep dying or a repeat raises an error; once the cause is
+    fixed, requeue it and run `sweep worker NAME` (or `sweep run`) again. A point that diverged
+    stays failed: its settings and seeds would diverge again.
 
     Example: sweep requeue echo-first
     """
     study = studies.load_study(studies.open_storage(storage, must_exist=True), name)
-    requeued = studies.requeue_failed(study, results.current_trials(study))
+    requeued, diverged = studies.requeue_failed(study, results.current_trials(study))
     console.print(f"requeued {len(requeued)} failed point{'s' if len(requeued) != 1 else ''}" + (f": {', '.join(requeued)}" if requeued else ""))
+    if diverged:
+        console.print(
+            f"not requeued, since the same settings and seeds would diverge again: {', '.join(diverged)}; run the "
+            f"study file with a lower learning rate under a new --name"
+        )
 
 
 @app.command()
@@ -318,8 +352,9 @@ def dashboard(
 
     Example: sweep dashboard --port 8080
     """
-    from sweep.dashboard import annotate, serve
+    from sweep.dashboard import annotate, check_address, serve
 
+    check_address(host, port)
     storage_object = studies.open_storage(storage, must_exist=True)
     for summary in optuna.get_all_study_summaries(storage_object, include_best_trial=False):
         if studies.is_sweep_study(summary.user_attrs):
@@ -437,6 +472,12 @@ def _print_results(study: optuna.Study, spec: Spec, heartbeats: dict | None = No
         f"[bold]{study.study_name}[/]: {len(rows)} points: {counts['done']} done, {counts['running']} running, "
         f"{counts['waiting']} waiting, {counts['failed']} failed"
     )
+    grid_size = study.user_attrs.get(studies.GRID_SIZE_ATTR)
+    if grid_size is not None and len(rows) < grid_size:
+        console.print(
+            f"[yellow]only {len(rows)} of the grid's {grid_size} points are enqueued[/] (creating the study was cut "
+            f"short); sweep create or sweep run with its study file enqueues the rest"
+        )
     table = Table(title=f"{metric} ({spec.direction}d), best first", title_justify="left")
     for column in ("#", "point", "state", "n", "mean", "std", "95% CI", "time"):
         # Numbers never wrap; on a narrow terminal the point's name does.

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import socket
 import warnings
 
 import optuna
 import optuna_dashboard
 
+from sweep.errors import SweepError
 from sweep.report import TEST_DESCRIPTION, Report
 
-__all__ = ["annotate", "serve", "study_note"]
+__all__ = ["annotate", "check_address", "serve", "study_note"]
 
 
 def study_note(report: Report) -> str:
@@ -47,6 +51,21 @@ def annotate(study: optuna.Study, report: Report) -> None:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([report.metric])
     optuna_dashboard.save_note(study, study_note(report))
+
+
+def check_address(host: str, port: int) -> None:
+    """Refuse, before anything is printed or served, an address the server could not listen on."""
+    try:
+        socket.getaddrinfo(host, port)
+    except socket.gaierror:
+        raise SweepError(f"--host {host} is no address or known name; give an address of this machine, such as 127.0.0.1") from None
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise SweepError(f"port {port} on {host} is in use by another program; choose another --port") from None
+        raise SweepError(f"cannot listen on {host}:{port} ({os.strerror(error.errno)}); give an address of this machine as --host") from None
 
 
 def serve(storage: optuna.storages.BaseStorage, *, host: str, port: int) -> None:

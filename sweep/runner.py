@@ -141,9 +141,9 @@ def run_point(
     progress.point_started(point.key, n_repeats=spec.repeats, n_finished=len(finished))
     metric = f"{spec.objective.metric}/{spec.objective.per}"
     for _ in range(MAX_WORKER_DEATHS + 1):
-        jobs, failure = _train_jobs(trial, jobs, pool=pool, metric=metric, progress=progress)
+        jobs, failure, kind = _train_jobs(trial, jobs, pool=pool, metric=metric, progress=progress)
         if failure is not None:
-            retrying(partial(studies.fail_trial, study, trial, failure), what=f"recording the failure of {point.key}")
+            retrying(partial(studies.fail_trial, study, trial, failure, kind=kind), what=f"recording the failure of {point.key}")
             progress.point_finished(point.key, is_complete=False)
             return
         if not jobs:
@@ -200,9 +200,10 @@ def split_into_packs(repeats: list[int], *, n_workers: int, units: int, n_featur
 
 def _train_jobs(
     trial: optuna.Trial, jobs: list[PackJob], *, pool: RepeatPool, metric: str, progress: Progress
-) -> tuple[list[PackJob], str | None]:
+) -> tuple[list[PackJob], str | None, str]:
     """Train `jobs`, storing each finished repeat at once. Returns the jobs lost to dead workers,
-    and a failure reason if a repeat failed (the jobs not yet started are then cancelled)."""
+    and a failure reason and kind if a repeat failed (the jobs not yet started are then cancelled):
+    studies.DIVERGED for a repeat whose loss became infinite, which its seed makes certain again."""
     lost: list[PackJob] = []
     with contextlib.closing(pool.run(jobs)) as outcomes:
         for job, outcome in outcomes:
@@ -210,7 +211,7 @@ def _train_jobs(
                 lost.append(job)
                 continue
             if not isinstance(outcome, PackResult):
-                return lost, f"{job.key} repeats {list(job.repeats)}: {type(outcome).__name__}: {outcome}"
+                return lost, f"{job.key} repeats {list(job.repeats)}: {type(outcome).__name__}: {outcome}", studies.ERRORED
             for result in outcome.results:
                 details = {
                     "seed": result.seed, "seconds": round(result.seconds, 3), "worker": studies.WORKER, **result.scores
@@ -221,8 +222,8 @@ def _train_jobs(
                 )
                 progress.repeat_finished()
             if outcome.failures:
-                return lost, outcome.failures[0][1]
-    return lost, None
+                return lost, outcome.failures[0][1], studies.DIVERGED
+    return lost, None, ""
 
 
 def _summary(repeats: dict[int, dict], *, spec: Spec, dataset: Dataset, point: GridPoint, metric: str) -> dict:

@@ -7,6 +7,7 @@ the key, the value, what was expected and how to fix it. Later stages trust the 
 from __future__ import annotations
 
 import itertools
+import stat
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -324,6 +325,7 @@ def load_spec(path: str | Path) -> Spec:
     """Read and check a study file. Raises :class:`SpecError` with one line naming the fix."""
     path = Path(path)
     try:
+        _check_is_a_small_file(path)
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(f"{path}: no such study file; check the path (shipped ones are in studies/)") from None
@@ -335,6 +337,8 @@ def load_spec(path: str | Path) -> Spec:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise SpecError(f"{path}: not valid TOML ({error}); fix the syntax there") from None
+    except RecursionError:
+        raise SpecError(f"{path}: arrays or tables nested too deep to read; a study file needs a few levels at most") from None
     problem = raw.get("problem")
     if isinstance(problem, dict) and problem.get("kind") in ("npz", "table", "series"):
         # A data path in a study file is relative to the file, so a study runs from any directory.
@@ -342,6 +346,21 @@ def load_spec(path: str | Path) -> Spec:
             if isinstance(problem.get(key), str):
                 problem[key] = str((path.parent / problem[key]).resolve())
     return spec_from_dict(raw, source=str(path))
+
+
+# A study file is a few hundred bytes; anything near this is not one.
+MAX_STUDY_FILE_BYTES = 1_000_000
+
+
+def _check_is_a_small_file(path: Path) -> None:
+    """Refuse what is not a regular file of modest size before reading it: a FIFO would block the
+    read forever, and a link to /dev/zero would fill the memory."""
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        raise SpecError(f"{path}: not a regular file; give the path of a .toml study file")
+    size = path.stat().st_size
+    if size > MAX_STUDY_FILE_BYTES:
+        raise SpecError(f"{path}: {size} bytes is too large for a study file (at most {MAX_STUDY_FILE_BYTES}); check the path")
 
 
 def spec_from_dict(raw: Mapping[str, Any], *, source: str = "study") -> Spec:

@@ -56,8 +56,12 @@ FORMAT_VERSION = 1
 LOCK_WAIT_SECONDS = 30
 FINGERPRINT_ATTR = "data_fingerprint"
 SEQUENCE_LENGTH_ATTR = "sequence_length"
+GRID_SIZE_ATTR = "n_points"  # the whole grid's size, stored before its points are enqueued
 ENCODING_ATTR = "data_encoding"  # class names and standardization of a user's data
 REPEAT_ATTR = "repeat/"  # + zero-padded repeat index: seed, every metric, seconds
+FAIL_KIND_ATTR = "fail_kind"  # DIVERGED or ERRORED; absent for a point whose workers kept dying
+DIVERGED = "diverged"
+ERRORED = "errored"
 SET_ASIDE_ATTR = "set_aside"  # a trial that is no grid point, failed for good
 WORKER_ATTR = "worker"  # host:pid of the process that claimed the point last
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
@@ -155,18 +159,22 @@ def describe_database_error(error: BaseException, url: str | None = None) -> str
     """One line for a database that cannot be used: which (if `url` is known), why, and what to do."""
     cause = _first_line(_root_cause(error))
     where = f" {_sqlite_file(url) or _redacted(url)}" if url is not None else ""
-    lowered = cause.lower()
-    if "not a database" in lowered or "malformed" in lowered:
-        fix = "point --storage at a sweep database or at a new file"
-    elif "readonly" in lowered or "read-only" in lowered or "unable to open" in lowered:
-        fix = "sweep needs to write there, even to read (SQLite's write-ahead log): make the file and its directory writable"
-    elif "permission denied" in lowered or "privilege" in lowered:
-        fix = "grant the database user the rights on the database and its tables, or use another user"
-    elif "locked" in lowered:
-        fix = "another process holds the database; wait for it or end it"
-    else:
-        fix = "check that the server is up and the URL is right"
-    return f"cannot use the study database{where} ({cause}); {fix}"
+    for markers, problem, fix in _DATABASE_PROBLEMS:
+        if any(marker in cause.lower() for marker in markers):
+            return f"{problem} the study database{where} ({cause}); {fix}"
+    return f"cannot reach the study database{where} ({cause}); check that the server is up and the URL is right"
+
+
+# (what the database says, what went wrong, what to do), the first that matches.
+_DATABASE_PROBLEMS = (
+    (("not a database", "malformed"), "cannot use", "point --storage at a sweep database or at a new file"),
+    (("readonly", "read-only"), "cannot write to",
+     "sweep needs to write there, even to read (SQLite's write-ahead log): make the file and its directory writable"),
+    (("unable to open",), "cannot reach", "check that its directory exists and is writable"),
+    (("permission denied", "privilege"), "cannot use",
+     "grant the database user the rights on the database and its tables, or use another user"),
+    (("locked",), "cannot use", "another process holds the database; wait for it or end it"),
+)
 
 
 def database_exists(url: str | None) -> bool:
@@ -394,6 +402,9 @@ def _create_or_resume(
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
         study.set_user_attr(SPEC_ATTR, json.dumps(spec.model_dump(mode="json"), sort_keys=True))
         study.set_user_attr(MARKER_ATTR, FORMAT_VERSION)
+    if study.user_attrs.get(GRID_SIZE_ATTR) != len(points):
+        # Stored before the points, so that a grid whose enqueuing was cut short shows as such.
+        study.set_user_attr(GRID_SIZE_ATTR, len(points))
     enqueue_grid(study, points)
     return study
 
@@ -518,15 +529,22 @@ def claim_next(study: optuna.Study) -> Trial | None:
     return None
 
 
-def requeue_failed(study: optuna.Study, current: Sequence[FrozenTrial]) -> list[str]:
-    """Queue again every failed point among `current` (one trial per point), with its repeats."""
+def requeue_failed(study: optuna.Study, current: Sequence[FrozenTrial]) -> tuple[list[str], list[str]]:
+    """Queue again every failed point among `current` (one trial per point), with its repeats.
+
+    Returns the keys requeued, and those left failed because they diverged: the same settings
+    and seeds would diverge again.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)
     failed = [trial for trial in current if trial.state == TrialState.FAIL and not trial.user_attrs.get(SET_ASIDE_ATTR)]
+    diverged = [trial for trial in failed if trial.user_attrs.get(FAIL_KIND_ATTR) == DIVERGED]
     for trial in failed:
-        retry(study, trial)
-    return [trial.user_attrs.get("key", f"#{trial.number}") for trial in failed]
+        if trial not in diverged:
+            retry(study, trial)
+    keys = [trial.user_attrs.get("key", f"#{trial.number}") for trial in failed if trial not in diverged]
+    return keys, [trial.user_attrs.get("key", f"#{trial.number}") for trial in diverged]
 
 
 def requeue_stale(study: optuna.Study) -> None:
@@ -602,10 +620,12 @@ def set_aside(study: optuna.Study, trial: Trial) -> None:
     fail_trial(study, trial, f"set aside: parameters {fixed} are none of this study's grid points")
 
 
-def fail_trial(study: optuna.Study, trial: Trial, reason: str) -> None:
+def fail_trial(study: optuna.Study, trial: Trial, reason: str, *, kind: str = "") -> None:
     if study._storage.get_trial(trial._trial_id).state.is_finished():
         return
     trial.set_user_attr("fail_reason", reason)
+    if kind:
+        trial.set_user_attr(FAIL_KIND_ATTR, kind)
     study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
 
 

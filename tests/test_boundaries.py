@@ -123,6 +123,14 @@ def test_a_run_whose_every_point_failed_exits_3_with_the_way_out(tmp_path: Path,
     assert done.returncode == 3, done.stderr
     assert "1 grid point failed (reasons: sweep status diverge)" in done.stderr
     assert "sweep requeue diverge" in done.stderr
+    # The advice can be followed: a diverged point is not requeued to diverge again.
+    requeued = sweep_cli("requeue", "diverge", "--storage", sqlite_url)
+    assert "requeued 0 failed points" in requeued.stdout
+    assert "not requeued, since the same settings and seeds would diverge again: L=3 stateful" in requeued.stdout
+    states = [trial.state.name for trial in optuna.load_study(study_name="diverge", storage=sqlite_url).trials]
+    assert states == ["FAIL"]
+    reason = optuna.load_study(study_name="diverge", storage=sqlite_url).trials[0].user_attrs["fail_reason"]
+    assert "run the study file with a lower training.learning_rate (or grid.learning_rate) under a new --name" in reason
 
 
 @pytest.mark.parametrize(
@@ -327,3 +335,117 @@ def test_a_postgresql_role_without_privileges_is_one_line(postgres_url: str, tin
             connection.exec_driver_sql(f"DROP OWNED BY {role}")
             connection.exec_driver_sql(f"DROP ROLE {role}")
         admin.dispose()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "deep-nesting", "directory"])
+def test_a_study_file_that_is_no_study_file_is_one_line_at_once(capsys, monkeypatch, tmp_path: Path, kind: str) -> None:
+    import os
+
+    path = tmp_path / "x.toml"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path.write_text("a = " + "[" * 20_000 + "]" * 20_000 + "\n")
+    started = time.perf_counter()
+    code, _, err = sweep_in_process(capsys, monkeypatch, "data", str(path))
+    assert code == 1 and time.perf_counter() - started < 10
+    line = one_error_line(err)
+    assert ("not a regular file" in line) if kind != "deep-nesting" else ("nested too deep" in line)
+
+
+def test_the_dashboard_refuses_a_busy_port_and_a_bad_host_before_it_says_it_listens(
+    capsys, monkeypatch, finished_study: str
+) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        code, out, err = sweep_in_process(capsys, monkeypatch, "dashboard", "--storage", finished_study, "--port", str(port))
+    assert code == 1 and out == ""
+    assert f"port {port} on 127.0.0.1 is in use by another program; choose another --port" in one_error_line(err)
+    code, out, err = sweep_in_process(capsys, monkeypatch, "dashboard", "--storage", finished_study, "--host", "999.1.1.1")
+    assert code == 1 and out == ""
+    assert "--host 999.1.1.1 is no address or known name" in one_error_line(err)
+
+
+# Processes and lifecycles
+
+
+def workers_of(pid: int) -> set[int]:
+    """The worker processes a `sweep run` started (not multiprocessing's resource tracker)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and b"spawn_main" in command:
+                found.add(int(entry.name))
+    return found
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        return (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_stops_a_run_its_workers_and_puts_the_point_back(tmp_path: Path, sqlite_url: str) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    study = tmp_path / "long.toml"
+    study.write_text(
+        'name = "long"\nrepeats = 40\n[problem]\nkind = "lag-echo"\nlength = 200\nlag = 1\nn_train = 400\nn_test = 20\n'
+        '[grid]\nlengths = [200]\nmodes = ["stateful"]\n[model]\nunits = 8\n[training]\nepochs = 20\n[objective]\nmetric = "rmse"\n'
+    )
+    run = subprocess.Popen([sys.executable, "-m", "sweep", "run", str(study), "--workers", "2", "--storage", sqlite_url],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(workers_of(run.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(8)  # the workers are training
+    workers = workers_of(run.pid)
+    assert len(workers) >= 2
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 143, err
+    assert "terminated: the point in progress keeps its finished repeats" in err
+    deadline = time.monotonic() + 15
+    while any(is_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [pid for pid in workers if is_alive(pid)], "worker processes outlived the run"
+    trials = optuna.load_study(study_name="long", storage=sqlite_url).trials
+    assert [trial.state.name for trial in trials] == ["WAITING"]
+
+
+def test_an_interrupted_create_shows_its_grid_in_part_and_a_second_create_finishes_it(
+    capsys, monkeypatch, tiny_study: Path, sqlite_url: str
+) -> None:
+    calls = []
+    original = optuna.Study.enqueue_trial
+
+    def interrupted_after_two(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", interrupted_after_two)
+    code, _, err = sweep_in_process(capsys, monkeypatch, "create", str(tiny_study), "--storage", sqlite_url)
+    assert code == 130 and "run this command again to enqueue the rest" in err
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", original)
+    code, out, _ = sweep_in_process(capsys, monkeypatch, "status", "tiny", "--storage", sqlite_url)
+    assert code == 0 and "only 2 of the grid's 4 points are enqueued" in out
+    code, _, _ = sweep_in_process(capsys, monkeypatch, "create", str(tiny_study), "--storage", sqlite_url)
+    code, out, _ = sweep_in_process(capsys, monkeypatch, "status", "tiny", "--storage", sqlite_url)
+    assert "4 points: 0 done, 0 running, 4 waiting" in out and "only" not in out

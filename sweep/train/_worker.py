@@ -148,7 +148,10 @@ def _keras_epoch(network: KerasNetwork, train: prepare.Chunks, batch_size: int, 
 
 
 def _diverged(job: PackJob, repeat: int, loss: float) -> str:
-    return f"{job.key} repeat {repeat}: the training loss became {loss}; lower training.learning_rate"
+    return (
+        f"{job.key} repeat {repeat}: the training loss became {loss}; a study's settings are fixed, so run the "
+        "study file with a lower training.learning_rate (or grid.learning_rate) under a new --name"
+    )
 
 
 def _as_mode(test: prepare.Chunks, mode: str) -> prepare.Chunks:
