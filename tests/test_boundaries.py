@@ -398,7 +398,6 @@ def is_alive(pid: int) -> bool:
 
 
 def test_sigterm_stops_a_run_its_workers_and_puts_the_point_back(tmp_path: Path, sqlite_url: str) -> None:
-    import os
     import signal
     import subprocess
     import sys
