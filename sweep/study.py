@@ -56,6 +56,10 @@ FORMAT_VERSION = 1
 LOCK_WAIT_SECONDS = 30
 FINGERPRINT_ATTR = "data_fingerprint"
 SEQUENCE_LENGTH_ATTR = "sequence_length"
+# A point whose worker went silent is queued again this many times, then left failed: a point
+# that kills every machine it runs on (out of memory, say) must not be retried forever. Within
+# one machine, dead worker processes stop a point after three attempts likewise.
+MAX_STALE_RETRIES = 2
 GRID_SIZE_ATTR = "n_points"  # the whole grid's size, stored before its points are enqueued
 ENCODING_ATTR = "data_encoding"  # class names and standardization of a user's data
 REPEAT_ATTR = "repeat/"  # + zero-padded repeat index: seed, every metric, seconds
@@ -218,7 +222,7 @@ def _new_storage(url: str, heartbeat: Liveness | None, attempts: int = 5) -> opt
     if heartbeat is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)
+            retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_STALE_RETRIES, inherit_intermediate_values=True)
         liveness = {
             "heartbeat_interval": heartbeat.heartbeat_interval,
             "grace_period": heartbeat.grace_period,

@@ -448,3 +448,20 @@ def test_an_interrupted_create_shows_its_grid_in_part_and_a_second_create_finish
     code, _, _ = sweep_in_process(capsys, monkeypatch, "create", str(tiny_study), "--storage", sqlite_url)
     code, out, _ = sweep_in_process(capsys, monkeypatch, "status", "tiny", "--storage", sqlite_url)
     assert "4 points: 0 done, 0 running, 4 waiting" in out and "only" not in out
+
+
+def test_a_point_whose_workers_keep_going_silent_is_queued_again_a_bounded_number_of_times(sqlite_url: str) -> None:
+    spec = spec_from_dict({"name": "silent", "repeats": 1, "problem": {"kind": "echo-first", "length": 4},
+                           "grid": {"lengths": [4], "modes": ["stateful"]}})
+    storage = studies.open_storage(sqlite_url, heartbeat=studies.Liveness(heartbeat_interval=1, grace_period=2))
+    study = studies.create_or_resume(storage, spec, fingerprint="f", points=grid_points(spec, 4))
+    attempts = 0
+    while (trial := studies.claim_next(study)) is not None and attempts < 10:
+        attempts += 1
+        storage.record_heartbeat(trial._trial_id)  # one beat, then the machine is gone
+        deadline = time.monotonic() + 10
+        while storage.get_trial(trial._trial_id).state.name == "RUNNING" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            studies.requeue_stale(study)
+    assert attempts == studies.MAX_STALE_RETRIES + 1
+    assert [trial.state.name for trial in optuna.load_study(study_name="silent", storage=sqlite_url).trials] == ["FAIL"] * attempts
