@@ -415,13 +415,23 @@ def delete(
     name: Annotated[str, typer.Argument(help="The study's name.")],
     storage: StorageOption = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Delete even while points are running.")] = False,
 ) -> None:
     """Delete a study and every trial in it.
+
+    A study with running points is refused unless --force: its workers would lose their work.
 
     Example: sweep delete echo-first --yes
     """
     storage_object = studies.open_storage(storage, must_exist=True)
-    studies.load_study(storage_object, name)
+    study = studies.load_study(storage_object, name)
+    running = [trial for trial in results.current_trials(study) if trial.state == optuna.trial.TrialState.RUNNING]
+    if running and not force:
+        workers = sorted({str(trial.user_attrs.get(studies.WORKER_ATTR, "?")) for trial in running})
+        raise SweepError(
+            f"study {name!r} has {len(running)} running point{'s' if len(running) != 1 else ''} (worker "
+            f"{', '.join(workers)}); stop those runs first, or pass --force to delete it anyway"
+        )
     if not yes and not typer.confirm(f"delete study {name!r} and all its trials?"):
         raise typer.Exit(1)
     optuna.delete_study(study_name=name, storage=storage_object)

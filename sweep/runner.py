@@ -15,6 +15,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep import study as studies
+from sweep.errors import StorageError
 from sweep.heartbeat import Heartbeat, retrying
 from sweep.pool import RepeatPool, WorkerDied
 from sweep.prepare import n_chunks, padding_share
@@ -76,6 +77,26 @@ def run_study(
     workers run: one whose worker died is failed after the grace period and queued again with
     its finished repeats, and this worker takes it over.
     """
+    try:
+        return _run_study(study, spec, dataset, points=points, n_workers=n_workers, is_fused=is_fused, progress=progress)
+    except (KeyError, optuna.exceptions.OptunaError, StorageError):
+        if not studies.study_exists(study):
+            raise StorageError(
+                f"study {study.study_name!r} was deleted while this run worked on it; there is nothing left to train"
+            ) from None
+        raise
+
+
+def _run_study(
+    study: optuna.Study,
+    spec: Spec,
+    dataset: Dataset,
+    *,
+    points: Sequence[GridPoint],
+    n_workers: int,
+    is_fused: bool,
+    progress: Progress | None,
+) -> int:
     progress = progress or NoProgress()
     interval = study._storage.get_heartbeat_interval()
     n_points = 0

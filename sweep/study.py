@@ -324,6 +324,14 @@ def _load_any_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.S
         raise StorageError(f"no study named {name!r} in this storage ({known}); check --storage or the name") from None
 
 
+def study_exists(study: optuna.Study) -> bool:
+    """Whether the study is still in its storage (another command may have deleted it)."""
+    try:
+        return study.study_name in optuna.get_all_study_names(study._storage)
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError):
+        return True  # cannot tell: let the first error speak
+
+
 def study_spec(study: optuna.Study) -> Spec:
     raw = study.user_attrs.get(SPEC_ATTR)
     if raw is None:

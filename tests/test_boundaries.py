@@ -465,3 +465,34 @@ def test_a_point_whose_workers_keep_going_silent_is_queued_again_a_bounded_numbe
             studies.requeue_stale(study)
     assert attempts == studies.MAX_STALE_RETRIES + 1
     assert [trial.state.name for trial in optuna.load_study(study_name="silent", storage=sqlite_url).trials] == ["FAIL"] * attempts
+
+
+def test_delete_refuses_a_study_with_running_points_and_a_forced_delete_stops_the_run_in_one_line(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    import subprocess
+    import sys
+
+    study = tmp_path / "busy.toml"
+    study.write_text(
+        'name = "busy"\nrepeats = 8\n[problem]\nkind = "lag-echo"\nlength = 100\nlag = 1\nn_train = 200\nn_test = 20\n'
+        '[grid]\nlengths = [100]\nmodes = ["stateful"]\n[model]\nunits = 8\n[training]\nepochs = 10\n[objective]\nmetric = "rmse"\n'
+    )
+    run = subprocess.Popen([sys.executable, "-m", "sweep", "run", str(study), "--workers", "1", "--reference",
+                            "--storage", sqlite_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if any(t.state.name == "RUNNING" for t in optuna.load_study(study_name="busy", storage=sqlite_url).trials):
+                break
+        except KeyError:
+            pass
+        time.sleep(0.5)
+    refused = sweep_cli("delete", "busy", "--yes", "--storage", sqlite_url)
+    assert refused.returncode == 1
+    assert "study 'busy' has 1 running point" in one_error_line(refused.stderr) and "--force" in refused.stderr
+    forced = sweep_cli("delete", "busy", "--yes", "--force", "--storage", sqlite_url)
+    assert forced.returncode == 0, forced.stderr
+    _, err = run.communicate(timeout=300)
+    assert run.returncode == 1
+    assert "study 'busy' was deleted while this run worked on it" in one_error_line(err)
