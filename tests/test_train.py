@@ -109,3 +109,20 @@ def test_an_xla_pack_with_a_smaller_last_batch_scores_as_one_by_one() -> None:
     alone = run(data, is_fused=False, **common)
     for a, b in zip(fused.results, alone.results):
         assert a.scores == pytest.approx(b.scores, abs=1e-5)
+
+
+def test_an_xla_network_serves_every_length_and_each_trains_as_one_by_one() -> None:
+    """Under XLA one pack network, traced once, trains every subsequence length of the grid."""
+    from sweep.train import _worker
+    from sweep.train._common import XLA_MIN_UNITS
+
+    data = load_problem(EchoFirstProblem(kind="echo-first", length=6, n_train=24, n_test=8, seed=0))
+    train.set_dataset(data)
+    for length in (2, 3, 6):
+        common = dict(units=XLA_MIN_UNITS, batch_size=8, length=length, mode="stateful", seeds=(11, 12), epochs=1)
+        fused = train.train_job(job(is_fused=True, **common))
+        alone = train.train_job(job(is_fused=False, **common))
+        for a, b in zip(fused.results, alone.results):
+            assert a.scores == pytest.approx(b.scores, abs=1e-5)
+    networks = [key for key in _worker._CACHE.entries if key[0] == "fused"]
+    assert len(networks) == 1 and networks[0][1].length is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -43,7 +43,7 @@ class Architecture:
     n_outputs: int
     is_per_step: bool
     units: int
-    length: int
+    length: int | None  # None: any length, for loops that never unroll (see `any_length`)
     is_masked: bool
 
     @classmethod
@@ -60,7 +60,13 @@ class Architecture:
 
     @property
     def is_unrolled(self) -> bool:
-        return self.length <= MAX_UNROLL and not self.is_compiled_with_xla
+        return self.length is not None and self.length <= MAX_UNROLL and not self.is_compiled_with_xla
+
+    def any_length(self) -> Architecture:
+        """This architecture for every subsequence length where its loops never unroll (under XLA):
+        one network then serves every length of a grid, and its loops are traced once, not per
+        length; XLA still compiles each new shape."""
+        return replace(self, length=None) if self.is_compiled_with_xla else self
 
     @property
     def is_compiled_with_xla(self) -> bool:

@@ -72,9 +72,10 @@ def _prepare(dataset: Dataset, length: int, mode: str) -> tuple[prepare.Chunks, 
 
 def _train_fused(job: PackJob, arch: Architecture, train: prepare.Chunks, test: prepare.Chunks, score: Callable) -> PackResult:
     started = time.perf_counter()
+    shared = arch.any_length()
     network = _CACHE.get(
-        ("fused", arch, len(job.repeats), job.optimizer, job.learning_rate),
-        lambda: FusedNetwork(arch, n_repeats=len(job.repeats), optimizer=job.optimizer, learning_rate=job.learning_rate),
+        ("fused", shared, len(job.repeats), job.optimizer, job.learning_rate),
+        lambda: FusedNetwork(shared, n_repeats=len(job.repeats), optimizer=job.optimizer, learning_rate=job.learning_rate),
     )
     network.reset(list(job.seeds))
     rngs = [np.random.default_rng(seed) for seed in job.seeds]
