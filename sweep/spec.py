@@ -357,7 +357,7 @@ def _check_is_a_small_file(path: Path) -> None:
     read forever, and a link to /dev/zero would fill the memory."""
     mode = path.stat().st_mode
     if not stat.S_ISREG(mode):
-        raise SpecError(f"{path}: not a regular file; give the path of a .toml study file")
+        raise SpecError(f"{path}: cannot read the study file (not a regular file); give the path of a .toml study file")
     size = path.stat().st_size
     if size > MAX_STUDY_FILE_BYTES:
         raise SpecError(f"{path}: {size} bytes is too large for a study file (at most {MAX_STUDY_FILE_BYTES}); check the path")
