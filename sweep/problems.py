@@ -145,17 +145,24 @@ def load_npz(problem: NpzProblem) -> Dataset:
     (steps_i, features) arrays.
     """
     path = Path(problem.path)
+    arrays = read_npz(path, (*NPZ_KEYS, *NPZ_LENGTH_KEYS), allow_pickle=problem.allow_pickle)
+    missing = [key for key in NPZ_KEYS if key not in arrays]
+    if missing:
+        raise DataError(f"{path}: missing array '{missing[0]}'; the file needs arrays named {', '.join(NPZ_KEYS)}")
+    if any(key in arrays for key in NPZ_LENGTH_KEYS) or arrays["x_train"].dtype == object:
+        return _variable_npz(arrays, task=problem.task, source=str(path))
+    return check_arrays(arrays, task=problem.task, source=str(path))
+
+
+def read_npz(path: Path, names: tuple[str, ...] | None = None, *, allow_pickle: bool = False) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file (those of `names` that it has, or all); one line for a file that
+    is none, or that holds object arrays without `allow_pickle`."""
     try:
-        archive = np.load(path, allow_pickle=problem.allow_pickle)
+        archive = np.load(path, allow_pickle=allow_pickle)
         if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise DataError(f"{path}: holds a single array, not an .npz archive; save the four arrays with numpy.savez")
+            raise DataError(f"{path}: holds a single array, not an .npz archive; save the arrays with numpy.savez")
         with archive:
-            missing = [key for key in NPZ_KEYS if key not in archive.files]
-            if missing:
-                raise DataError(
-                    f"{path}: missing array '{missing[0]}'; the file needs arrays named {', '.join(NPZ_KEYS)}"
-                )
-            arrays = {key: archive[key] for key in (*NPZ_KEYS, *NPZ_LENGTH_KEYS) if key in archive.files}
+            return {name: archive[name] for name in archive.files if names is None or name in names}
     except FileNotFoundError:
         raise DataError(f"{path}: no such data file; fix problem.path (relative to the study file)") from None
     except ValueError as error:
@@ -168,9 +175,6 @@ def load_npz(problem: NpzProblem) -> Dataset:
         raise DataError(f"{path}: not a readable .npz file ({error}); save it with numpy.savez") from None
     except (OSError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"{path}: not a readable .npz file ({error}); save it with numpy.savez") from None
-    if any(key in arrays for key in NPZ_LENGTH_KEYS) or arrays["x_train"].dtype == object:
-        return _variable_npz(arrays, task=problem.task, source=str(path))
-    return check_arrays(arrays, task=problem.task, source=str(path))
 
 
 def _variable_npz(arrays: dict[str, np.ndarray], *, task: str, source: str) -> Dataset:
@@ -288,7 +292,7 @@ def load_series(problem: SeriesProblem) -> Dataset:
     from sweep import tables
 
     if Path(problem.path).suffix.lower() == ".npz":
-        frame = _npz_series_frame(problem)
+        frame = tables.series_frame(read_npz(Path(problem.path)), source=problem.path, series=problem.series or SERIES_COLUMN)
     else:
         frame = tables.read_table(problem.path, key="problem.path")
     features = problem.features or [problem.target]
@@ -296,28 +300,6 @@ def load_series(problem: SeriesProblem) -> Dataset:
         problem = problem.model_copy(update={"series": SERIES_COLUMN})
     train, test = tables.series_sequences(frame, problem, features=features, source=problem.path)
     return _from_sequences(train, test, task="regression", features=features)
-
-
-def _npz_series_frame(problem: SeriesProblem):
-    """A series npz file: one array per column, each (steps,) or (series, steps), as a table."""
-    import pandas as pd
-
-    path = Path(problem.path)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            columns = {name: archive[name] for name in archive.files}
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such data file; fix problem.path (relative to the study file)") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise DataError(f"{path}: not a readable .npz file ({error}); save it with numpy.savez") from None
-    shapes = {array.shape for array in columns.values()}
-    if len(shapes) != 1 or len(next(iter(shapes))) not in (1, 2):
-        raise DataError(f"{path}: every array must have one shape, (steps,) or (series, steps); got {sorted(shapes)}")
-    table = {name: array.reshape(-1) for name, array in columns.items()}
-    shape = next(iter(shapes))
-    if len(shape) == 2:  # each row a series of its own, named by its index
-        table[problem.series or SERIES_COLUMN] = np.repeat(np.arange(shape[0]), shape[1])
-    return pd.DataFrame(table)
 
 
 def _from_sequences(train, test, *, task: str, features: list[str]) -> Dataset:

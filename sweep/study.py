@@ -187,24 +187,26 @@ def database_exists(url: str | None) -> bool:
     return database is None or os.path.exists(database)
 
 
-def _sqlite_file(url: str) -> str | None:
-    """The file of a SQLite URL; None for other databases."""
+def _sqlite_database(url: str) -> str | None:
+    """The database of a SQLite URL as written ("" or ":memory:" in memory); None for others."""
     try:
         parsed = sqlalchemy.engine.make_url(url)
     except sqlalchemy.exc.ArgumentError:
         return None
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    return (parsed.database or "") if parsed.get_backend_name() == "sqlite" else None
+
+
+def _sqlite_file(url: str) -> str | None:
+    """The file of a SQLite URL; None for other databases and in-memory ones."""
+    database = _sqlite_database(url)
+    if not database or database == ":memory:":
         return None
     # A URI filename (sqlite:///file:PATH?mode=ro&uri=true) names its file after "file:".
-    return os.path.abspath(parsed.database.removeprefix("file:").split("?")[0])
+    return os.path.abspath(database.removeprefix("file:").split("?")[0])
 
 
 def _is_in_memory(url: str) -> bool:
-    try:
-        parsed = sqlalchemy.engine.make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        return False
-    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+    return _sqlite_database(url) in ("", ":memory:")
 
 
 @dataclass(frozen=True)
@@ -447,12 +449,8 @@ def _creation_lock(storage: optuna.storages.BaseStorage, name: str) -> Iterator[
 @contextlib.contextmanager
 def _sqlite_file_lock(url: str) -> Iterator[None]:
     """An exclusive lock on a file beside a SQLite database; nothing for other URLs."""
-    try:
-        parsed = sqlalchemy.engine.make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        parsed = None
-    database = parsed.database if parsed is not None and parsed.get_backend_name() == "sqlite" else None
-    if not database or database == ":memory:" or not os.path.isdir(os.path.dirname(os.path.abspath(database))):
+    database = _sqlite_file(url)
+    if database is None or not os.path.isdir(os.path.dirname(database)):
         yield
         return
     with open(f"{database}.lock", "a+") as lock_file:

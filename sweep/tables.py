@@ -19,7 +19,16 @@ import pandas as pd
 from sweep.errors import DataError
 from sweep.spec import SeriesProblem, TableProblem
 
-__all__ = ["Sequences", "code_classes", "default_features", "read_table", "series_sequences", "split_table", "table_sequences"]
+__all__ = [
+    "Sequences",
+    "code_classes",
+    "default_features",
+    "read_table",
+    "series_frame",
+    "series_sequences",
+    "split_table",
+    "table_sequences",
+]
 
 SPLIT_VALUES = ("train", "test")
 
@@ -58,6 +67,19 @@ def read_table(path: str | Path, *, key: str) -> pd.DataFrame:
         raise DataError(f"{path}: the table has a header but no rows; {key} needs one row per step")
     frame.columns = [str(column) for column in frame.columns]
     return frame
+
+
+def series_frame(columns: dict[str, np.ndarray], *, source: str, series: str) -> pd.DataFrame:
+    """Arrays of a series npz file as a table: one array per column, each (steps,), or
+    (series, steps) for several series, whose rows the column `series` then names by index."""
+    shapes = {array.shape for array in columns.values()}
+    if len(shapes) != 1 or len(next(iter(shapes))) not in (1, 2):
+        raise DataError(f"{source}: every array must have one shape, (steps,) or (series, steps); got {sorted(shapes)}")
+    table = {name: array.reshape(-1) for name, array in columns.items()}
+    shape = next(iter(shapes))
+    if len(shape) == 2:
+        table[series] = np.repeat(np.arange(shape[0]), shape[1])
+    return pd.DataFrame(table)
 
 
 def table_sequences(
