@@ -156,11 +156,12 @@ def run_point(
     if point is None:  # enqueued by hand with Optuna: no point of this grid
         retrying(lambda: studies.set_aside(study, trial), what=f"setting aside trial {trial.number}")
         return
+    metric = f"{spec.objective.metric}/{spec.objective.per}"
+    retrying(lambda: studies.restore_missing_scores(study, trial, metric), what=f"reading {point.key}")
     finished = studies.finished_repeats(trial)
     missing = [repeat for repeat in range(spec.repeats) if repeat not in finished]
     jobs = _packs(spec, point, missing, dataset=dataset, n_workers=pool.n_workers, is_fused=is_fused)
     progress.point_started(point.key, n_repeats=spec.repeats, n_finished=len(finished))
-    metric = f"{spec.objective.metric}/{spec.objective.per}"
     for _ in range(MAX_WORKER_DEATHS + 1):
         jobs, failure, kind = _train_jobs(trial, jobs, pool=pool, metric=metric, progress=progress)
         if failure is not None:

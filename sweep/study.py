@@ -41,6 +41,7 @@ __all__ = [
     "load_study",
     "open_storage",
     "record_repeat",
+    "restore_missing_scores",
     "release_trial",
     "storage_url",
     "study_spec",
@@ -609,9 +610,19 @@ def finished_repeats(trial: Trial | FrozenTrial) -> dict[int, dict[str, Any]]:
 
 
 def record_repeat(trial: Trial, *, repeat: int, score: float, details: Mapping[str, Any]) -> None:
-    """Store one finished repeat: its objective score as an intermediate value, the rest as an attribute."""
+    """Store one finished repeat: every metric as an attribute, then its objective score as an
+    intermediate value (in that order, so that :func:`restore_missing_scores` can mend a cut)."""
     trial.set_user_attr(f"{REPEAT_ATTR}{repeat:04d}", dict(details))
     trial.report(score, step=repeat)
+
+
+def restore_missing_scores(study: optuna.Study, trial: Trial, metric: str) -> None:
+    """Report the score of every stored repeat that has none: a worker killed between a repeat's
+    two writes leaves its attribute (written first, with every metric) without the score."""
+    stored = study._storage.get_trial(trial._trial_id)
+    for repeat, details in sorted(finished_repeats(stored).items()):
+        if repeat not in stored.intermediate_values:
+            trial.report(details[metric], step=repeat)
 
 
 def finish_trial(study: optuna.Study, trial: Trial, *, summary: Mapping[str, Any], value: float) -> None:

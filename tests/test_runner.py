@@ -56,6 +56,25 @@ def test_a_released_point_keeps_its_repeats_and_trains_only_the_missing_ones(tin
     assert len(study.get_trials()) == 4
 
 
+def test_a_repeat_stored_without_its_score_gets_its_score_back_not_a_second_training(
+    tiny_study: Path, sqlite_url: str
+) -> None:
+    # A worker killed between a repeat's two writes (its attribute, then its intermediate value)
+    # leaves the repeat with no score; the next run restores the score from the attribute.
+    spec, dataset, points, study = prepared(tiny_study, sqlite_url)
+    trial = studies.claim_next(study)
+    marker = {"seed": 1, "seconds": 0.5, "accuracy/sample": 0.123, "accuracy/sequence": 0.5,
+              "log_loss/sample": 0.7, "log_loss/sequence": 0.7}
+    trial.set_user_attr(f"{studies.REPEAT_ATTR}0001", marker)
+    studies.release_trial(study, trial)
+
+    run_study(study, spec, dataset, points=points, n_workers=1)
+
+    first = study.get_trials()[0]
+    assert sorted(first.intermediate_values) == [0, 1, 2]
+    assert first.intermediate_values[1] == 0.123 and first.user_attrs["seeds"][1] == 1
+
+
 def test_a_diverging_point_fails_with_its_reason_and_the_sweep_goes_on(sqlite_url: str) -> None:
     spec = spec_from_dict({
         "name": "diverges", "repeats": 2,
