@@ -19,6 +19,7 @@ from rich.table import Table
 
 from sweep import results
 from sweep import study as studies
+from sweep.storage import database_exists, describe_database_error, display_url, Liveness, open_storage
 from sweep.errors import SweepError
 from sweep.pool import default_workers
 from sweep.problems import DataSummary, Dataset, describe, load_problem
@@ -85,7 +86,7 @@ def run(
     Example: sweep run studies/echo_first.toml --repeats 3 --epochs 1 --workers 2
     """
     spec = _spec_for(target, storage=storage, overrides={"repeats": repeats, "epochs": epochs, "name": name})
-    liveness = studies.Liveness(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    liveness = Liveness(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     _work(spec, storage=storage, workers=workers, reference=reference, liveness=liveness)
 
 
@@ -105,12 +106,12 @@ def worker(
 
     Example: sweep worker echo-first --storage postgresql+psycopg://user@db-host/sweeps
     """
-    study = studies.load_study(studies.open_storage(storage, must_exist=True), name)
-    liveness = studies.Liveness(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    study = studies.load_study(open_storage(storage, must_exist=True), name)
+    liveness = Liveness(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     _work(studies.study_spec(study), storage=storage, workers=workers, reference=reference, liveness=liveness)
 
 
-def _work(spec: Spec, *, storage: str | None, workers: int | None, reference: bool, liveness: studies.Liveness) -> None:
+def _work(spec: Spec, *, storage: str | None, workers: int | None, reference: bool, liveness: Liveness) -> None:
     """Create or resume the study of `spec`, train its waiting points, print its results."""
     if liveness.grace_period <= liveness.heartbeat_interval:
         raise SweepError(
@@ -121,7 +122,7 @@ def _work(spec: Spec, *, storage: str | None, workers: int | None, reference: bo
     n_workers = workers or default_workers()
     console.print(
         f"[bold]{spec.name}[/]: {len(points)} grid points x {spec.repeats} repeats, "
-        f"{n_workers} worker{'s' if n_workers > 1 else ''}, storage {studies.display_url(storage)}"
+        f"{n_workers} worker{'s' if n_workers > 1 else ''}, storage {display_url(storage)}"
     )
     try:
         with _stopped_by_sigterm(), _ProgressBars(study, n_points=len(points)) as progress:
@@ -171,7 +172,7 @@ def _annotate(study: optuna.Study) -> None:
 
 
 def _create_or_resume(
-    spec: Spec, *, storage: str | None, liveness: studies.Liveness | None = None
+    spec: Spec, *, storage: str | None, liveness: Liveness | None = None
 ) -> tuple[optuna.Study, Dataset, list[GridPoint]]:
     """The study of `spec` with its whole grid enqueued, and the data and grid it was made from.
 
@@ -180,7 +181,7 @@ def _create_or_resume(
     dataset = load_problem(spec.problem)
     points = grid_points(spec, dataset.sequence_length)
     study = studies.create_or_resume(
-        studies.open_storage(storage, heartbeat=liveness),
+        open_storage(storage, heartbeat=liveness),
         spec,
         fingerprint=dataset.fingerprint,
         points=points,
@@ -193,7 +194,7 @@ def _create_or_resume(
 def _spec_for(target: str, *, storage: str | None, overrides: dict) -> Spec:
     if target.endswith(".toml") or Path(target).is_file():
         return apply_overrides(load_spec(target), **overrides)
-    study = studies.load_study(studies.open_storage(storage, must_exist=True), target)
+    study = studies.load_study(open_storage(storage, must_exist=True), target)
     given = [f"--{key}" for key, value in overrides.items() if value is not None]
     if given:
         raise SweepError(
@@ -275,7 +276,7 @@ def create(
     counts = results.count_states(study)
     console.print(
         f"[bold]{spec.name}[/]: {len(points)} grid points x {spec.repeats} repeats in "
-        f"{studies.display_url(storage)}; {counts['done']} done, {counts['waiting']} waiting. "
+        f"{display_url(storage)}; {counts['done']} done, {counts['waiting']} waiting. "
         f"Work on it with: sweep worker {spec.name}"
     )
 
@@ -289,7 +290,7 @@ def status(
 
     Example: sweep status echo-first
     """
-    study = studies.load_study(studies.open_storage(storage, must_exist=True), name)
+    study = studies.load_study(open_storage(storage, must_exist=True), name)
     _print_results(study, studies.study_spec(study), heartbeats=studies.last_heartbeats(study))
 
 
@@ -306,7 +307,7 @@ def requeue(
 
     Example: sweep requeue echo-first
     """
-    study = studies.load_study(studies.open_storage(storage, must_exist=True), name)
+    study = studies.load_study(open_storage(storage, must_exist=True), name)
     requeued, diverged = studies.requeue_failed(study, results.current_trials(study))
     console.print(f"requeued {len(requeued)} failed point{'s' if len(requeued) != 1 else ''}" + (f": {', '.join(requeued)}" if requeued else ""))
     if diverged:
@@ -334,7 +335,7 @@ def report(
     """
     from sweep.report import write_html
 
-    study = studies.load_study(studies.open_storage(storage, must_exist=True), name)
+    study = studies.load_study(open_storage(storage, must_exist=True), name)
     path = write_html(_collect_report(study), output or Path(f"{name}.html"))
     console.print(f"wrote {path}")
 
@@ -355,12 +356,12 @@ def dashboard(
     from sweep.dashboard import annotate, check_address, serve
 
     check_address(host, port)
-    storage_object = studies.open_storage(storage, must_exist=True)
+    storage_object = open_storage(storage, must_exist=True)
     for summary in optuna.get_all_study_summaries(storage_object, include_best_trial=False):
         if studies.is_sweep_study(summary.user_attrs):
             study = studies.load_study(storage_object, summary.study_name)
             annotate(study, _collect_report(study))
-    console.print(f"optuna-dashboard on http://{host}:{port}/ for {studies.display_url(storage)} (Ctrl-C to stop)")
+    console.print(f"optuna-dashboard on http://{host}:{port}/ for {display_url(storage)} (Ctrl-C to stop)")
     try:
         serve(storage_object, host=host, port=port)
     except OSError as error:
@@ -383,13 +384,13 @@ def list_studies(storage: StorageOption = None) -> None:
 
     Example: sweep list --storage sqlite:///sweep.db
     """
-    if not studies.database_exists(storage):
-        console.print(f"no studies in {studies.display_url(storage)} (no database there yet)")
+    if not database_exists(storage):
+        console.print(f"no studies in {display_url(storage)} (no database there yet)")
         return
-    storage_object = studies.open_storage(storage, must_exist=True)
+    storage_object = open_storage(storage, must_exist=True)
     summaries = optuna.get_all_study_summaries(storage_object, include_best_trial=False)
     if not summaries:
-        console.print(f"no studies in {studies.display_url(storage)}")
+        console.print(f"no studies in {display_url(storage)}")
         return
     table = Table("study", "points", "done", "running", "waiting", "failed", "best point", "best mean")
     for summary in sorted(summaries, key=lambda s: s.study_name):
@@ -423,7 +424,7 @@ def delete(
 
     Example: sweep delete echo-first --yes
     """
-    storage_object = studies.open_storage(storage, must_exist=True)
+    storage_object = open_storage(storage, must_exist=True)
     study = studies.load_study(storage_object, name)
     running = [trial for trial in results.current_trials(study) if trial.state == optuna.trial.TrialState.RUNNING]
     if running and not force:
@@ -527,7 +528,7 @@ def main() -> None:
         sys.exit(EXIT_BAD_INPUT)
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
         # The database failed under a command (Optuna wraps what failed in a commit).
-        typer.echo(f"error: {studies.describe_database_error(error)}", err=True)
+        typer.echo(f"error: {describe_database_error(error)}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     except typer.Abort:
         typer.echo("aborted", err=True)

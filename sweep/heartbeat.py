@@ -19,7 +19,7 @@ import optuna
 import sqlalchemy.exc
 
 from sweep.errors import StorageError
-from sweep.study import describe_database_error, is_permanent_database_error
+from sweep.storage import describe_database_error, is_permanent_database_error
 
 __all__ = ["Heartbeat", "retrying"]
 

@@ -10,6 +10,7 @@ import optuna
 import pytest
 
 from sweep import study as studies
+from sweep.storage import open_storage
 from sweep.spec import grid_points, spec_from_dict
 
 POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -72,7 +73,7 @@ SYNTHETIC_SCORES = {
 def make_synthetic_study(url: str) -> optuna.Study:
     """Five finished grid points with known scores and one still waiting, as sweep stores them."""
     points = grid_points(SYNTHETIC_SPEC, 6)
-    study = studies.create_or_resume(studies.open_storage(url), SYNTHETIC_SPEC, fingerprint="f", points=points, sequence_length=6)
+    study = studies.create_or_resume(open_storage(url), SYNTHETIC_SPEC, fingerprint="f", points=points, sequence_length=6)
     while (trial := studies.claim_next(study)) is not None:
         point = studies.suggest_point(trial, SYNTHETIC_SPEC, points)
         if point.key not in SYNTHETIC_SCORES:

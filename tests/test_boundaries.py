@@ -12,6 +12,7 @@ import optuna
 import pytest
 
 from sweep import study as studies
+from sweep.storage import Liveness, MAX_STALE_RETRIES, open_storage
 from sweep.errors import DataError, SpecError, StorageError
 from sweep.problems import load_npz
 from sweep.results import point_row, summarize
@@ -187,12 +188,12 @@ def test_a_report_that_cannot_be_written_is_one_line(capsys, monkeypatch, tmp_pa
 @pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite://"])
 def test_an_in_memory_database_is_refused_in_one_line(url: str) -> None:
     with pytest.raises(StorageError, match="in-memory database.*use a file"):
-        studies.open_storage(url)
+        open_storage(url)
 
 
 def test_a_bad_heartbeat_setting_is_named_as_such_not_as_a_bad_url(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="heartbeat interval 0 s") as info:
-        studies.open_storage(f"sqlite:///{tmp_path / 'x.db'}", heartbeat=studies.Liveness(heartbeat_interval=0, grace_period=5))
+        open_storage(f"sqlite:///{tmp_path / 'x.db'}", heartbeat=Liveness(heartbeat_interval=0, grace_period=5))
     assert "bad storage URL" not in str(info.value)
 
 
@@ -308,10 +309,42 @@ def test_a_stopped_create_holding_the_lock_blocks_no_reader_and_is_named_after_a
         assert sweep_cli("status", "tiny", "--storage", sqlite_url).returncode == 0
         assert sweep_cli("list", "--storage", sqlite_url).returncode == 0
         assert time.perf_counter() - started < 60
-        monkeypatch.setattr(studies, "LOCK_WAIT_SECONDS", 1)
+        monkeypatch.setattr("sweep.storage.LOCK_WAIT_SECONDS", 1)
         spec = load_spec(tiny_study)
         with pytest.raises(StorageError, match="locked for 1 s by sweep process other-host:4242"):
-            studies.create_or_resume(studies.open_storage(sqlite_url), spec, fingerprint="f", points=grid_points(spec, 8))
+            studies.create_or_resume(open_storage(sqlite_url), spec, fingerprint="f", points=grid_points(spec, 8))
+
+
+def _finishes_within(seconds: float, action) -> bool:
+    """Whether `action` returns within `seconds` (SQLite's busy timeout, a minute, is far longer)."""
+    import threading
+
+    worker = threading.Thread(target=action, daemon=True)
+    worker.start()
+    worker.join(timeout=seconds)
+    return not worker.is_alive()
+
+
+def test_on_sqlite_an_open_read_blocks_no_writer_and_a_held_write_lock_no_reader(sqlite_url: str) -> None:
+    import sqlite3
+
+    import sqlalchemy
+
+    storage = open_storage(sqlite_url)
+    optuna.create_study(study_name="s", storage=storage)
+    reading = storage.scoped_session()  # a read transaction left open, as Optuna's own tests do
+    assert reading.execute(sqlalchemy.text("SELECT count(*) FROM studies")).scalar() == 1
+    other = open_storage(sqlite_url)  # another process's connection
+    assert _finishes_within(10, lambda: optuna.load_study(study_name="s", storage=other).set_user_attr("k", 1))
+    reading.close()
+
+    holder = sqlite3.connect(str(sqlite_url.removeprefix("sqlite:///")), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # a writer in the middle of its transaction
+    try:
+        assert _finishes_within(10, lambda: optuna.load_study(study_name="s", storage=other).user_attrs)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
 
 
 def test_a_postgresql_role_without_privileges_is_one_line(postgres_url: str, tiny_study: Path) -> None:
@@ -453,7 +486,7 @@ def test_an_interrupted_create_shows_its_grid_in_part_and_a_second_create_finish
 def test_a_point_whose_workers_keep_going_silent_is_queued_again_a_bounded_number_of_times(sqlite_url: str) -> None:
     spec = spec_from_dict({"name": "silent", "repeats": 1, "problem": {"kind": "echo-first", "length": 4},
                            "grid": {"lengths": [4], "modes": ["stateful"]}})
-    storage = studies.open_storage(sqlite_url, heartbeat=studies.Liveness(heartbeat_interval=1, grace_period=2))
+    storage = open_storage(sqlite_url, heartbeat=Liveness(heartbeat_interval=1, grace_period=2))
     study = studies.create_or_resume(storage, spec, fingerprint="f", points=grid_points(spec, 4))
     attempts = 0
     while (trial := studies.claim_next(study)) is not None and attempts < 10:
@@ -463,7 +496,7 @@ def test_a_point_whose_workers_keep_going_silent_is_queued_again_a_bounded_numbe
         while storage.get_trial(trial._trial_id).state.name == "RUNNING" and time.monotonic() < deadline:
             time.sleep(0.5)
             studies.requeue_stale(study)
-    assert attempts == studies.MAX_STALE_RETRIES + 1
+    assert attempts == MAX_STALE_RETRIES + 1
     assert [trial.state.name for trial in optuna.load_study(study_name="silent", storage=sqlite_url).trials] == ["FAIL"] * attempts
 
 

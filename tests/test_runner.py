@@ -14,6 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from sweep import study as studies
+from sweep.storage import open_storage
 from sweep.problems import load_problem
 from sweep.runner import MAX_PACK_PARAMETERS, run_study, split_into_packs
 from sweep.spec import grid_points, load_spec, spec_from_dict
@@ -23,7 +24,7 @@ def prepared(path: Path, storage_url: str):
     spec = load_spec(path)
     dataset = load_problem(spec.problem)
     points = grid_points(spec, dataset.sequence_length)
-    storage = studies.open_storage(storage_url)
+    storage = open_storage(storage_url)
     study = studies.create_or_resume(storage, spec, fingerprint=dataset.fingerprint, points=points)
     return spec, dataset, points, study
 
@@ -85,7 +86,7 @@ def test_a_diverging_point_fails_with_its_reason_and_the_sweep_goes_on(sqlite_ur
     })
     dataset = load_problem(spec.problem)
     points = grid_points(spec, dataset.sequence_length)
-    study = studies.create_or_resume(studies.open_storage(sqlite_url), spec, fingerprint=dataset.fingerprint, points=points)
+    study = studies.create_or_resume(open_storage(sqlite_url), spec, fingerprint=dataset.fingerprint, points=points)
     run_study(study, spec, dataset, points=points, n_workers=1)
     failed, done = sorted(study.get_trials(), key=lambda t: t.params["learning_rate"], reverse=True)
     assert failed.state == TrialState.FAIL and "lower training.learning_rate" in failed.user_attrs["fail_reason"]

@@ -1,0 +1,409 @@
+"""The connection to the study database: storage URLs and passwords, engine settings, SQLite's
+locking, and one-line descriptions of what goes wrong with a database.
+
+Optuna's ``RDBStorage`` does the storing; this module decides how it connects. On SQLite, a
+transaction that will write takes the write lock when it begins, so that a claim reads and
+updates a trial under one lock; reads take no lock at all (see :class:`SweepRDBStorage`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import fcntl
+import functools
+import hashlib
+import os
+import socket
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import optuna
+import sqlalchemy
+import sqlalchemy.event
+import sqlalchemy.exc
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+from sweep.errors import StorageError
+
+__all__ = [
+    "DEFAULT_STORAGE",
+    "Liveness",
+    "SweepRDBStorage",
+    "WORKER",
+    "build_storage",
+    "database_exists",
+    "database_lock",
+    "describe_database_error",
+    "display_url",
+    "is_permanent_database_error",
+    "open_storage",
+    "storage_url",
+]
+
+DEFAULT_STORAGE = "sqlite:///sweep.db"
+STORAGE_ENV = "SWEEP_STORAGE"
+PASSWORD_FILE_ENV = "SWEEP_STORAGE_PASSWORD_FILE"
+# How long a process waits for another to finish creating a study in the same SQLite file.
+LOCK_WAIT_SECONDS = 30
+# A point whose worker went silent is queued again this many times, then left failed: a point
+# that kills every machine it runs on (out of memory, say) must not be retried forever. Within
+# one machine, dead worker processes stop a point after three attempts likewise.
+MAX_STALE_RETRIES = 2
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # this process, host:pid
+_T = TypeVar("_T")
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def storage_url(url: str | None) -> str:
+    """The storage to use: the one given, else $SWEEP_STORAGE, else sweep.db in this directory.
+
+    A URL without a password takes the one in the file $SWEEP_STORAGE_PASSWORD_FILE names, so
+    that a password can come from a secret file rather than the URL or the environment.
+    """
+    url = url or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+    password_file = os.environ.get(PASSWORD_FILE_ENV)
+    return _with_password(url, Path(password_file)) if password_file else url
+
+
+def _with_password(url: str, password_file: Path) -> str:
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return url  # open_storage names the bad URL
+    if parsed.password is not None or parsed.get_backend_name() == "sqlite":
+        return url
+    try:
+        password = password_file.read_text().strip()
+    except OSError as error:
+        raise StorageError(
+            f"cannot read the database password file {str(password_file)!r} named by ${PASSWORD_FILE_ENV} "
+            f"({error.strerror}); create it or unset ${PASSWORD_FILE_ENV}"
+        ) from None
+    return parsed.set(password=password).render_as_string(hide_password=False)
+
+
+def open_storage(
+    url: str | None, *, heartbeat: Liveness | None = None, must_exist: bool = False
+) -> optuna.storages.RDBStorage:
+    """The study database. With `heartbeat`, claimed points record heartbeats, and points whose
+    heartbeats stopped are failed and queued again with their finished repeats. With
+    `must_exist`, a SQLite file that is not there is an error, not created: commands that only
+    read or join a study never leave a database behind."""
+    url = storage_url(url)
+    database = _sqlite_file(url)
+    if must_exist and database is not None and not os.path.exists(database):
+        raise StorageError(
+            f"no study database at {database}; check --storage (or $SWEEP_STORAGE), or run a study file first"
+        )
+    if _is_in_memory(url):
+        raise StorageError(
+            f"storage {url!r} is an in-memory database, gone when the command ends and unseen by worker "
+            "processes; use a file, e.g. sqlite:///sweep.db"
+        )
+    if heartbeat is not None and not 0 < heartbeat.heartbeat_interval < heartbeat.grace_period:
+        raise StorageError(
+            f"heartbeat interval {heartbeat.heartbeat_interval} s and grace period {heartbeat.grace_period} s: "
+            "the interval must be positive and the grace period longer (a few intervals is usual)"
+        )
+    try:
+        storage = _new_storage(url, heartbeat)
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as error:
+        raise StorageError(
+            f"bad storage URL {_redacted(url)!r} ({_first_line(error)}); use sqlite:///FILE.db or "
+            "postgresql+psycopg://USER@HOST/DB"
+        ) from None
+    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as error:
+        raise StorageError(describe_database_error(error, url)) from None
+    except sqlalchemy.exc.DatabaseError as error:  # not a database, no rights
+        raise StorageError(describe_database_error(error, url)) from None
+    except ImportError as error:
+        raise StorageError(f"no driver for storage URL {_redacted(url)} ({error}); install it with pip") from None
+    return storage
+
+
+# What a database says when retrying cannot help: it must be fixed by hand.
+_PERMANENT = ("readonly", "read-only", "permission denied", "not a database", "malformed")
+
+
+def is_permanent_database_error(error: BaseException) -> bool:
+    return any(marker in _first_line(_root_cause(error)).lower() for marker in _PERMANENT)
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The driver's own error under SQLAlchemy's and Optuna's wrappers."""
+    while True:
+        inner = getattr(error, "orig", None) or error.__cause__
+        if inner is None or inner is error:
+            return error
+        error = inner
+
+
+def describe_database_error(error: BaseException, url: str | None = None) -> str:
+    """One line for a database that cannot be used: which (if `url` is known), why, and what to do."""
+    cause = _first_line(_root_cause(error))
+    where = f" {_sqlite_file(url) or _redacted(url)}" if url is not None else ""
+    for markers, problem, fix in _DATABASE_PROBLEMS:
+        if any(marker in cause.lower() for marker in markers):
+            return f"{problem} the study database{where} ({cause}); {fix}"
+    return f"cannot reach the study database{where} ({cause}); check that the server is up and the URL is right"
+
+
+# (what the database says, what went wrong, what to do), the first that matches.
+_DATABASE_PROBLEMS = (
+    (("not a database", "malformed"), "cannot use", "point --storage at a sweep database or at a new file"),
+    (("readonly", "read-only"), "cannot write to",
+     "sweep needs to write there, even to read (SQLite's write-ahead log): make the file and its directory writable"),
+    (("unable to open",), "cannot reach", "check that its directory exists and is writable"),
+    (("permission denied", "privilege"), "cannot use",
+     "grant the database user the rights on the database and its tables, or use another user"),
+    (("locked",), "cannot use", "another process holds the database; wait for it or end it"),
+)
+
+
+def database_exists(url: str | None) -> bool:
+    """False only for a SQLite file that is not there (a server's database is taken as there)."""
+    database = _sqlite_file(storage_url(url))
+    return database is None or os.path.exists(database)
+
+
+def _sqlite_database(url: str) -> str | None:
+    """The database of a SQLite URL as written ("" or ":memory:" in memory); None for others."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return None
+    return (parsed.database or "") if parsed.get_backend_name() == "sqlite" else None
+
+
+def _sqlite_file(url: str) -> str | None:
+    """The file of a SQLite URL; None for other databases and in-memory ones."""
+    database = _sqlite_database(url)
+    if not database or database == ":memory:":
+        return None
+    # A URI filename (sqlite:///file:PATH?mode=ro&uri=true) names its file after "file:".
+    return os.path.abspath(database.removeprefix("file:").split("?")[0])
+
+
+def _is_in_memory(url: str) -> bool:
+    return _sqlite_database(url) in ("", ":memory:")
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """How often a worker proves it is alive, and how long silence means it is dead (seconds)."""
+
+    heartbeat_interval: int = 10
+    grace_period: int = 60
+
+
+def _new_storage(url: str, heartbeat: Liveness | None, attempts: int = 5) -> SweepRDBStorage:
+    """Optuna's storage; processes that create the same new database at once collide on its
+    tables and version stamp, and the loser finds them made when it tries again."""
+    liveness: dict[str, Any] = {}
+    if heartbeat is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_STALE_RETRIES, inherit_intermediate_values=True)
+        liveness = {
+            "heartbeat_interval": heartbeat.heartbeat_interval,
+            "grace_period": heartbeat.grace_period,
+            "heartbeat_stale_trial_callback": retry,
+        }
+    # The lock keeps processes that make a new database at once apart; an existing one needs none
+    # (and a read must not wait on a stopped `sweep create`).
+    database = _sqlite_file(url)
+    is_new = database is not None and not os.path.exists(database)
+    for attempt in range(attempts):
+        try:
+            with _sqlite_file_lock(url) if is_new else contextlib.nullcontext():
+                return build_storage(url, **liveness)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def build_storage(url: str, *, engine_kwargs: dict[str, Any] | None = None, **options: Any) -> SweepRDBStorage:
+    """Optuna's storage as sweep connects it: sweep's engine settings (`engine_kwargs` override
+    them) and SQLite's locking; `options` go to RDBStorage as they are. No checks: see open_storage."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: noise to users
+        storage = SweepRDBStorage(url, engine_kwargs={**_engine_kwargs(url), **(engine_kwargs or {})}, **options)
+    _lock_sqlite_writes_up_front(storage.engine)
+    return storage
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        # Wait for a busy database rather than failing at once.
+        return {"connect_args": {"timeout": 60}}
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_recycle": 300}
+    if url.startswith(("postgresql+psycopg:", "postgresql+psycopg2:", "postgresql:")):
+        # Notice a dead server or network in seconds, not in the kernel's two hours.
+        kwargs["connect_args"] = {
+            "connect_timeout": 10,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        }
+    return kwargs
+
+
+# Set while one of the storage's writing methods runs, in this thread (see SweepRDBStorage).
+_WRITING: contextvars.ContextVar[bool] = contextvars.ContextVar("sweep_storage_writing", default=False)
+
+# RDBStorage's methods that write, public and those Optuna's cache calls directly. Each reads
+# and writes in one transaction: setting a trial's state, for one, reads the state it replaces.
+# tests/test_storage.py checks that every write Optuna makes runs inside one of them.
+_WRITING_METHODS = (
+    "create_new_study",
+    "delete_study",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "create_new_trial",
+    "_create_new_trial",
+    "set_trial_param",
+    "_set_trial_param",
+    "set_trial_state_values",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "record_heartbeat",
+    "upgrade",
+)
+
+
+class SweepRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage, whose writing methods, on SQLite, lock the database when they begin.
+
+    SQLite ignores SELECT ... FOR UPDATE, so two processes could both read a trial as WAITING and
+    both claim it; and a transaction that reads, then writes after another process has written,
+    fails at once, however long the busy timeout. A writing method's transaction therefore
+    begins with BEGIN IMMEDIATE: its reads and its writes happen under the write lock, one
+    process at a time, and other writers wait their turn. Every other transaction is a plain
+    BEGIN, which in WAL mode neither waits for nor blocks anyone.
+    """
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)  # a new engine, which needs the listeners again
+        _lock_sqlite_writes_up_front(self.engine)
+
+
+def _writing(method: Callable[..., _T]) -> Callable[..., _T]:
+    @functools.wraps(method)
+    def under_the_write_lock(*args: Any, **kwargs: Any) -> _T:
+        token = _WRITING.set(True)
+        try:
+            return method(*args, **kwargs)
+        finally:
+            _WRITING.reset(token)
+
+    return under_the_write_lock
+
+
+for _name in _WRITING_METHODS:
+    setattr(SweepRDBStorage, _name, _writing(getattr(optuna.storages.RDBStorage, _name)))
+
+
+def _lock_sqlite_writes_up_front(engine: sqlalchemy.engine.Engine) -> None:
+    """On SQLite: WAL, a busy timeout, and transactions begun as SweepRDBStorage says."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _: Any) -> None:
+        dbapi_connection.isolation_level = None  # sqlite3 emits no BEGIN of its own
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        dbapi_connection.execute("PRAGMA busy_timeout=60000")
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _on_begin(connection: sqlalchemy.engine.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if _WRITING.get() else "BEGIN")
+
+    # Connections opened before the listeners existed would still begin lazily.
+    engine.dispose()
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def display_url(url: str | None) -> str:
+    """The storage URL to show: the one in use, with any password hidden."""
+    return _redacted(storage_url(url))
+
+
+def _redacted(url: str) -> str:
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return url
+
+
+
+@contextlib.contextmanager
+def database_lock(storage: optuna.storages.BaseStorage, name: str) -> Iterator[None]:
+    """One process at a time creates a study or enqueues its grid, so no point is enqueued twice.
+
+    PostgreSQL: an advisory lock named after the study, held by its own connection. SQLite: a
+    lock file beside the database (SQLite studies are shared only between processes of one
+    machine). Other storages: none.
+    """
+    engine = getattr(storage, "engine", None)
+    if engine is not None and engine.dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(f"sweep:{name}".encode()).digest()[:8], "big", signed=True)
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                connection.commit()
+        return
+    with _sqlite_file_lock(str(engine.url) if engine is not None else ""):
+        yield
+
+
+@contextlib.contextmanager
+def _sqlite_file_lock(url: str) -> Iterator[None]:
+    """An exclusive lock on a file beside a SQLite database; nothing for other URLs."""
+    database = _sqlite_file(url)
+    if database is None or not os.path.isdir(os.path.dirname(database)):
+        yield
+        return
+    with open(f"{database}.lock", "a+") as lock_file:
+        _wait_for_lock(lock_file, database)
+        lock_file.truncate(0)
+        lock_file.write(f"{WORKER}\n")  # who holds it, for whoever waits
+        lock_file.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _wait_for_lock(lock_file: Any, database: str) -> None:
+    """Take the lock, waiting at most LOCK_WAIT_SECONDS; then say who holds it."""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                lock_file.seek(0)
+                holder = lock_file.read().strip() or "another process"
+                raise StorageError(
+                    f"{database} has been locked for {LOCK_WAIT_SECONDS} s by sweep process {holder} (creating a study "
+                    "or its grid); let it finish, or end it if it is stopped (Ctrl-Z), then try again"
+                ) from None
+            time.sleep(0.1)
+
