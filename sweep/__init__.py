@@ -1,3 +1,29 @@
-"""sweep: grid search over truncated-BPTT subsequence lengths for LSTMs, 30 repeats per point."""
+"""sweep: grid search over truncated-BPTT subsequence lengths for LSTMs, 30 repeats per point.
+
+From Python, :class:`Study` does what the ``sweep`` command does (see the README's "From Python").
+"""
+
+from sweep.api import RunOutcome, Study, StudySummary, list_studies
+from sweep.errors import DataError, SpecError, StorageError, SweepError
+from sweep.runner import Progress
+from sweep.spec import Spec, apply_overrides, load_spec, spec_from_dict
+from sweep.storage import Liveness
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "DataError",
+    "Liveness",
+    "Progress",
+    "RunOutcome",
+    "Spec",
+    "SpecError",
+    "StorageError",
+    "Study",
+    "StudySummary",
+    "SweepError",
+    "apply_overrides",
+    "list_studies",
+    "load_spec",
+    "spec_from_dict",
+]

@@ -17,14 +17,14 @@ from typer.exceptions import TyperException
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sweep import results
 from sweep import study as studies
+from sweep import api
+from sweep.api import Study
 from sweep.storage import database_exists, describe_database_error, display_url, Liveness, open_storage
 from sweep.errors import SweepError
 from sweep.pool import default_workers
-from sweep.problems import DataSummary, Dataset, describe, load_problem
-from sweep.runner import run_study
-from sweep.spec import GridPoint, Spec, apply_overrides, grid_lengths, grid_points, load_spec
+from sweep.problems import DataSummary, describe, load_problem
+from sweep.spec import Spec, apply_overrides, grid_lengths, load_spec
 
 app = typer.Typer(
     help="Grid search over truncated-BPTT subsequence lengths for LSTMs, stored in Optuna studies.",
@@ -86,8 +86,8 @@ def run(
     Example: sweep run studies/echo_first.toml --repeats 3 --epochs 1 --workers 2
     """
     spec = _spec_for(target, storage=storage, overrides={"repeats": repeats, "epochs": epochs, "name": name})
-    liveness = Liveness(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
-    _work(spec, storage=storage, workers=workers, reference=reference, liveness=liveness)
+    liveness = _liveness(heartbeat_interval, grace_period)
+    _work(Study.create(spec, storage=storage, liveness=liveness), storage=storage, workers=workers, reference=reference)
 
 
 @app.command()
@@ -106,40 +106,39 @@ def worker(
 
     Example: sweep worker echo-first --storage postgresql+psycopg://user@db-host/sweeps
     """
-    study = studies.load_study(open_storage(storage, must_exist=True), name)
-    liveness = Liveness(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
-    _work(studies.study_spec(study), storage=storage, workers=workers, reference=reference, liveness=liveness)
+    liveness = _liveness(heartbeat_interval, grace_period)
+    _work(Study.open(name, storage=storage, liveness=liveness), storage=storage, workers=workers, reference=reference)
 
 
-def _work(spec: Spec, *, storage: str | None, workers: int | None, reference: bool, liveness: Liveness) -> None:
-    """Create or resume the study of `spec`, train its waiting points, print its results."""
-    if liveness.grace_period <= liveness.heartbeat_interval:
+def _liveness(heartbeat_interval: int, grace_period: int) -> Liveness:
+    if grace_period <= heartbeat_interval:
         raise SweepError(
-            f"--grace-period {liveness.grace_period} must be longer than --heartbeat-interval "
-            f"{liveness.heartbeat_interval}; a few intervals is usual"
+            f"--grace-period {grace_period} must be longer than --heartbeat-interval "
+            f"{heartbeat_interval}; a few intervals is usual"
         )
-    study, dataset, points = _create_or_resume(spec, storage=storage, liveness=liveness)
+    return Liveness(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+
+
+def _work(study: Study, *, storage: str | None, workers: int | None, reference: bool) -> None:
+    """Train the study's waiting points with progress bars, then print its results."""
+    spec, points = study.spec, study.points
     n_workers = workers or default_workers()
     console.print(
         f"[bold]{spec.name}[/]: {len(points)} grid points x {spec.repeats} repeats, "
         f"{n_workers} worker{'s' if n_workers > 1 else ''}, storage {display_url(storage)}"
     )
     try:
-        with _stopped_by_sigterm(), _ProgressBars(study, n_points=len(points)) as progress:
-            run_study(
-                study, spec, dataset, points=points, n_workers=n_workers, is_fused=not reference, progress=progress
-            )
+        with _stopped_by_sigterm(), _ProgressBars(study.counts(), n_points=len(points)) as progress:
+            outcome = study.run(workers=n_workers, reference=reference, progress=progress)
     except KeyboardInterrupt as stop:
         how = "terminated" if isinstance(stop, Terminated) else "interrupted"
         typer.echo(f"{how}: the point in progress keeps its finished repeats; run again to resume", err=True)
         raise typer.Exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED) from None
-    _annotate(study)
-    _print_results(study, spec)
-    failed = results.count_states(study)["failed"]
-    if failed:
+    _print_results(study)
+    if outcome.n_failed:
         typer.echo(
-            f"{failed} grid point{'s' if failed != 1 else ''} failed (reasons: sweep status {spec.name}); "
-            f"once the cause is fixed, sweep requeue {spec.name} and run again",
+            f"{outcome.n_failed} grid point{'s' if outcome.n_failed != 1 else ''} failed (reasons: sweep status "
+            f"{spec.name}); once the cause is fixed, sweep requeue {spec.name} and run again",
             err=True,
         )
         raise typer.Exit(EXIT_FAILED_POINTS)
@@ -164,44 +163,17 @@ def _stopped_by_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _annotate(study: optuna.Study) -> None:
-    """Bring the study's note in optuna-dashboard up to date with its progress and best point."""
-    from sweep.dashboard import annotate
-
-    annotate(study, _collect_report(study))
-
-
-def _create_or_resume(
-    spec: Spec, *, storage: str | None, liveness: Liveness | None = None
-) -> tuple[optuna.Study, Dataset, list[GridPoint]]:
-    """The study of `spec` with its whole grid enqueued, and the data and grid it was made from.
-
-    The data and the grid are checked before the storage is opened, so bad input writes nothing.
-    """
-    dataset = load_problem(spec.problem)
-    points = grid_points(spec, dataset.sequence_length)
-    study = studies.create_or_resume(
-        open_storage(storage, heartbeat=liveness),
-        spec,
-        fingerprint=dataset.fingerprint,
-        points=points,
-        sequence_length=dataset.sequence_length,
-        encoding=dataset.encoding,
-    )
-    return study, dataset, points
-
-
 def _spec_for(target: str, *, storage: str | None, overrides: dict) -> Spec:
     if target.endswith(".toml") or Path(target).is_file():
         return apply_overrides(load_spec(target), **overrides)
-    study = studies.load_study(open_storage(storage, must_exist=True), target)
+    study = Study.open(target, storage=storage)
     given = [f"--{key}" for key, value in overrides.items() if value is not None]
     if given:
         raise SweepError(
             f"{', '.join(given)} cannot change the existing study {target!r}; "
             "run its study file with --name NEW to try other settings"
         )
-    return studies.study_spec(study)
+    return study.spec
 
 
 @app.command()
@@ -268,14 +240,13 @@ def create(
     """
     spec = apply_overrides(load_spec(study_file), repeats=repeats, epochs=epochs, name=name)
     try:
-        study, _, points = _create_or_resume(spec, storage=storage)
+        study = Study.create(spec, storage=storage, liveness=None)
     except KeyboardInterrupt:
         typer.echo("interrupted: the grid is enqueued in part; run this command again to enqueue the rest", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    _annotate(study)
-    counts = results.count_states(study)
+    counts = study.counts()
     console.print(
-        f"[bold]{spec.name}[/]: {len(points)} grid points x {spec.repeats} repeats in "
+        f"[bold]{spec.name}[/]: {len(study.points)} grid points x {spec.repeats} repeats in "
         f"{display_url(storage)}; {counts['done']} done, {counts['waiting']} waiting. "
         f"Work on it with: sweep worker {spec.name}"
     )
@@ -290,8 +261,7 @@ def status(
 
     Example: sweep status echo-first
     """
-    study = studies.load_study(open_storage(storage, must_exist=True), name)
-    _print_results(study, studies.study_spec(study), heartbeats=studies.last_heartbeats(study))
+    _print_results(Study.open(name, storage=storage), with_heartbeats=True)
 
 
 @app.command()
@@ -307,8 +277,7 @@ def requeue(
 
     Example: sweep requeue echo-first
     """
-    study = studies.load_study(open_storage(storage, must_exist=True), name)
-    requeued, diverged = studies.requeue_failed(study, results.current_trials(study))
+    requeued, diverged = Study.open(name, storage=storage).requeue_failed()
     console.print(f"requeued {len(requeued)} failed point{'s' if len(requeued) != 1 else ''}" + (f": {', '.join(requeued)}" if requeued else ""))
     if diverged:
         console.print(
@@ -333,10 +302,7 @@ def report(
 
     Example: sweep report echo-first -o echo-first.html
     """
-    from sweep.report import write_html
-
-    study = studies.load_study(open_storage(storage, must_exist=True), name)
-    path = write_html(_collect_report(study), output or Path(f"{name}.html"))
+    path = Study.open(name, storage=storage).write_report(output or Path(f"{name}.html"))
     console.print(f"wrote {path}")
 
 
@@ -353,14 +319,13 @@ def dashboard(
 
     Example: sweep dashboard --port 8080
     """
-    from sweep.dashboard import annotate, check_address, serve
+    from sweep.dashboard import check_address, serve
 
     check_address(host, port)
     storage_object = open_storage(storage, must_exist=True)
-    for summary in optuna.get_all_study_summaries(storage_object, include_best_trial=False):
-        if studies.is_sweep_study(summary.user_attrs):
-            study = studies.load_study(storage_object, summary.study_name)
-            annotate(study, _collect_report(study))
+    for summary in api.list_studies(storage_object):
+        if summary.is_sweep:
+            Study.open(summary.name, storage=storage_object).annotate()
     console.print(f"optuna-dashboard on http://{host}:{port}/ for {display_url(storage)} (Ctrl-C to stop)")
     try:
         serve(storage_object, host=host, port=port)
@@ -368,14 +333,6 @@ def dashboard(
         raise SweepError(f"cannot serve on {host}:{port} ({error.strerror}); choose another --port") from None
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
-
-
-def _collect_report(study: optuna.Study):
-    from sweep.report import collect
-
-    spec = studies.study_spec(study)
-    sequence_length = study.user_attrs.get(studies.SEQUENCE_LENGTH_ATTR) or load_problem(spec.problem).sequence_length
-    return collect(study, spec, sequence_length)
 
 
 @app.command("list")
@@ -387,26 +344,21 @@ def list_studies(storage: StorageOption = None) -> None:
     if not database_exists(storage):
         console.print(f"no studies in {display_url(storage)} (no database there yet)")
         return
-    storage_object = open_storage(storage, must_exist=True)
-    summaries = optuna.get_all_study_summaries(storage_object, include_best_trial=False)
+    summaries = api.list_studies(storage)
     if not summaries:
         console.print(f"no studies in {display_url(storage)}")
         return
     table = Table("study", "points", "done", "running", "waiting", "failed", "best point", "best mean")
-    for summary in sorted(summaries, key=lambda s: s.study_name):
-        if not studies.is_sweep_study(summary.user_attrs):
-            table.add_row(summary.study_name, "-", "-", "-", "-", "-", "not a sweep study", "-")
+    for summary in summaries:
+        if not summary.is_sweep:
+            table.add_row(summary.name, "-", "-", "-", "-", "-", "not a sweep study", "-")
             continue
-        study = studies.load_study(storage_object, summary.study_name)
-        counts = results.count_states(study)
-        rows = results.collect_rows(study)
-        best = rows[0] if rows and rows[0].state == "done" else None
         table.add_row(
-            summary.study_name,
-            str(len(rows)),
-            *(str(counts[state]) for state in ("done", "running", "waiting", "failed")),
-            best.key if best else "-",
-            _number(best.mean) if best else "-",
+            summary.name,
+            str(summary.n_points),
+            *(str(summary.counts[state]) for state in ("done", "running", "waiting", "failed")),
+            summary.best_key or "-",
+            _number(summary.best_mean),
         )
     console.print(table)
 
@@ -424,27 +376,18 @@ def delete(
 
     Example: sweep delete echo-first --yes
     """
-    storage_object = open_storage(storage, must_exist=True)
-    study = studies.load_study(storage_object, name)
-    running = [trial for trial in results.current_trials(study) if trial.state == optuna.trial.TrialState.RUNNING]
-    if running and not force:
-        workers = sorted({str(trial.user_attrs.get(studies.WORKER_ATTR, "?")) for trial in running})
-        raise SweepError(
-            f"study {name!r} has {len(running)} running point{'s' if len(running) != 1 else ''} (worker "
-            f"{', '.join(workers)}); stop those runs first, or pass --force to delete it anyway"
-        )
+    study = Study.open(name, storage=storage)
+    study.check_deletable(force=force)
     if not yes and not typer.confirm(f"delete study {name!r} and all its trials?"):
         raise typer.Exit(1)
-    optuna.delete_study(study_name=name, storage=storage_object)
+    study.delete(force=True)
     console.print(f"deleted {name}")
 
 
 class _ProgressBars:
     """Two bars: grid points of the study, and repeats of the point being trained."""
 
-    def __init__(self, study: optuna.Study, *, n_points: int) -> None:
-        counts = results.count_states(study)
-        self._study = study
+    def __init__(self, counts: dict[str, int], *, n_points: int) -> None:
         self._bars = Progress(
             TextColumn("{task.description:<28}"),
             BarColumn(),
@@ -472,12 +415,12 @@ class _ProgressBars:
         self._bars.advance(self._points)
         if not is_complete:
             self._bars.console.print(f"[red]failed[/] {key}")
-        _annotate(self._study)
 
 
-def _print_results(study: optuna.Study, spec: Spec, heartbeats: dict | None = None) -> None:
-    counts = results.count_states(study)
-    rows = results.collect_rows(study, heartbeats)
+def _print_results(sweep_study: Study, *, with_heartbeats: bool = False) -> None:
+    study, spec = sweep_study.optuna_study, sweep_study.spec
+    counts = sweep_study.counts()
+    rows = sweep_study.rows(with_heartbeats=with_heartbeats)
     metric = f"{spec.objective.metric} per {spec.objective.per}"
     console.print(
         f"[bold]{study.study_name}[/]: {len(rows)} points: {counts['done']} done, {counts['running']} running, "
@@ -507,7 +450,7 @@ def _print_results(study: optuna.Study, spec: Spec, heartbeats: dict | None = No
             f"{row.seconds:.0f}s" if row.seconds is not None else "-",
         )
     console.print(table)
-    for trial in results.set_aside(study):
+    for trial in sweep_study.set_aside():
         console.print(f"trial {trial.number}: {trial.user_attrs.get('fail_reason', 'set aside')}")
 
 

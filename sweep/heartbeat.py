@@ -19,6 +19,7 @@ import optuna
 import sqlalchemy.exc
 
 from sweep.errors import StorageError
+from sweep.optuna_private import record_heartbeat
 from sweep.storage import describe_database_error, is_permanent_database_error
 
 __all__ = ["Heartbeat", "retrying"]
@@ -38,12 +39,11 @@ class Heartbeat:
     dead to every other worker; this one logs the error and beats again at the next interval.
     """
 
-    def __init__(self, storage: optuna.storages.RDBStorage, trial_id: int, *, interval: float) -> None:
-        self._storage = storage
-        self._trial_id = trial_id
+    def __init__(self, trial: optuna.Trial, *, interval: float) -> None:
+        self._trial = trial
         self._interval = interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{trial_id}", daemon=True)
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{trial.number}", daemon=True)
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -56,9 +56,9 @@ class Heartbeat:
     def _beat(self) -> None:
         while True:
             try:
-                self._storage.record_heartbeat(self._trial_id)
+                record_heartbeat(self._trial)
             except Exception as error:  # noqa: BLE001 (any failure: beat again next time)
-                log.warning("heartbeat of trial %s not recorded (%s); trying again", self._trial_id, error)
+                log.warning("heartbeat of trial %s not recorded (%s); trying again", self._trial.number, error)
             if self._stop.wait(self._interval):
                 return
 

@@ -8,9 +8,11 @@ touch the study database: only the main process records anything.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
+import multiprocessing.context
 import os
 import signal
+import sys
+import types
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -26,6 +28,27 @@ __all__ = ["RepeatPool", "WorkerDied", "default_workers"]
 
 class WorkerDied(Exception):
     """A worker process ended without returning (killed, out of memory); its job can be run again."""
+
+
+class _SpawnedWithoutMain(multiprocessing.context.SpawnProcess):
+    """A spawned worker that does not run the parent's main script again.
+
+    ``spawn`` re-imports the parent's ``__main__`` in every child, so a script that calls sweep's
+    API without an ``if __name__ == "__main__"`` guard would run itself once per worker, and one
+    fed on standard input would fail. Workers need nothing from it: their work is sweep's own.
+    """
+
+    def start(self) -> None:
+        main = sys.modules["__main__"]
+        sys.modules["__main__"] = types.ModuleType("__main__")  # no file, no spec: nothing to re-import
+        try:
+            super().start()
+        finally:
+            sys.modules["__main__"] = main
+
+
+class _SpawnContext(multiprocessing.context.SpawnContext):
+    Process = _SpawnedWithoutMain
 
 
 def default_workers() -> int:
@@ -73,7 +96,7 @@ class RepeatPool:
         n_threads = max(1, default_workers() // self.n_workers)
         return ProcessPoolExecutor(
             max_workers=self.n_workers,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=_SpawnContext(),
             initializer=_start_worker,
             initargs=(self.dataset, n_threads),
         )

@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from scipy import stats
 
 from sweep.errors import SweepError
+from sweep.optuna_private import fixed_params
 from sweep.results import STATE_NAMES, count_states, current_trials, summarize
 from sweep.spec import Spec, describe_spec
 
@@ -95,7 +96,7 @@ def collect(study: optuna.Study, spec: Spec, sequence_length: int) -> Report:
 
 def _point(trial: optuna.trial.FrozenTrial, sequence_length: int, *, metric: str) -> PointStats:
     attrs = trial.user_attrs
-    params = trial.params or _fixed_params(trial)
+    params = trial.params or fixed_params(trial)
     length = int(params.get("length", attrs.get("length", 0)))
     mode = str(params.get("mode", attrs.get("mode", "")))
     extras = [f"{name}={value}" for name, value in sorted(params.items()) if name not in ("length", "mode")]
@@ -117,11 +118,6 @@ def _point(trial: optuna.trial.FrozenTrial, sequence_length: int, *, metric: str
         wall_seconds=attrs.get("wall_seconds"),
         fail_reason=attrs.get("fail_reason", ""),
     )
-
-
-def _fixed_params(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    # A trial not yet started has its grid point only among its enqueued parameters.
-    return dict(trial.system_attrs.get("fixed_params", {}))
 
 
 def compare_to_best(done: list[PointStats]) -> list[PointStats]:

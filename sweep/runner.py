@@ -8,7 +8,6 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Sequence
-from functools import partial
 from typing import Protocol
 
 import optuna
@@ -16,7 +15,8 @@ from optuna.trial import TrialState
 
 from sweep import study as studies
 from sweep.errors import StorageError
-from sweep.heartbeat import Heartbeat, retrying
+from sweep.heartbeat import Heartbeat
+from sweep.optuna_private import heartbeat_interval, last_heartbeats
 from sweep.pool import RepeatPool, WorkerDied
 from sweep.prepare import n_chunks, padding_share
 from sweep.problems import Dataset
@@ -98,11 +98,11 @@ def _run_study(
     progress: Progress | None,
 ) -> int:
     progress = progress or NoProgress()
-    interval = study._storage.get_heartbeat_interval()
+    interval = heartbeat_interval(study)
     n_points = 0
     with RepeatPool(dataset, n_workers=n_workers) as pool:
         while True:
-            trial = retrying(lambda: studies.claim_next(study), what="claiming a grid point")
+            trial = studies.claim_next(study)
             if trial is None:
                 if interval is None or not _others_alive(study):
                     return n_points
@@ -126,17 +126,17 @@ def _run_study(
 def _beating(study: optuna.Study, trial: optuna.Trial, interval: int | None) -> contextlib.AbstractContextManager:
     if interval is None:
         return contextlib.nullcontext()
-    return Heartbeat(study._storage, trial._trial_id, interval=interval)
+    return Heartbeat(trial, interval=interval)
 
 
 def _others_alive(study: optuna.Study) -> bool:
     """Queue again the points of dead workers; True while a point is waiting or has a live worker."""
-    retrying(lambda: studies.requeue_stale(study), what="checking for dead workers")
+    studies.requeue_stale(study)
     active = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
     if any(trial.state == TrialState.WAITING for trial in active):
         return True
     # A point claimed before heartbeats were on never goes stale; do not wait for it forever.
-    beating = studies.last_heartbeats(study)
+    beating = last_heartbeats(study)
     return any(trial.number in beating for trial in active)
 
 
@@ -154,10 +154,10 @@ def run_point(
     started = time.perf_counter()
     point = studies.suggest_point(trial, spec, points)
     if point is None:  # enqueued by hand with Optuna: no point of this grid
-        retrying(lambda: studies.set_aside(study, trial), what=f"setting aside trial {trial.number}")
+        studies.set_aside(study, trial)
         return
     metric = f"{spec.objective.metric}/{spec.objective.per}"
-    retrying(lambda: studies.restore_missing_scores(study, trial, metric), what=f"reading {point.key}")
+    studies.restore_missing_scores(trial, metric)
     finished = studies.finished_repeats(trial)
     missing = [repeat for repeat in range(spec.repeats) if repeat not in finished]
     jobs = _packs(spec, point, missing, dataset=dataset, n_workers=pool.n_workers, is_fused=is_fused)
@@ -165,23 +165,19 @@ def run_point(
     for _ in range(MAX_WORKER_DEATHS + 1):
         jobs, failure, kind = _train_jobs(trial, jobs, pool=pool, metric=metric, progress=progress)
         if failure is not None:
-            retrying(partial(studies.fail_trial, study, trial, failure, kind=kind), what=f"recording the failure of {point.key}")
+            studies.fail_trial(study, trial, failure, kind=kind)
             progress.point_finished(point.key, is_complete=False)
             return
         if not jobs:
             break
     else:
         reason = f"worker processes died {MAX_WORKER_DEATHS + 1} times training this point"
-        retrying(partial(studies.fail_trial, study, trial, reason), what=f"recording the failure of {point.key}")
+        studies.fail_trial(study, trial, reason)
         progress.point_finished(point.key, is_complete=False)
         return
-    stored = retrying(lambda: study._storage.get_trial(trial._trial_id), what=f"reading {point.key}")
-    summary = _summary(studies.finished_repeats(stored), spec=spec, dataset=dataset, point=point, metric=metric)
+    summary = _summary(studies.stored_repeats(trial), spec=spec, dataset=dataset, point=point, metric=metric)
     summary["wall_seconds"] = round(time.perf_counter() - started, 3)
-    retrying(
-        lambda: studies.finish_trial(study, trial, summary=summary, value=summary["mean"]),
-        what=f"recording the result of {point.key}",
-    )
+    studies.finish_trial(study, trial, summary=summary, value=summary["mean"])
     progress.point_finished(point.key, is_complete=True)
 
 
@@ -238,10 +234,7 @@ def _train_jobs(
                 details = {
                     "seed": result.seed, "seconds": round(result.seconds, 3), "worker": studies.WORKER, **result.scores
                 }
-                retrying(
-                    partial(studies.record_repeat, trial, repeat=result.repeat, score=result.scores[metric], details=details),
-                    what=f"recording {job.key} repeat {result.repeat}",
-                )
+                studies.record_repeat(trial, repeat=result.repeat, score=result.scores[metric], details=details)
                 progress.repeat_finished()
             if outcome.failures:
                 return lost, outcome.failures[0][1], studies.DIVERGED

@@ -29,6 +29,7 @@ import sqlalchemy.exc
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from sweep.errors import StorageError
+from sweep.optuna_private import RDB_WRITING_METHODS
 
 __all__ = [
     "DEFAULT_STORAGE",
@@ -260,27 +261,6 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
 # Set while one of the storage's writing methods runs, in this thread (see SweepRDBStorage).
 _WRITING: contextvars.ContextVar[bool] = contextvars.ContextVar("sweep_storage_writing", default=False)
 
-# RDBStorage's methods that write, public and those Optuna's cache calls directly. Each reads
-# and writes in one transaction: setting a trial's state, for one, reads the state it replaces.
-# tests/test_storage.py checks that every write Optuna makes runs inside one of them.
-_WRITING_METHODS = (
-    "create_new_study",
-    "delete_study",
-    "set_study_user_attr",
-    "set_study_system_attr",
-    "create_new_trial",
-    "_create_new_trial",
-    "set_trial_param",
-    "_set_trial_param",
-    "set_trial_state_values",
-    "set_trial_intermediate_value",
-    "set_trial_user_attr",
-    "set_trial_system_attr",
-    "record_heartbeat",
-    "upgrade",
-)
-
-
 class SweepRDBStorage(optuna.storages.RDBStorage):
     """Optuna's RDBStorage, whose writing methods, on SQLite, lock the database when they begin.
 
@@ -309,7 +289,7 @@ def _writing(method: Callable[..., _T]) -> Callable[..., _T]:
     return under_the_write_lock
 
 
-for _name in _WRITING_METHODS:
+for _name in RDB_WRITING_METHODS:
     setattr(SweepRDBStorage, _name, _writing(getattr(optuna.storages.RDBStorage, _name)))
 
 

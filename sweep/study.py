@@ -21,6 +21,8 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
 from sweep.errors import SpecError, StorageError
+from sweep.heartbeat import retrying
+from sweep.optuna_private import fixed_params, put_back, storage_of, stored_trial, take
 from sweep.spec import GridPoint, Spec, spec_from_dict
 from sweep.storage import WORKER, database_lock
 
@@ -32,6 +34,7 @@ __all__ = [
     "load_study",
     "record_repeat",
     "restore_missing_scores",
+    "stored_repeats",
     "release_trial",
     "study_spec",
 ]
@@ -79,7 +82,7 @@ def _load_any_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.S
 def study_exists(study: optuna.Study) -> bool:
     """Whether the study is still in its storage (another command may have deleted it)."""
     try:
-        return study.study_name in optuna.get_all_study_names(study._storage)
+        return study.study_name in optuna.get_all_study_names(storage_of(study))
     except (SQLAlchemyError, optuna.exceptions.StorageInternalError):
         return True  # cannot tell: let the first error speak
 
@@ -217,17 +220,20 @@ def claim_next(study: optuna.Study) -> Trial | None:
     The claim reads and updates the trial in one transaction that locks its row (or, on SQLite,
     the database), so two workers never take the same point.
     """
-    storage = study._storage
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+    return retrying(lambda: _claim_next(study), what="claiming a grid point")
+
+
+def _claim_next(study: optuna.Study) -> Trial | None:
+    for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         try:
-            if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
-                trial = Trial(study, frozen._trial_id)
-                trial.set_user_attr(WORKER_ATTR, WORKER)
-                if frozen.user_attrs.get("fail_reason"):
-                    trial.set_user_attr("fail_reason", "")  # a requeued point starts afresh
-                return trial
+            trial = take(study, waiting)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
+        if trial is not None:
+            trial.set_user_attr(WORKER_ATTR, WORKER)
+            if waiting.user_attrs.get("fail_reason"):
+                trial.set_user_attr("fail_reason", "")  # a requeued point starts afresh
+            return trial
     return None
 
 
@@ -251,27 +257,12 @@ def requeue_failed(study: optuna.Study, current: Sequence[FrozenTrial]) -> tuple
 
 def requeue_stale(study: optuna.Study) -> None:
     """Fail the points whose worker stopped beating and queue them again with their repeats."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+    def fail_stale() -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
 
-
-def last_heartbeats(study: optuna.Study) -> dict[int, Any]:
-    """When each trial's worker last proved alive, by trial number (points never claimed: absent)."""
-    # Optuna reads heartbeats only to find stale trials; its table is the one place they are kept.
-    from optuna.storages._rdb import models
-
-    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache, the RDBStorage
-    if not hasattr(storage, "scoped_session"):
-        return {}
-    numbers = {t._trial_id: t.number for t in study.get_trials(deepcopy=False)}
-    with storage.scoped_session() as session:
-        rows = session.query(models.TrialHeartbeatModel).filter(
-            models.TrialHeartbeatModel.trial_id.in_(list(numbers))
-        )
-        beats = {numbers[row.trial_id]: row.heartbeat for row in rows}
-    storage.scoped_session.remove()
-    return beats
+    retrying(fail_stale, what="checking for dead workers")
 
 
 def suggest_point(trial: Trial, spec: Spec, points: Sequence[GridPoint]) -> GridPoint | None:
@@ -279,7 +270,7 @@ def suggest_point(trial: Trial, spec: Spec, points: Sequence[GridPoint]) -> Grid
 
     None for a trial that is none of the grid's points (one enqueued by hand with Optuna).
     """
-    fixed = trial.study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params") or {}
+    fixed = retrying(lambda: fixed_params(trial), what=f"reading trial {trial.number}")
     keys = {point.key for point in points}
     if "length" not in fixed or "mode" not in fixed or GridPoint.from_params(fixed).key not in keys:
         return None
@@ -303,45 +294,66 @@ def finished_repeats(trial: Trial | FrozenTrial) -> dict[int, dict[str, Any]]:
 def record_repeat(trial: Trial, *, repeat: int, score: float, details: Mapping[str, Any]) -> None:
     """Store one finished repeat: every metric as an attribute, then its objective score as an
     intermediate value (in that order, so that :func:`restore_missing_scores` can mend a cut)."""
-    trial.set_user_attr(f"{REPEAT_ATTR}{repeat:04d}", dict(details))
-    trial.report(score, step=repeat)
+
+    def record() -> None:
+        trial.set_user_attr(f"{REPEAT_ATTR}{repeat:04d}", dict(details))
+        trial.report(score, step=repeat)
+
+    retrying(record, what=f"recording repeat {repeat} of trial {trial.number}")
 
 
-def restore_missing_scores(study: optuna.Study, trial: Trial, metric: str) -> None:
+def restore_missing_scores(trial: Trial, metric: str) -> None:
     """Report the score of every stored repeat that has none: a worker killed between a repeat's
     two writes leaves its attribute (written first, with every metric) without the score."""
-    stored = study._storage.get_trial(trial._trial_id)
-    for repeat, details in sorted(finished_repeats(stored).items()):
-        if repeat not in stored.intermediate_values:
-            trial.report(details[metric], step=repeat)
+    def restore() -> None:
+        stored = stored_trial(trial)
+        for repeat, details in sorted(finished_repeats(stored).items()):
+            if repeat not in stored.intermediate_values:
+                trial.report(details[metric], step=repeat)
+
+    retrying(restore, what=f"reading trial {trial.number}")
+
+
+def stored_repeats(trial: Trial) -> dict[int, dict[str, Any]]:
+    """The repeats stored on a trial now, by every worker that held it."""
+    return finished_repeats(retrying(lambda: stored_trial(trial), what=f"reading trial {trial.number}"))
 
 
 def finish_trial(study: optuna.Study, trial: Trial, *, summary: Mapping[str, Any], value: float) -> None:
     """Store the point's summary and complete it; safe to repeat after a lost connection."""
-    if study._storage.get_trial(trial._trial_id).state.is_finished():
-        return
-    for name, item in summary.items():
-        trial.set_user_attr(name, item)
-    study.tell(trial, value, skip_if_finished=True)
+
+    def finish() -> None:
+        if stored_trial(trial).state.is_finished():
+            return
+        for name, item in summary.items():
+            trial.set_user_attr(name, item)
+        study.tell(trial, value, skip_if_finished=True)
+
+    retrying(finish, what=f"recording the result of trial {trial.number}")
 
 
 def set_aside(study: optuna.Study, trial: Trial) -> None:
     """Fail a trial that is none of the grid's points, for good: requeue leaves it be."""
-    fixed = trial.study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
-    trial.set_user_attr(SET_ASIDE_ATTR, True)
+    fixed = retrying(lambda: fixed_params(trial), what=f"reading trial {trial.number}")
+    retrying(lambda: trial.set_user_attr(SET_ASIDE_ATTR, True), what=f"setting aside trial {trial.number}")
     fail_trial(study, trial, f"set aside: parameters {fixed} are none of this study's grid points")
 
 
 def fail_trial(study: optuna.Study, trial: Trial, reason: str, *, kind: str = "") -> None:
-    if study._storage.get_trial(trial._trial_id).state.is_finished():
-        return
-    trial.set_user_attr("fail_reason", reason)
-    if kind:
-        trial.set_user_attr(FAIL_KIND_ATTR, kind)
-    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+    """Fail the trial with its reason; safe to repeat after a lost connection."""
+
+    def fail() -> None:
+        if stored_trial(trial).state.is_finished():
+            return
+        trial.set_user_attr("fail_reason", reason)
+        if kind:
+            trial.set_user_attr(FAIL_KIND_ATTR, kind)
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+
+    retrying(fail, what=f"recording the failure of trial {trial.number}")
 
 
 def release_trial(study: optuna.Study, trial: Trial) -> None:
     """Put a claimed trial back in the queue, with the repeats it finished, for a later run."""
-    study._storage.set_trial_state_values(trial._trial_id, state=TrialState.WAITING)
+    retrying(lambda: put_back(trial), what=f"putting trial {trial.number} back in the queue")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,7 @@ __all__ = [
     "Sequences",
     "code_classes",
     "default_features",
+    "frame",
     "read_table",
     "series_frame",
     "series_sequences",
@@ -340,3 +342,8 @@ def _per_sequence(target: np.ndarray, codes: np.ndarray, names: np.ndarray, *, c
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Plain records as a DataFrame, one column per field (the Python API's tables)."""
+    return pd.DataFrame.from_records(records)

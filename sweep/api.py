@@ -1,0 +1,268 @@
+"""sweep from Python: the same studies, guarantees and results as the ``sweep`` command.
+
+    import sweep
+
+    spec = sweep.apply_overrides(sweep.load_spec("studies/echo_first.toml"), repeats=3, epochs=1)
+    study = sweep.Study.create(spec, storage="sqlite:///sweep.db")
+    study.run(workers=2)
+    study.dataframe()          # one row per grid point, best first
+    study.repeats_dataframe()  # one row per repeat of each point
+    study.write_report("echo-first.html")
+
+The command line is a thin layer over this module: what it does, a notebook can do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import TrialState
+
+from sweep import results
+from sweep import study as studies
+from sweep.errors import StorageError
+from sweep.optuna_private import fixed_params, last_heartbeats, storage_of
+from sweep.pool import default_workers
+from sweep.problems import Dataset, load_problem
+from sweep.runner import NoProgress, Progress, run_study
+from sweep.spec import GridPoint, Spec, grid_points
+from sweep.storage import Liveness, database_exists, open_storage
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from sweep.report import Report
+
+__all__ = ["RunOutcome", "Study", "StudySummary", "list_studies"]
+
+# A storage URL (None: $SWEEP_STORAGE, else sqlite:///sweep.db here), or a storage already open.
+StorageLike = str | optuna.storages.BaseStorage | None
+
+
+def _opened(storage: StorageLike, *, liveness: Liveness | None = None, must_exist: bool = False):
+    if storage is None or isinstance(storage, str):
+        return open_storage(storage, heartbeat=liveness, must_exist=must_exist)
+    return storage
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What one call of :meth:`Study.run` did, and where the study stands after it."""
+
+    n_trained: int  # grid points this call finished or failed
+    counts: dict[str, int]  # done, running, waiting, failed: the whole study's points
+
+    @property
+    def n_failed(self) -> int:
+        return self.counts["failed"]
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """A study in a storage, as ``sweep list`` shows it; `is_sweep` False for any other."""
+
+    name: str
+    is_sweep: bool
+    n_points: int = 0
+    counts: dict[str, int] | None = None
+    best_key: str | None = None
+    best_mean: float | None = None
+
+
+class Study:
+    """A sweep study in its database: its spec, its grid, and the Optuna study that stores it.
+
+    Make one with :meth:`create` (from a spec: creates the study or resumes it, enqueuing any
+    missing grid point) or :meth:`open` (an existing study, by name).
+    """
+
+    def __init__(self, optuna_study: optuna.Study, spec: Spec) -> None:
+        self.optuna_study = optuna_study
+        self.spec = spec
+        self._data: tuple[Dataset, list[GridPoint]] | None = None
+
+    @classmethod
+    def create(cls, spec: Spec, *, storage: StorageLike = None, liveness: Liveness | None = Liveness()) -> Study:
+        """The study of `spec`, created or resumed, with its whole grid enqueued.
+
+        The data and the grid are checked before the database is opened: bad input writes nothing.
+        A study of the same name with other settings or data is refused (StorageError). With
+        `liveness` (the default), a worker that dies has its point taken over by another.
+        """
+        dataset = load_problem(spec.problem)
+        points = grid_points(spec, dataset.sequence_length)
+        study = cls(_enqueued(_opened(storage, liveness=liveness), spec, dataset, points), spec)
+        study._data = (dataset, points)
+        study.annotate()
+        return study
+
+    @classmethod
+    def open(cls, name: str, *, storage: StorageLike = None, liveness: Liveness | None = None) -> Study:
+        """An existing study, by name. Reading it writes nothing; :meth:`run` first loads its data
+        here and checks them against the study's (the way to join a shared study as a worker)."""
+        optuna_study = studies.load_study(_opened(storage, liveness=liveness, must_exist=True), name)
+        return cls(optuna_study, studies.study_spec(optuna_study))
+
+    @property
+    def name(self) -> str:
+        return self.optuna_study.study_name
+
+    @property
+    def points(self) -> list[GridPoint]:
+        return self._dataset_and_points()[1]
+
+    def _dataset_and_points(self) -> tuple[Dataset, list[GridPoint]]:
+        """The data and the grid, loaded once. A study opened by name checks that the data here
+        are the study's, and enqueues any grid point missing (a creation cut short)."""
+        if self._data is None:
+            dataset = load_problem(self.spec.problem)
+            points = grid_points(self.spec, dataset.sequence_length)
+            _enqueued(storage_of(self.optuna_study), self.spec, dataset, points)
+            self._data = (dataset, points)
+        return self._data
+
+    def run(self, *, workers: int | None = None, reference: bool = False, progress: Progress | None = None) -> RunOutcome:
+        """Train every waiting point on `workers` processes (default: the CPU count), each repeat
+        stored as it finishes, until no point is waiting (or, with heartbeats, running elsewhere).
+
+        Interrupting (KeyboardInterrupt) puts the point in progress back in the queue with its
+        finished repeats. `reference` trains one Keras model at a time instead of fused packs.
+        """
+        dataset, points = self._dataset_and_points()
+        watched = _Annotating(self, progress or NoProgress())
+        n_trained = run_study(
+            self.optuna_study, self.spec, dataset, points=points, n_workers=workers or default_workers(),
+            is_fused=not reference, progress=watched,
+        )
+        self.annotate()
+        return RunOutcome(n_trained=n_trained, counts=self.counts())
+
+    def counts(self) -> dict[str, int]:
+        """How many grid points are done, running, waiting and failed."""
+        return results.count_states(self.optuna_study)
+
+    def rows(self, *, with_heartbeats: bool = False) -> list[results.PointRow]:
+        """Every grid point as the results table shows it, finished ones best first."""
+        beats = last_heartbeats(self.optuna_study) if with_heartbeats else None
+        return results.collect_rows(self.optuna_study, beats)
+
+    def records(self) -> list[dict[str, Any]]:
+        """One plain record per grid point, best first: its settings, state and statistics."""
+        by_number = {trial.number: trial for trial in results.current_trials(self.optuna_study)}
+        return [{**_settings(by_number[row.number]), **asdict(row)} for row in self.rows()]
+
+    def repeat_records(self) -> list[dict[str, Any]]:
+        """One plain record per stored repeat of every grid point: seed, every metric, seconds, worker."""
+        records = []
+        for trial in results.current_trials(self.optuna_study):
+            for repeat, details in sorted(studies.finished_repeats(trial).items()):
+                records.append({"key": trial.user_attrs.get("key"), "repeat": repeat, **details})
+        return records
+
+    def dataframe(self) -> pd.DataFrame:
+        """:meth:`records` as a pandas DataFrame, one row per grid point."""
+        from sweep.tables import frame
+
+        return frame(self.records())
+
+    def repeats_dataframe(self) -> pd.DataFrame:
+        """:meth:`repeat_records` as a pandas DataFrame, one row per repeat."""
+        from sweep.tables import frame
+
+        return frame(self.repeat_records())
+
+    def report(self) -> Report:
+        """The numbers of the report: every point's repeats, statistics and comparison with the best."""
+        from sweep.report import collect
+
+        length = self.optuna_study.user_attrs.get(studies.SEQUENCE_LENGTH_ATTR)
+        return collect(self.optuna_study, self.spec, length or self._dataset_and_points()[0].sequence_length)
+
+    def write_report(self, path: str | Path | None = None) -> Path:
+        """Write the report, one HTML file that opens offline (default: NAME.html here)."""
+        from sweep.report import write_html
+
+        return write_html(self.report(), path or Path(f"{self.name}.html"))
+
+    def annotate(self) -> None:
+        """Bring the study's note in optuna-dashboard up to date."""
+        from sweep.dashboard import annotate
+
+        annotate(self.optuna_study, self.report())
+
+    def set_aside(self) -> list[optuna.trial.FrozenTrial]:
+        """Trials that are none of the grid's points (enqueued by hand with Optuna), failed for good."""
+        return results.set_aside(self.optuna_study)
+
+    def requeue_failed(self) -> tuple[list[str], list[str]]:
+        """Queue the failed points again with their repeats; returns the keys requeued and those
+        left failed because they diverged (the same settings and seeds would diverge again)."""
+        return studies.requeue_failed(self.optuna_study, results.current_trials(self.optuna_study))
+
+    def check_deletable(self, *, force: bool = False) -> None:
+        """Refuse (StorageError) to delete a study whose points are running, unless `force`:
+        their workers would lose their work."""
+        running = [t for t in results.current_trials(self.optuna_study) if t.state == TrialState.RUNNING]
+        if running and not force:
+            workers = sorted({str(t.user_attrs.get(studies.WORKER_ATTR, "?")) for t in running})
+            raise StorageError(
+                f"study {self.name!r} has {len(running)} running point{'s' if len(running) != 1 else ''} (worker "
+                f"{', '.join(workers)}); stop those runs first, or pass --force to delete it anyway"
+            )
+
+    def delete(self, *, force: bool = False) -> None:
+        """Delete the study and every trial in it; refused while points run, unless `force`."""
+        self.check_deletable(force=force)
+        optuna.delete_study(study_name=self.name, storage=storage_of(self.optuna_study))
+
+
+def list_studies(storage: StorageLike = None) -> list[StudySummary]:
+    """Every study in the storage, by name; none when the database does not exist yet."""
+    if (storage is None or isinstance(storage, str)) and not database_exists(storage):
+        return []
+    opened = _opened(storage, must_exist=True)
+    summaries = []
+    for summary in sorted(optuna.get_all_study_summaries(opened, include_best_trial=False), key=lambda s: s.study_name):
+        if not studies.is_sweep_study(summary.user_attrs):
+            summaries.append(StudySummary(summary.study_name, is_sweep=False))
+            continue
+        study = studies.load_study(opened, summary.study_name)
+        rows = results.collect_rows(study)
+        best = rows[0] if rows and rows[0].state == "done" else None
+        summaries.append(StudySummary(
+            summary.study_name, is_sweep=True, n_points=len(rows), counts=results.count_states(study),
+            best_key=best.key if best else None, best_mean=best.mean if best else None,
+        ))
+    return summaries
+
+
+def _enqueued(storage: optuna.storages.BaseStorage, spec: Spec, dataset: Dataset, points: list[GridPoint]) -> optuna.Study:
+    return studies.create_or_resume(
+        storage, spec, fingerprint=dataset.fingerprint, points=points,
+        sequence_length=dataset.sequence_length, encoding=dataset.encoding,
+    )
+
+
+def _settings(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    return dict(trial.params or fixed_params(trial))
+
+
+class _Annotating:
+    """Passes progress on, and refreshes the dashboard note after each point."""
+
+    def __init__(self, study: Study, progress: Progress) -> None:
+        self._study = study
+        self._progress = progress
+
+    def point_started(self, key: str, *, n_repeats: int, n_finished: int) -> None:
+        self._progress.point_started(key, n_repeats=n_repeats, n_finished=n_finished)
+
+    def repeat_finished(self) -> None:
+        self._progress.repeat_finished()
+
+    def point_finished(self, key: str, *, is_complete: bool) -> None:
+        self._study.annotate()
+        self._progress.point_finished(key, is_complete=is_complete)

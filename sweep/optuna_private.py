@@ -1,0 +1,109 @@
+"""Optuna's private API: the one module of sweep that touches it.
+
+Sweep needs a few things Optuna's public API does not offer: to claim a waiting trial atomically
+(``study.ask()`` would take one, but also run the sampler and could not tell a lost race), to
+read a trial as stored now, the parameters a trial was enqueued with, and the heartbeats Optuna
+keeps for stale-trial detection. Each is one function here, and tests/test_optuna_private.py
+pins each behaviour, so that an Optuna upgrade that changes one fails one clear test.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+__all__ = [
+    "RDB_WRITING_METHODS",
+    "fixed_params",
+    "heartbeat_interval",
+    "last_heartbeats",
+    "put_back",
+    "record_heartbeat",
+    "storage_of",
+    "stored_trial",
+    "take",
+]
+
+# RDBStorage's methods that write, the public ones and the private ones Optuna's cache calls
+# instead. Each reads and writes in one transaction: setting a trial's state, for one, reads the
+# state it replaces. tests/test_storage.py checks that every write Optuna makes runs in one.
+RDB_WRITING_METHODS = (
+    "create_new_study",
+    "delete_study",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "create_new_trial",
+    "_create_new_trial",
+    "set_trial_param",
+    "_set_trial_param",
+    "set_trial_state_values",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "record_heartbeat",
+    "upgrade",
+)
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage a study reads and writes (under Optuna's cache, for an RDBStorage)."""
+    return study._storage
+
+
+def take(study: optuna.Study, waiting: FrozenTrial) -> Trial | None:
+    """Mark a WAITING trial RUNNING in one transaction; the trial, or None if another process
+    took it first. Raises UpdateFinishedTrialError if it finished meanwhile."""
+    if not study._storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
+        return None
+    return Trial(study, waiting._trial_id)
+
+
+def put_back(trial: Trial) -> None:
+    """Mark a RUNNING trial WAITING again, with everything it stored."""
+    trial.study._storage.set_trial_state_values(trial._trial_id, state=TrialState.WAITING)
+
+
+def stored_trial(trial: Trial) -> FrozenTrial:
+    """The trial as stored now, not as this process last saw it."""
+    return trial.study._storage.get_trial(trial._trial_id)
+
+
+def fixed_params(trial: Trial | FrozenTrial) -> dict[str, Any]:
+    """The parameters the trial was enqueued with (``enqueue_trial`` keeps them as a system
+    attribute until the trial suggests them)."""
+    if isinstance(trial, Trial):
+        attrs = trial.study._storage.get_trial_system_attrs(trial._trial_id)
+    else:
+        attrs = trial.system_attrs
+    return dict(attrs.get("fixed_params") or {})
+
+
+def heartbeat_interval(study: optuna.Study) -> int | None:
+    """The storage's heartbeat interval in seconds; None when heartbeats are off."""
+    storage = study._storage
+    return storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+
+
+def record_heartbeat(trial: Trial) -> None:
+    trial.study._storage.record_heartbeat(trial._trial_id)
+
+
+def last_heartbeats(study: optuna.Study) -> dict[int, datetime]:
+    """When each trial's worker last proved alive, by trial number (points never claimed: absent).
+
+    Optuna reads its heartbeat table only to find stale trials; it is the one place they are kept.
+    """
+    from optuna.storages._rdb import models
+
+    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache, the RDBStorage
+    if not hasattr(storage, "scoped_session"):
+        return {}
+    numbers = {trial._trial_id: trial.number for trial in study.get_trials(deepcopy=False)}
+    with storage.scoped_session() as session:
+        rows = session.query(models.TrialHeartbeatModel).filter(models.TrialHeartbeatModel.trial_id.in_(list(numbers)))
+        beats = {numbers[row.trial_id]: row.heartbeat for row in rows}
+    storage.scoped_session.remove()
+    return beats
