@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.trial import TrialState
 
 from sweep import results
 from sweep import study as studies
 from sweep.errors import StorageError
-from sweep.optuna_private import fixed_params, last_heartbeats, storage_of
+from sweep.optuna_private import last_heartbeats, storage_of
 from sweep.pool import default_workers
 from sweep.problems import Dataset, load_problem
 from sweep.runner import NoProgress, Progress, run_study
@@ -149,18 +148,24 @@ class Study:
         beats = last_heartbeats(self.optuna_study) if with_heartbeats else None
         return results.collect_rows(self.optuna_study, beats)
 
+    def stored_points(self) -> list[results.StoredPoint]:
+        """Every grid point as stored (settings, scores, repeats, statistics), finished ones best first."""
+        return results.read_points(self.optuna_study, metric=self.spec.objective.metric)
+
     def records(self) -> list[dict[str, Any]]:
         """One plain record per grid point, best first: its settings, state and statistics."""
-        by_number = {trial.number: trial for trial in results.current_trials(self.optuna_study)}
-        return [{**_settings(by_number[row.number]), **asdict(row)} for row in self.rows()]
+        return [
+            {**point.params, **asdict(results.point_row(point)), "padding_fraction": point.padding_fraction}
+            for point in self.stored_points()
+        ]
 
     def repeat_records(self) -> list[dict[str, Any]]:
         """One plain record per stored repeat of every grid point: seed, every metric, seconds, worker."""
-        records = []
-        for trial in results.current_trials(self.optuna_study):
-            for repeat, details in sorted(studies.finished_repeats(trial).items()):
-                records.append({"key": trial.user_attrs.get("key"), "repeat": repeat, **details})
-        return records
+        return [
+            {"key": point.key, "repeat": repeat, **details}
+            for point in sorted(self.stored_points(), key=lambda point: point.number)
+            for repeat, details in sorted(point.repeats.items())
+        ]
 
     def dataframe(self) -> pd.DataFrame:
         """:meth:`records` as a pandas DataFrame, one row per grid point."""
@@ -178,7 +183,7 @@ class Study:
         """The numbers of the report: every point's repeats, statistics and comparison with the best."""
         from sweep.report import collect
 
-        length = self.optuna_study.user_attrs.get(studies.SEQUENCE_LENGTH_ATTR)
+        length = results.sequence_length_of(self.optuna_study)
         return collect(self.optuna_study, self.spec, length or self._dataset_and_points()[0].sequence_length)
 
     def write_report(self, path: str | Path | None = None) -> Path:
@@ -205,9 +210,9 @@ class Study:
     def check_deletable(self, *, force: bool = False) -> None:
         """Refuse (StorageError) to delete a study whose points are running, unless `force`:
         their workers would lose their work."""
-        running = [t for t in results.current_trials(self.optuna_study) if t.state == TrialState.RUNNING]
+        running = [point for point in self.stored_points() if point.state == "running"]
         if running and not force:
-            workers = sorted({str(t.user_attrs.get(studies.WORKER_ATTR, "?")) for t in running})
+            workers = sorted({point.worker or "?" for point in running})
             raise StorageError(
                 f"study {self.name!r} has {len(running)} running point{'s' if len(running) != 1 else ''} (worker "
                 f"{', '.join(workers)}); stop those runs first, or pass --force to delete it anyway"
@@ -244,10 +249,6 @@ def _enqueued(storage: optuna.storages.BaseStorage, spec: Spec, dataset: Dataset
         storage, spec, fingerprint=dataset.fingerprint, points=points,
         sequence_length=dataset.sequence_length, encoding=dataset.encoding,
     )
-
-
-def _settings(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    return dict(trial.params or fixed_params(trial))
 
 
 class _Annotating:

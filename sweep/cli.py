@@ -86,7 +86,7 @@ def run(
     Example: sweep run studies/echo_first.toml --repeats 3 --epochs 1 --workers 2
     """
     spec = _spec_for(target, storage=storage, overrides={"repeats": repeats, "epochs": epochs, "name": name})
-    liveness = _liveness(heartbeat_interval, grace_period)
+    liveness = Liveness(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     _work(Study.create(spec, storage=storage, liveness=liveness), storage=storage, workers=workers, reference=reference)
 
 
@@ -106,17 +106,8 @@ def worker(
 
     Example: sweep worker echo-first --storage postgresql+psycopg://user@db-host/sweeps
     """
-    liveness = _liveness(heartbeat_interval, grace_period)
+    liveness = Liveness(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     _work(Study.open(name, storage=storage, liveness=liveness), storage=storage, workers=workers, reference=reference)
-
-
-def _liveness(heartbeat_interval: int, grace_period: int) -> Liveness:
-    if grace_period <= heartbeat_interval:
-        raise SweepError(
-            f"--grace-period {grace_period} must be longer than --heartbeat-interval "
-            f"{heartbeat_interval}; a few intervals is usual"
-        )
-    return Liveness(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
 
 
 def _work(study: Study, *, storage: str | None, workers: int | None, reference: bool) -> None:

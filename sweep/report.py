@@ -19,8 +19,7 @@ import plotly.graph_objects as go
 from scipy import stats
 
 from sweep.errors import SweepError
-from sweep.optuna_private import fixed_params
-from sweep.results import STATE_NAMES, count_states, current_trials, summarize
+from sweep.results import StoredPoint, count_states, read_points
 from sweep.spec import Spec, describe_spec
 
 __all__ = ["PointStats", "Report", "box_figure", "collect", "mean_figure", "write_html"]
@@ -77,46 +76,34 @@ class Report:
 
 def collect(study: optuna.Study, spec: Spec, sequence_length: int) -> Report:
     """Every grid point's statistics, best first, with its test against the best point."""
-    points = [_point(trial, sequence_length, metric=spec.objective.metric) for trial in current_trials(study)]
-    maximize = spec.direction == "maximize"
-    done = sorted(
-        (p for p in points if p.state == "done"),
-        key=lambda p: (-p.summary["mean"] if maximize else p.summary["mean"], p.number),
-    )
-    rest = sorted((p for p in points if p.state != "done"), key=lambda p: p.number)
+    points = [_point(point) for point in read_points(study, metric=spec.objective.metric, sequence_length=sequence_length)]
+    done = [point for point in points if point.state == "done"]
     return Report(
         study_name=study.study_name,
         metric=f"{spec.objective.metric} per {spec.objective.per}",
         direction=spec.direction,
         settings=list(describe_spec(spec)),
         counts=count_states(study),
-        points=compare_to_best(done) + rest,
+        points=compare_to_best(done) + [point for point in points if point.state != "done"],
     )
 
 
-def _point(trial: optuna.trial.FrozenTrial, sequence_length: int, *, metric: str) -> PointStats:
-    attrs = trial.user_attrs
-    params = trial.params or fixed_params(trial)
-    length = int(params.get("length", attrs.get("length", 0)))
-    mode = str(params.get("mode", attrs.get("mode", "")))
-    extras = [f"{name}={value}" for name, value in sorted(params.items()) if name not in ("length", "mode")]
-    scores = tuple(trial.intermediate_values[step] for step in sorted(trial.intermediate_values))
-    # A finished point stores its padding (of sequences of any lengths); others have sequences of one length.
-    n_chunks = -(-sequence_length // length) if length else 1
-    padding = attrs.get("padding_fraction", (n_chunks * length - sequence_length) / (n_chunks * length) if length else 0.0)
+def _point(point: StoredPoint) -> PointStats:
+    extras = [f"{name}={value}" for name, value in sorted(point.params.items()) if name not in ("length", "mode")]
+    padding = point.padding_fraction or 0.0
     return PointStats(
-        number=trial.number,
-        key=attrs.get("key", f"L={length} {mode}"),
-        length=length,
-        mode=mode,
-        group=" ".join([mode, *extras]),
-        state=STATE_NAMES.get(trial.state, trial.state.name.lower()),
-        scores=scores,
-        summary=summarize(scores, metric=metric) if scores else {"n": 0},
-        is_padded=bool(padding > 0),
+        number=point.number,
+        key=point.key,
+        length=point.length,
+        mode=point.mode,
+        group=" ".join([point.mode, *extras]),
+        state=point.state,
+        scores=point.scores,
+        summary=point.summary,
+        is_padded=padding > 0,
         padding_fraction=padding,
-        wall_seconds=attrs.get("wall_seconds"),
-        fail_reason=attrs.get("fail_reason", ""),
+        wall_seconds=point.wall_seconds,
+        fail_reason=point.fail_reason,
     )
 
 

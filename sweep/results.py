@@ -1,6 +1,8 @@
 """Numbers read back from a study: per-point statistics of the repeats, and progress counts.
 
-Pure functions of stored trials: nothing here trains, guesses or draws.
+:func:`read_points` is the one way a study's stored record is read back: the results table, the
+report, the dashboard note, ``sweep list`` and the Python API all start from its
+:class:`StoredPoint`. Pure functions of stored trials: nothing here trains, guesses or draws.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,9 +18,19 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from scipy import stats
 
-from sweep.study import SET_ASIDE_ATTR
+from sweep.optuna_private import fixed_params
+from sweep.study import REPEAT_ATTR, SEQUENCE_LENGTH_ATTR, SET_ASIDE_ATTR, WORKER_ATTR
 
-__all__ = ["PointRow", "collect_rows", "count_states", "current_trials", "set_aside", "summarize"]
+__all__ = [
+    "PointRow",
+    "StoredPoint",
+    "collect_rows",
+    "count_states",
+    "current_trials",
+    "read_points",
+    "set_aside",
+    "summarize",
+]
 
 STATE_NAMES = {
     TrialState.COMPLETE: "done",
@@ -71,6 +83,88 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+SUMMARY_KEYS = ("n", "mean", "std", "sem", "ci95_low", "ci95_high", "median", "min", "max")
+
+
+@dataclass(frozen=True)
+class StoredPoint:
+    """One grid point as its latest trial stores it."""
+
+    number: int
+    key: str
+    params: dict[str, Any]  # length, mode and any crossed settings
+    state: str  # done, running, waiting, failed
+    scores: tuple[float, ...]  # the repeats' objective scores, by repeat index
+    repeats: dict[int, dict[str, Any]]  # each repeat's seed, every metric, seconds and worker
+    summary: dict[str, Any]  # n, mean, std, interval...: stored for a finished point, else of the scores so far
+    padding_fraction: float | None  # share of padding steps in its training subsequences
+    wall_seconds: float | None
+    fail_reason: str
+    worker: str | None  # host:pid of the process that claimed it last
+
+    @property
+    def length(self) -> int:
+        return int(self.params.get("length", 0))
+
+    @property
+    def mode(self) -> str:
+        return str(self.params.get("mode", ""))
+
+
+def read_points(study: optuna.Study, *, metric: str | None = None, sequence_length: int | None = None) -> list[StoredPoint]:
+    """Every grid point, finished ones from best to worst (by the study's direction), then the
+    rest in grid order. `metric` and `sequence_length` serve studies that stored neither."""
+    points = [stored_point(trial, metric=metric, sequence_length=sequence_length) for trial in current_trials(study)]
+    sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
+    done = sorted((p for p in points if p.state == "done"), key=lambda p: (sign * p.summary["mean"], p.number))
+    return done + [p for p in points if p.state != "done"]
+
+
+def stored_point(trial: FrozenTrial, *, metric: str | None = None, sequence_length: int | None = None) -> StoredPoint:
+    attrs = trial.user_attrs
+    params = dict(trial.params or fixed_params(trial))
+    scores = tuple(trial.intermediate_values[step] for step in sorted(trial.intermediate_values))
+    metric = attrs.get("metric", metric)
+    return StoredPoint(
+        number=trial.number,
+        key=attrs.get("key", f"L={params.get('length')} {params.get('mode')}" if params else f"#{trial.number}"),
+        params=params,
+        state=STATE_NAMES.get(trial.state, trial.state.name.lower()),
+        scores=scores,
+        repeats={int(name.removeprefix(REPEAT_ATTR)): value for name, value in attrs.items() if name.startswith(REPEAT_ATTR)},
+        summary=_summary(trial, scores, metric),
+        padding_fraction=attrs.get("padding_fraction", _padding(params.get("length"), sequence_length)),
+        wall_seconds=attrs.get("wall_seconds"),
+        fail_reason=attrs.get("fail_reason", ""),
+        worker=attrs.get(WORKER_ATTR),
+    )
+
+
+def _summary(trial: FrozenTrial, scores: tuple[float, ...], metric: str | None) -> dict[str, Any]:
+    """A finished point's stored statistics (its interval cut to the metric's range, for studies
+    stored before the cut); the statistics of the scores so far for any other, or a point that
+    stored none."""
+    attrs = trial.user_attrs
+    if trial.state == TrialState.COMPLETE and "ci95_low" in attrs:
+        stored = {name: attrs.get(name) for name in SUMMARY_KEYS}
+        stored.update(
+            n=int(attrs.get("n", len(scores))), mean=trial.value,
+            ci95_low=_within(attrs.get("ci95_low"), metric, side=0), ci95_high=_within(attrs.get("ci95_high"), metric, side=1),
+        )
+        return stored
+    if scores:
+        return summarize(scores, metric=metric)
+    return {"n": 0, "mean": trial.value}
+
+
+def _padding(length: Any, sequence_length: int | None) -> float | None:
+    """The padding share of sequences of one length cut into subsequences of `length`."""
+    if not length or not sequence_length:
+        return None
+    n_chunks = -(-sequence_length // int(length))
+    return (n_chunks * int(length) - sequence_length) / (n_chunks * int(length))
+
+
 @dataclass(frozen=True)
 class PointRow:
     """One grid point as a table shows it."""
@@ -95,34 +189,32 @@ def _within(bound: float | None, metric: str | None, *, side: int) -> float | No
     return max(bound, floor) if side == 0 else min(bound, ceiling)
 
 
-def point_row(trial: FrozenTrial) -> PointRow:
-    attrs = trial.user_attrs
-    if trial.state == TrialState.COMPLETE:
-        return PointRow(
-            number=trial.number,
-            key=attrs.get("key", str(trial.params)),
-            state="done",
-            n=int(attrs.get("n", len(trial.intermediate_values))),
-            mean=trial.value,
-            std=attrs.get("std"),
-            ci95_low=_within(attrs.get("ci95_low"), attrs.get("metric"), side=0),
-            ci95_high=_within(attrs.get("ci95_high"), attrs.get("metric"), side=1),
-            seconds=attrs.get("wall_seconds"),
-            note="",
-        )
-    partial = list(trial.intermediate_values.values())
+def point_row(point: StoredPoint | FrozenTrial, heartbeats: dict[int, Any] | None = None) -> PointRow:
+    """A point as the results table shows it: a finished one with its statistics, any other with
+    its repeats so far, a running one with its worker and, given `heartbeats`, its last beat."""
+    if isinstance(point, FrozenTrial):
+        point = stored_point(point)
+    summary = point.summary if point.state == "done" else {"n": len(point.scores), "mean": point.summary.get("mean")}
     return PointRow(
-        number=trial.number,
-        key=attrs.get("key", str(trial.params)),
-        state=STATE_NAMES.get(trial.state, trial.state.name.lower()),
-        n=len(partial),
-        mean=float(np.mean(partial)) if partial else None,
-        std=None,
-        ci95_low=None,
-        ci95_high=None,
-        seconds=None,
-        note=attrs.get("fail_reason", ""),
+        number=point.number,
+        key=point.key,
+        state=point.state,
+        n=int(summary.get("n") or 0),
+        mean=summary.get("mean"),
+        std=summary.get("std"),
+        ci95_low=summary.get("ci95_low"),
+        ci95_high=summary.get("ci95_high"),
+        seconds=point.wall_seconds if point.state == "done" else None,
+        note=_note(point, heartbeats or {}),
     )
+
+
+def _note(point: StoredPoint, heartbeats: dict[int, Any]) -> str:
+    if point.state != "running":
+        return point.fail_reason if point.state != "done" else ""
+    beat = heartbeats.get(point.number)
+    seen = f", last heartbeat {beat:%Y-%m-%d %H:%M:%S}" if beat is not None else ""
+    return f"{point.worker or 'unknown worker'}{seen}"
 
 
 def current_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -139,24 +231,13 @@ def current_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def collect_rows(study: optuna.Study, heartbeats: dict[int, Any] | None = None) -> list[PointRow]:
-    """Every grid point, finished ones first from best to worst, then the rest in grid order.
-
-    Running points say which worker has them and, given `heartbeats`, when it last beat.
-    """
-    trials = current_trials(study)
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    done = [t for t in trials if t.state == TrialState.COMPLETE]
-    done.sort(key=lambda t: (-t.value if maximize else t.value, t.number))
-    rest = sorted((t for t in trials if t.state != TrialState.COMPLETE), key=lambda t: t.number)
-    return [_with_worker(point_row(trial), trial, heartbeats or {}) for trial in done + rest]
+    """Every grid point as the results table shows it, in :func:`read_points`' order."""
+    return [point_row(point, heartbeats) for point in read_points(study)]
 
 
-def _with_worker(row: PointRow, trial: FrozenTrial, heartbeats: dict[int, Any]) -> PointRow:
-    if trial.state != TrialState.RUNNING:
-        return row
-    beat = heartbeats.get(trial.number)
-    seen = f", last heartbeat {beat:%Y-%m-%d %H:%M:%S}" if beat is not None else ""
-    return replace(row, note=f"{trial.user_attrs.get('worker', 'unknown worker')}{seen}")
+def sequence_length_of(study: optuna.Study) -> int | None:
+    """The study's sequence length, stored when it was made (None for studies made before)."""
+    return study.user_attrs.get(SEQUENCE_LENGTH_ATTR)
 
 
 def set_aside(study: optuna.Study) -> list[FrozenTrial]:

@@ -107,11 +107,6 @@ def open_storage(
             f"storage {url!r} is an in-memory database, gone when the command ends and unseen by worker "
             "processes; use a file, e.g. sqlite:///sweep.db"
         )
-    if heartbeat is not None and not 0 < heartbeat.heartbeat_interval < heartbeat.grace_period:
-        raise StorageError(
-            f"heartbeat interval {heartbeat.heartbeat_interval} s and grace period {heartbeat.grace_period} s: "
-            "the interval must be positive and the grace period longer (a few intervals is usual)"
-        )
     try:
         storage = _new_storage(url, heartbeat)
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as error:
@@ -201,6 +196,14 @@ class Liveness:
 
     heartbeat_interval: int = 10
     grace_period: int = 60
+
+    def __post_init__(self) -> None:
+        if not 0 < self.heartbeat_interval < self.grace_period:
+            raise StorageError(
+                f"heartbeat interval {self.heartbeat_interval} s and grace period {self.grace_period} s "
+                "(--heartbeat-interval, --grace-period): the interval must be positive and the grace period "
+                "longer; a few intervals is usual"
+            )
 
 
 def _new_storage(url: str, heartbeat: Liveness | None, attempts: int = 5) -> SweepRDBStorage:

@@ -114,7 +114,7 @@ def test_ctrl_c_puts_the_point_back_and_the_next_run_finishes_it(tmp_path: Path)
     process = start_sweep(
         study_file, url, start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
     )
-    kept = wait_for_partial_trial(url, "interrupted", deadline=time.monotonic() + 300)
+    kept = wait_for_partial_trial(url, "interrupted", deadline=time.monotonic() + 300, process=process)
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends to the whole foreground group
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130
@@ -132,16 +132,23 @@ def test_ctrl_c_puts_the_point_back_and_the_next_run_finishes_it(tmp_path: Path)
     assert all(first.intermediate_values[step] == value for step, value in kept.items())
 
 
-def wait_for_partial_trial(url: str, name: str, *, deadline: float) -> dict[int, float]:
+def wait_for_partial_trial(url: str, name: str, *, deadline: float, process: subprocess.Popen) -> dict[int, float]:
+    """The first point's repeats once two are stored while it runs. Reads only once the sweep has
+    made the database: a reader that got there first would make it itself."""
     while time.monotonic() < deadline:
         time.sleep(0.3)
+        if process.poll() is not None:
+            raise AssertionError(f"the sweep ended (status {process.returncode}) first: {process.communicate()[1][-2000:]}")
+        if not Path(url.removeprefix("sqlite:///")).exists():
+            continue
         try:
             trials = optuna.load_study(study_name=name, storage=url).get_trials()
         except KeyError:
             continue
         if trials and trials[0].state == TrialState.RUNNING and len(trials[0].intermediate_values) >= 2:
             return dict(trials[0].intermediate_values)
-    raise AssertionError("no repeat finished in time")
+    process.kill()
+    raise AssertionError(f"no repeat finished in time: {process.communicate()[1][-2000:]}")
 
 
 def worker_pids(parent: int) -> list[int]:
@@ -153,7 +160,7 @@ def worker_pids(parent: int) -> list[int]:
 def test_a_killed_worker_is_replaced_and_no_finished_repeat_is_lost_or_trained_twice(tmp_path: Path) -> None:
     study_file, url = study_on_disk(tmp_path, "killed", repeats=5, lengths="[10]")
     process = start_sweep(study_file, url)
-    kept = wait_for_partial_trial(url, "killed", deadline=time.monotonic() + 300)
+    kept = wait_for_partial_trial(url, "killed", deadline=time.monotonic() + 300, process=process)
     workers = worker_pids(process.pid)
     assert len(workers) == 1
     os.kill(workers[0], signal.SIGKILL)
