@@ -184,7 +184,9 @@ class Study:
         from sweep.report import collect
 
         length = results.sequence_length_of(self.optuna_study)
-        return collect(self.optuna_study, self.spec, length or self._dataset_and_points()[0].sequence_length)
+        if length is None:  # a study made before the length was stored: read it off the data
+            length = self._data[0].sequence_length if self._data else load_problem(self.spec.problem).sequence_length
+        return collect(self.optuna_study, self.spec, length)
 
     def write_report(self, path: str | Path | None = None) -> Path:
         """Write the report, one HTML file that opens offline (default: NAME.html here)."""
