@@ -25,6 +25,7 @@ class Recorder:
         self.events.append(("finished", key, is_complete))
 
 
+@pytest.mark.slow
 def test_a_tiny_study_runs_from_python_and_reads_back_as_dataframes(tiny_study: Path, sqlite_url: str, tmp_path: Path) -> None:
     spec = sweep.apply_overrides(sweep.load_spec(tiny_study), repeats=2)
     study = sweep.Study.create(spec, storage=sqlite_url)
@@ -56,6 +57,7 @@ def test_a_tiny_study_runs_from_python_and_reads_back_as_dataframes(tiny_study: 
     assert "Grid of 4 points: 4 done, 0 running, 0 waiting, 0 failed" in note  # kept up to date by the run
 
 
+@pytest.mark.slow
 def test_running_again_trains_nothing_and_listing_shows_the_study(tiny_study: Path, sqlite_url: str) -> None:
     spec = sweep.apply_overrides(sweep.load_spec(tiny_study), repeats=1)
     sweep.Study.create(spec, storage=sqlite_url).run(workers=1)
@@ -74,6 +76,7 @@ def test_bad_input_raises_one_clear_error_and_writes_nothing(tmp_path: Path, sql
     assert list(tmp_path.iterdir()) == []  # reading created nothing
 
 
+@pytest.mark.slow
 def test_a_script_without_a_main_guard_runs_once_even_from_standard_input(tiny_study: Path, sqlite_url: str) -> None:
     # Worker processes are spawned; they must not run the caller's script again.
     import subprocess

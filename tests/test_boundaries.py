@@ -113,6 +113,7 @@ def test_status_cuts_the_interval_that_an_earlier_version_stored(tmp_path: Path)
 # Exit statuses and the command line
 
 
+@pytest.mark.slow
 def test_a_run_whose_every_point_failed_exits_3_with_the_way_out(tmp_path: Path, sqlite_url: str) -> None:
     study = tmp_path / "diverge.toml"
     study.write_text(
@@ -239,6 +240,7 @@ def test_list_shows_other_studies_as_such(sqlite_url: str, synthetic_study: optu
     assert next(line for line in done.stdout.splitlines() if "two-objectives" in line).count("not a sweep study") == 1
 
 
+@pytest.mark.slow
 def test_a_trial_enqueued_by_hand_is_set_aside_and_the_grid_finishes(tiny_study: Path, sqlite_url: str) -> None:
     created = sweep_cli("create", str(tiny_study), "--storage", sqlite_url, "--repeats", "1", "--epochs", "1")
     assert created.returncode == 0, created.stderr
@@ -264,6 +266,7 @@ def test_a_damaged_spec_is_one_line(sqlite_url: str, synthetic_study: optuna.Stu
 # The storage boundary
 
 
+@pytest.mark.slow
 def test_a_text_file_as_the_database_is_one_line_and_leaves_no_lock(tmp_path: Path) -> None:
     (tmp_path / "notadb.db").write_text("hello, not SQLite\n")
     url = f"sqlite:///{tmp_path / 'notadb.db'}"
@@ -274,6 +277,7 @@ def test_a_text_file_as_the_database_is_one_line_and_leaves_no_lock(tmp_path: Pa
     assert sorted(path.name for path in tmp_path.iterdir()) == ["notadb.db"]
 
 
+@pytest.mark.slow
 def test_a_read_only_database_is_one_line(tmp_path: Path, tiny_study: Path, sqlite_url: str) -> None:
     assert sweep_cli("create", str(tiny_study), "--storage", sqlite_url).returncode == 0
     read_only = f"sqlite:///file:{tmp_path / 'studies.db'}?mode=ro&uri=true"
@@ -292,6 +296,7 @@ def test_reading_a_study_that_does_not_exist_creates_nothing(tmp_path: Path, com
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_stopped_create_holding_the_lock_blocks_no_reader_and_is_named_after_a_bound(
     tmp_path: Path, sqlite_url: str, tiny_study: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -347,6 +352,7 @@ def test_on_sqlite_an_open_read_blocks_no_writer_and_a_held_write_lock_no_reader
         holder.close()
 
 
+@pytest.mark.slow
 def test_a_postgresql_role_without_privileges_is_one_line(postgres_url: str, tiny_study: Path) -> None:
     import sqlalchemy
 
@@ -430,6 +436,7 @@ def is_alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_run_its_workers_and_puts_the_point_back(tmp_path: Path, sqlite_url: str) -> None:
     import signal
     import subprocess
@@ -483,6 +490,7 @@ def test_an_interrupted_create_shows_its_grid_in_part_and_a_second_create_finish
     assert "4 points: 0 done, 0 running, 4 waiting" in out and "only" not in out
 
 
+@pytest.mark.slow
 def test_a_point_whose_workers_keep_going_silent_is_queued_again_a_bounded_number_of_times(sqlite_url: str) -> None:
     spec = spec_from_dict({"name": "silent", "repeats": 1, "problem": {"kind": "echo-first", "length": 4},
                            "grid": {"lengths": [4], "modes": ["stateful"]}})
@@ -500,6 +508,7 @@ def test_a_point_whose_workers_keep_going_silent_is_queued_again_a_bounded_numbe
     assert [trial.state.name for trial in optuna.load_study(study_name="silent", storage=sqlite_url).trials] == ["FAIL"] * attempts
 
 
+@pytest.mark.slow
 def test_delete_refuses_a_study_with_running_points_and_a_forced_delete_stops_the_run_in_one_line(
     tmp_path: Path, sqlite_url: str
 ) -> None:

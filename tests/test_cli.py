@@ -30,6 +30,7 @@ def sweep_in_process(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPa
     return exit_info.value.code, captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_run_finishes_the_grid_and_stores_every_repeat(tiny_study: Path, sqlite_url: str) -> None:
     done = sweep_cli("run", str(tiny_study), "--workers", "2", "--storage", sqlite_url)
     assert done.returncode == 0, done.stderr
@@ -63,6 +64,7 @@ def test_run_finishes_the_grid_and_stores_every_repeat(tiny_study: Path, sqlite_
     assert listing.returncode == 0 and "tiny" in listing.stdout
 
 
+@pytest.mark.slow
 def test_the_default_storage_is_sweep_db_in_the_working_directory(tiny_study: Path, tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
@@ -130,6 +132,7 @@ def test_an_unknown_study_name_lists_the_known_ones(capsys, monkeypatch, sqlite_
     assert code == 1 and "no study named 'missing'" in err and "other" in err
 
 
+@pytest.mark.slow
 def test_changed_settings_do_not_mix_into_an_existing_study(capsys, monkeypatch, tiny_study: Path, sqlite_url: str) -> None:
     first = sweep_cli("run", str(tiny_study), "--repeats", "1", "--workers", "1", "--storage", sqlite_url)
     assert first.returncode == 0, first.stderr

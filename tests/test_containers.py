@@ -249,6 +249,7 @@ def local_storage(compose: dict, postgres_url: str) -> str:
     )
 
 
+@pytest.mark.slow
 def test_the_default_init_command_creates_the_shipped_study(compose: dict, postgres_url: str, password_file: Path) -> None:
     storage = local_storage(compose, postgres_url)
     init = compose["services"]["init"]

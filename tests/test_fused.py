@@ -66,6 +66,7 @@ def train_both(dataset, *, length: int, mode: str, units: int = 5, batch_size: i
 
 @pytest.mark.parametrize("problem", PROBLEMS)
 @pytest.mark.parametrize("mode", ["stateless", "stateful"])
+@pytest.mark.slow
 def test_every_repeat_of_a_pack_ends_with_the_weights_and_predictions_it_gets_alone(problem: str, mode: str) -> None:
     dataset = PROBLEMS[problem]()
     fused, alone, _ = train_both(dataset, length=4, mode=mode)
@@ -93,6 +94,7 @@ def assert_repeats_match(fused: FusedNetwork, alone: list[KerasNetwork], test: p
     ],
 )
 @pytest.mark.parametrize("mode", ["stateless", "stateful"])
+@pytest.mark.slow
 def test_long_subsequences_and_larger_packs_train_as_each_repeat_alone(problem: str, length: int, units: int, mode: str) -> None:
     dataset = PROBLEMS[problem]()
     fused, alone, _ = train_both(dataset, length=length, mode=mode, units=units)
@@ -103,6 +105,7 @@ def test_long_subsequences_and_larger_packs_train_as_each_repeat_alone(problem: 
 
 
 @pytest.mark.parametrize("mode", ["stateless", "stateful"])
+@pytest.mark.slow
 def test_a_smaller_last_batch_trains_as_each_repeat_alone(mode: str) -> None:
     """24 sequences in batches of 7: two blocks of different batch sizes share one trace."""
     dataset = PROBLEMS["echo-first padded"]()
@@ -112,6 +115,7 @@ def test_a_smaller_last_batch_trains_as_each_repeat_alone(mode: str) -> None:
     assert_repeats_match(fused, alone, prepare.stateless(test) if mode == "stateless" else test)
 
 
+@pytest.mark.slow
 def test_training_moved_the_weights_and_repeats_differ() -> None:
     fused, _, _ = train_both(PROBLEMS["echo-first"](), length=4, mode="stateful")
     start = [initial_weights(fused.arch, seed) for seed in SEEDS]
@@ -141,6 +145,7 @@ def test_initial_weights_leave_tensorflow_seeded_as_it_was() -> None:
     np.testing.assert_array_equal(tf.random.uniform((3,)).numpy(), expected)
 
 
+@pytest.mark.slow
 def test_the_reference_network_trains_as_a_keras_sequential_model_does() -> None:
     """Anchor the reference path itself to plain Keras: Sequential, Adam, train_on_batch."""
     dataset = PROBLEMS["echo-first"]()
@@ -159,6 +164,7 @@ def test_the_reference_network_trains_as_a_keras_sequential_model_does() -> None
         np.testing.assert_allclose(own, plain, atol=TOLERANCE)
 
 
+@pytest.mark.slow
 def test_fused_and_one_by_one_repeats_agree_in_distribution() -> None:
     """Different seeds, a setting where repeats disagree: each mean lies in the other's 95% CI."""
     dataset = load_problem(EchoFirstProblem(kind="echo-first", length=20, n_train=200, n_test=100, seed=1))

@@ -59,6 +59,7 @@ def test_a_stored_trial_is_read_afresh_and_keeps_its_enqueued_parameters(study: 
     assert private.stored_trial(trial).intermediate_values == {0: 0.25}
 
 
+@pytest.mark.slow
 def test_heartbeats_are_recorded_and_read_back_by_trial_number(study: optuna.Study) -> None:
     assert private.heartbeat_interval(study) == 1
     first, second = study.ask(), study.ask()

@@ -125,6 +125,7 @@ def train_with_sweep(implementation: str, arch: Architecture, train: prepare.Chu
 @pytest.mark.parametrize(
     ("steps", "is_variable"), [(12, False), (10, False), (12, True)], ids=["unmasked", "masked", "variable-lengths"]
 )
+@pytest.mark.slow
 def test_stateful_training_is_keras_stateful_lstm_with_train_on_batch(
     implementation: str, per_step: bool, steps: int, is_variable: bool
 ) -> None:

@@ -16,6 +16,7 @@ from sweep.storage import Liveness, open_storage
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
 
 
+@pytest.mark.slow
 def test_every_write_optuna_makes_on_sqlite_begins_under_the_write_lock(sqlite_url: str) -> None:
     # An Optuna upgrade that writes from a method sweep does not know of fails here, not in a
     # race between workers.

@@ -915,6 +915,7 @@ def test_describe_counts_per_step_classes_over_real_steps_only(tmp_path: Path) -
 # 9. End to end: sweep run on a variable-length table, read back with Optuna.
 
 
+@pytest.mark.slow
 def test_run_on_a_variable_length_table_stores_every_point(tmp_path: Path) -> None:
     study_file = e2e_study(tmp_path)
     url = f"sqlite:///{tmp_path / 'x.db'}"
@@ -945,6 +946,7 @@ def test_run_on_a_variable_length_table_stores_every_point(tmp_path: Path) -> No
         assert trial.user_attrs["n_chunks"] == math.ceil(12 / length)
 
 
+@pytest.mark.slow
 def test_an_npz_study_stored_before_standardization_resumes_as_it_was_made(tmp_path: Path) -> None:
     """A study stored by the version before `standardize` existed trained on raw npz data: its spec
     has no such key, and resuming it must neither standardize nor refuse the data as changed."""

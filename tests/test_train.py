@@ -99,6 +99,7 @@ def test_echo_first_reproduces_the_reference_findings() -> None:
     assert mean_accuracy(10, "stateful") > 0.95
 
 
+@pytest.mark.slow
 def test_an_xla_pack_with_a_smaller_last_batch_scores_as_one_by_one() -> None:
     """From XLA_MIN_UNITS units the full batches train compiled and the smaller last one does not."""
     from sweep.train._common import XLA_MIN_UNITS
@@ -111,6 +112,7 @@ def test_an_xla_pack_with_a_smaller_last_batch_scores_as_one_by_one() -> None:
         assert a.scores == pytest.approx(b.scores, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_an_xla_network_serves_every_length_and_each_trains_as_one_by_one() -> None:
     """Under XLA one pack network, traced once, trains every subsequence length of the grid."""
     from sweep.train import _worker

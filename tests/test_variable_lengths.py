@@ -46,6 +46,7 @@ def trained_as_a_job(dataset: Dataset, *, mode: str, is_fused: bool):
 @pytest.mark.parametrize("is_fused", [True, False], ids=["fused", "reference"])
 @pytest.mark.parametrize("mode", ["stateless", "stateful"])
 @pytest.mark.parametrize("per_step", [False, True], ids=["per-sequence", "per-step"])
+@pytest.mark.slow
 def test_padding_to_20_or_to_40_steps_gives_the_same_scores(mode: str, is_fused: bool, per_step: bool) -> None:
     short = trained_as_a_job(variable(padded_to=20, per_step=per_step), mode=mode, is_fused=is_fused)
     long = trained_as_a_job(variable(padded_to=40, per_step=per_step), mode=mode, is_fused=is_fused)
@@ -56,6 +57,7 @@ def test_padding_to_20_or_to_40_steps_gives_the_same_scores(mode: str, is_fused:
 
 
 @pytest.mark.parametrize("mode", ["stateless", "stateful"])
+@pytest.mark.slow
 def test_padding_to_20_or_to_40_steps_gives_the_same_weights_and_predictions(mode: str) -> None:
     """At L = 5, 40 steps add 4 chunks of padding alone before every sequence."""
     (fused_20, alone_20, _), (fused_40, alone_40, _) = (
@@ -82,6 +84,7 @@ def _test_chunks(dataset: Dataset, mode: str) -> prepare.Chunks:
 
 @pytest.mark.parametrize("mode", ["stateless", "stateful"])
 @pytest.mark.parametrize("per_step", [False, True], ids=["per-sequence", "per-step"])
+@pytest.mark.slow
 def test_a_variable_length_pack_trains_each_repeat_as_it_trains_alone(mode: str, per_step: bool) -> None:
     dataset = variable(padded_to=20, per_step=per_step)
     fused, alone, train = train_both(dataset, length=5, mode=mode, batch_size=4)
