@@ -3,7 +3,7 @@
 From Python, :class:`Study` does what the ``sweep`` command does (see the README's "From Python").
 """
 
-from sweep.api import RunOutcome, Study, StudySummary, list_studies
+from sweep.api import RunOutcome, Study, StudySummary, describe_data, list_studies
 from sweep.errors import DataError, SpecError, StorageError, SweepError
 from sweep.runner import Progress
 from sweep.spec import Spec, apply_overrides, load_spec, spec_from_dict
@@ -23,6 +23,7 @@ __all__ = [
     "StudySummary",
     "SweepError",
     "apply_overrides",
+    "describe_data",
     "list_studies",
     "load_spec",
     "spec_from_dict",

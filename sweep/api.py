@@ -25,9 +25,9 @@ from sweep import study as studies
 from sweep.errors import StorageError
 from sweep.optuna_private import last_heartbeats, storage_of
 from sweep.pool import default_workers
-from sweep.problems import Dataset, load_problem
+from sweep.problems import Dataset, DataSummary, describe, load_problem
 from sweep.runner import NoProgress, Progress, run_study
-from sweep.spec import GridPoint, Spec, grid_points
+from sweep.spec import GridPoint, Spec, grid_lengths, grid_points
 from sweep.storage import Liveness, database_exists, open_storage
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from sweep.report import Report
 
-__all__ = ["RunOutcome", "Study", "StudySummary", "list_studies"]
+__all__ = ["RunOutcome", "Study", "StudySummary", "describe_data", "list_studies"]
 
 # A storage URL (None: $SWEEP_STORAGE, else sqlite:///sweep.db here), or a storage already open.
 StorageLike = str | optuna.storages.BaseStorage | None
@@ -224,6 +224,13 @@ class Study:
         """Delete the study and every trial in it; refused while points run, unless `force`."""
         self.check_deletable(force=force)
         optuna.delete_study(study_name=self.name, storage=storage_of(self.optuna_study))
+
+
+def describe_data(spec: Spec) -> DataSummary:
+    """The data as sweep sees them, before anything is trained (what ``sweep data`` shows):
+    sequences, lengths, features, classes or target ranges, and each grid length's padding."""
+    dataset = load_problem(spec.problem)
+    return describe(dataset, grid_lengths(spec.grid, dataset.sequence_length))
 
 
 def list_studies(storage: StorageLike = None) -> list[StudySummary]:

@@ -23,8 +23,8 @@ from sweep.api import Study
 from sweep.storage import database_exists, describe_database_error, display_url, Liveness, open_storage
 from sweep.errors import SweepError
 from sweep.pool import default_workers
-from sweep.problems import DataSummary, describe, load_problem
-from sweep.spec import Spec, apply_overrides, grid_lengths, load_spec
+from sweep.problems import DataSummary
+from sweep.spec import Spec, apply_overrides, load_spec
 
 app = typer.Typer(
     help="Grid search over truncated-BPTT subsequence lengths for LSTMs, stored in Optuna studies.",
@@ -180,9 +180,7 @@ def data(
     Example: sweep data studies/my_study.toml
     """
     spec = load_spec(study_file)
-    dataset = load_problem(spec.problem)
-    summary = describe(dataset, grid_lengths(spec.grid, dataset.sequence_length))
-    _print_data(spec, summary)
+    _print_data(spec, api.describe_data(spec))
 
 
 def _print_data(spec: Spec, summary: DataSummary) -> None:

@@ -91,3 +91,9 @@ def test_a_script_without_a_main_guard_runs_once_even_from_standard_input(tiny_s
     done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["started", "4"]
+
+
+def test_the_data_are_described_before_anything_is_trained(tiny_study: Path) -> None:
+    summary = sweep.describe_data(sweep.load_spec(tiny_study))
+    assert (summary.train.n_sequences, summary.test.n_sequences) == (40, 20)
+    assert [(length, round(padding, 6)) for length, _, padding in summary.subsequences] == [(4, 0.0), (8, 0.0)]
