@@ -19,7 +19,8 @@ from optuna.trial import FrozenTrial, TrialState
 from scipy import stats
 
 from sweep.optuna_private import fixed_params
-from sweep.study import REPEAT_ATTR, SEQUENCE_LENGTH_ATTR, SET_ASIDE_ATTR, WORKER_ATTR
+from sweep.prepare import n_chunks
+from sweep.study import SEQUENCE_LENGTH_ATTR, SET_ASIDE_ATTR, WORKER_ATTR, finished_repeats
 
 __all__ = [
     "PointRow",
@@ -131,7 +132,7 @@ def stored_point(trial: FrozenTrial, *, metric: str | None = None, sequence_leng
         params=params,
         state=STATE_NAMES.get(trial.state, trial.state.name.lower()),
         scores=scores,
-        repeats={int(name.removeprefix(REPEAT_ATTR)): value for name, value in attrs.items() if name.startswith(REPEAT_ATTR)},
+        repeats=finished_repeats(trial),
         summary=_summary(trial, scores, metric),
         padding_fraction=attrs.get("padding_fraction", _padding(params.get("length"), sequence_length)),
         wall_seconds=attrs.get("wall_seconds"),
@@ -161,8 +162,8 @@ def _padding(length: Any, sequence_length: int | None) -> float | None:
     """The padding share of sequences of one length cut into subsequences of `length`."""
     if not length or not sequence_length:
         return None
-    n_chunks = -(-sequence_length // int(length))
-    return (n_chunks * int(length) - sequence_length) / (n_chunks * int(length))
+    steps = n_chunks(sequence_length, int(length)) * int(length)
+    return (steps - sequence_length) / steps
 
 
 @dataclass(frozen=True)
