@@ -27,7 +27,7 @@ from sweep.optuna_private import last_heartbeats, storage_of
 from sweep.pool import default_workers
 from sweep.problems import Dataset, DataSummary, describe, load_problem
 from sweep.runner import NoProgress, Progress, run_study
-from sweep.spec import GridPoint, Spec, grid_lengths, grid_points
+from sweep.spec import GridPoint, Spec, grid_length_pairs, grid_points
 from sweep.storage import Liveness, database_exists, open_storage
 
 if TYPE_CHECKING:
@@ -230,7 +230,8 @@ def describe_data(spec: Spec) -> DataSummary:
     """The data as sweep sees them, before anything is trained (what ``sweep data`` shows):
     sequences, lengths, features, classes or target ranges, and each grid length's padding."""
     dataset = load_problem(spec.problem)
-    return describe(dataset, grid_lengths(spec.grid, dataset.sequence_length))
+    forward_lengths = sorted({forward for forward, _ in grid_length_pairs(spec.grid, dataset.sequence_length)})
+    return describe(dataset, forward_lengths)
 
 
 def list_studies(storage: StorageLike = None) -> list[StudySummary]:

@@ -12,7 +12,7 @@ class PackJob:
     """Some repeats of one grid point: everything a worker needs besides the study's data.
 
     With `is_fused`, the repeats train together as one computation; without, one after another
-    on the reference Keras path.
+    on the reference Keras path. `length` is the forward length k1, `backward` the backward k2.
     """
 
     key: str
@@ -26,6 +26,7 @@ class PackJob:
     repeats: tuple[int, ...]
     seeds: tuple[int, ...]
     is_fused: bool = True
+    backward: int | None = None  # decoupled TBPTT's k2 (None: k2 = length)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ __all__ = [
     "padding_share",
     "plan_batches",
     "stateless",
+    "windows",
 ]
 
 
@@ -68,12 +69,19 @@ def n_chunks(sequence_length: int, length: int) -> int:
     return -(-sequence_length // length)
 
 
-def padding_share(lengths: np.ndarray, length: int) -> tuple[int, float]:
+def padding_share(lengths: np.ndarray, length: int, width: int | None = None) -> tuple[int, float]:
     """How many subsequences of `length` steps sequences of `lengths` make (those with a real
-    step), and the share of their steps that is padding."""
+    step), and the share of their steps that is padding. With `width`, windows of `width` steps
+    every `length` steps instead (see :func:`windows`)."""
     lengths = np.asarray(lengths, dtype=np.int64)
     n_subsequences = int(np.sum(-(-lengths // length)))
-    return n_subsequences, float(1.0 - lengths.sum() / (n_subsequences * length))
+    if width is None or width == length:
+        return n_subsequences, float(1.0 - lengths.sum() / (n_subsequences * length))
+    real = 0
+    for steps, count in zip(*np.unique(lengths, return_counts=True)):
+        ends = steps - length * np.arange(-(-steps // length))
+        real += int(count) * int(np.minimum(ends, width).sum())
+    return n_subsequences, float(1.0 - real / (n_subsequences * width))
 
 
 def pad_front(x: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,6 +113,36 @@ def chunk(x: np.ndarray, y: np.ndarray, length: int, lengths: np.ndarray | None 
         y_padded, _ = pad_front(y, length)
         y = y_padded.reshape(n, k, length, y.shape[2])
     return Chunks(x=x_chunks, mask=mask.reshape(n, k, length), y=y)
+
+
+def windows(x: np.ndarray, y: np.ndarray, stride: int, width: int, lengths: np.ndarray | None = None) -> Chunks:
+    """Windows of `width` steps taken every `stride` steps, the last ending at each sequence's last
+    step, in the layout of :func:`chunk`: (n, k, width, ...) with k = ceil(T / stride).
+
+    Windows overlap when `stride` < `width` and leave steps out between them when `stride` > `width`;
+    with `stride` = `width` they are :func:`chunk`'s subsequences. Steps before a sequence's start
+    are padding, masked, as in :func:`chunk`.
+    """
+    if stride == width:
+        return chunk(x, y, stride, lengths)
+    steps = x.shape[1]
+    if not 1 <= stride <= steps or not 1 <= width <= steps:
+        raise ValueError(f"window stride {stride} and width {width} must be between 1 and the sequence length {steps}")
+    k = n_chunks(steps, stride)
+    n_pad = max(0, (k - 1) * stride + width - steps)
+    mask = np.zeros((x.shape[0], n_pad + steps), dtype=bool)
+    real_from = n_pad + steps - (np.asarray(lengths) if lengths is not None else np.full(x.shape[0], steps))
+    mask[np.arange(n_pad + steps)[None, :] >= real_from[:, None]] = True
+    starts = n_pad + steps - width - stride * np.arange(k - 1, -1, -1)
+    take = starts[:, None] + np.arange(width)[None, :]  # (k, width) step indices
+    x_windows = _front_padded(x, n_pad)[:, take]
+    y_windows = _front_padded(y, n_pad)[:, take] if y.ndim == 3 else y
+    return Chunks(x=x_windows, mask=mask[:, take], y=y_windows)
+
+
+def _front_padded(values: np.ndarray, n_pad: int) -> np.ndarray:
+    padding = np.zeros((values.shape[0], n_pad, *values.shape[2:]), dtype=values.dtype)
+    return np.concatenate([padding, values], axis=1)
 
 
 def stateless(chunks: Chunks) -> Chunks:

@@ -194,6 +194,7 @@ def _packs(
         PackJob(
             key=point.key,
             length=point.length,
+            backward=point.backward,
             mode=point.mode,
             repeats=tuple(pack),
             seeds=tuple(repeat_seed(spec.seed, point.key, repeat) for repeat in pack),
@@ -245,7 +246,9 @@ def _summary(repeats: dict[int, dict], *, spec: Spec, dataset: Dataset, point: G
     ordered = [repeats[index] for index in sorted(repeats)]
     scores = [details[metric] for details in ordered]
     summary: dict = summarize(scores, metric=metric)
-    n_subsequences, padding = padding_share(dataset.train_lengths, point.length)
+    # Stateless TBPTT(k1, k2) trains windows of k2 steps; stateful training cuts chunks of k1.
+    width = point.backward if point.mode == "stateless" else None
+    n_subsequences, padding = padding_share(dataset.train_lengths, point.length, width)
     summary.update(
         metric=metric,
         scores=scores,

@@ -186,8 +186,15 @@ Lengths = Annotated[
 UNION_TAGS = (*PROBLEM_KINDS, "factors", "list", "range")
 
 
+Pair = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]
+
+
 class Grid(_Strict):
     lengths: Lengths = "factors"
+    # Decoupled TBPTT(k1, k2): `lengths` are the forward lengths k1, `backward` the lengths k2 the
+    # gradient goes back, crossed with them; or `pairs` lists [k1, k2] pairs instead of both.
+    backward: list[Annotated[int, Field(ge=1)]] | None = None
+    pairs: list[Pair] | None = None
     modes: list[Literal["stateless", "stateful"]] = Field(default_factory=lambda: list(MODES))
     units: list[Annotated[int, Field(ge=1)]] | None = None
     epochs: list[Annotated[int, Field(ge=1)]] | None = None
@@ -195,15 +202,24 @@ class Grid(_Strict):
     learning_rate: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = None
     optimizer: list[Literal["adam", "sgd", "rmsprop"]] | None = None
 
-    @field_validator("lengths", "modes", "units", "epochs", "batch_size", "learning_rate", "optimizer")
+    @field_validator("lengths", "backward", "pairs", "modes", "units", "epochs", "batch_size", "learning_rate", "optimizer")
     @classmethod
     def _non_empty_unique(cls, value: Any) -> Any:
         if isinstance(value, list):
             if not value:
                 raise ValueError("the list is empty; give at least one value")
-            if len(set(value)) != len(value):
+            if len({repr(item) for item in value}) != len(value):
                 raise ValueError(f"{value} repeats a value; list each value once")
         return value
+
+    @model_validator(mode="after")
+    def _pairs_alone(self) -> Grid:
+        if self.pairs is not None and (self.backward is not None or self.lengths != "factors"):
+            raise ValueError(
+                "grid.pairs lists [forward, backward] lengths itself; drop grid.lengths and grid.backward, "
+                "or drop grid.pairs and cross grid.lengths with grid.backward"
+            )
+        return self
 
 
 class Model(_Strict):
@@ -259,25 +275,38 @@ def problem_task(problem: EchoFirstProblem | LagEchoProblem | NpzProblem | Table
 
 @dataclass(frozen=True)
 class GridPoint:
-    """One trial of the study: a subsequence length, a state mode and any crossed settings."""
+    """One trial of the study: a subsequence length, a state mode and any crossed settings.
+
+    `length` is the forward length k1, the steps between two weight updates; `backward`, when the
+    grid lists it, is k2, the steps the gradient goes back (None: plain TBPTT, k2 = k1).
+    """
 
     length: int
     mode: str
     settings: tuple[tuple[str, Any], ...] = ()
+    backward: int | None = None
 
     @property
     def key(self) -> str:
         extras = "".join(f" {name}={value}" for name, value in self.settings)
-        return f"L={self.length} {self.mode}{extras}"
+        lengths = f"L={self.length}" if self.backward is None else f"k1={self.length} k2={self.backward}"
+        return f"{lengths} {self.mode}{extras}"
 
     @property
     def params(self) -> dict[str, Any]:
-        return {"length": self.length, "mode": self.mode, **dict(self.settings)}
+        backward = {} if self.backward is None else {"backward": self.backward}
+        return {"length": self.length, **backward, "mode": self.mode, **dict(self.settings)}
+
+    @property
+    def is_decoupled(self) -> bool:
+        """Whether the gradient goes back another number of steps than the forward length."""
+        return self.backward is not None and self.backward != self.length
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> GridPoint:
         settings = tuple((name, params[name]) for name in GRID_SETTINGS if name in params)
-        return cls(length=int(params["length"]), mode=str(params["mode"]), settings=settings)
+        backward = int(params["backward"]) if params.get("backward") is not None else None
+        return cls(length=int(params["length"]), mode=str(params["mode"]), settings=settings, backward=backward)
 
 
 def grid_lengths(grid: Grid, sequence_length: int) -> list[int]:
@@ -301,14 +330,33 @@ def grid_lengths(grid: Grid, sequence_length: int) -> list[int]:
     return values
 
 
+def grid_length_pairs(grid: Grid, sequence_length: int) -> list[tuple[int, int | None]]:
+    """The (forward, backward) lengths of the grid, checked; backward None where the grid gives none."""
+    if grid.pairs is not None:
+        pairs = [(int(forward), int(backward)) for forward, backward in grid.pairs]
+    elif grid.backward is not None:
+        pairs = [(forward, backward) for forward in grid_lengths(grid, sequence_length) for backward in sorted(grid.backward)]
+    else:
+        return [(forward, None) for forward in grid_lengths(grid, sequence_length)]
+    key = "grid.pairs" if grid.pairs is not None else "grid.backward"
+    for forward, backward in pairs:
+        longest = max(forward, backward)
+        if longest > sequence_length:
+            raise SpecError(
+                f"{key}: [{forward}, {backward}] reaches past the sequence length {sequence_length}; "
+                f"keep both lengths from 1 to {sequence_length}"
+            )
+    return pairs
+
+
 def grid_points(spec: Spec, sequence_length: int) -> list[GridPoint]:
-    """Every grid point, in a stable order: lengths, then modes, then crossed settings."""
+    """Every grid point, in a stable order: lengths (forward, then backward), modes, crossed settings."""
     crossed = [(name, getattr(spec.grid, name)) for name in GRID_SETTINGS if getattr(spec.grid, name)]
     combos = itertools.product(*(values for _, values in crossed))
     settings = [tuple(zip((name for name, _ in crossed), combo)) for combo in combos]
     return [
-        GridPoint(length=length, mode=mode, settings=extra)
-        for length in grid_lengths(spec.grid, sequence_length)
+        GridPoint(length=length, mode=mode, settings=extra, backward=backward)
+        for length, backward in grid_length_pairs(spec.grid, sequence_length)
         for mode in spec.grid.modes
         for extra in settings
     ]

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from sweep import prepare
 from sweep.prepare import Chunks, batch_groups, by_sequence, chunk, index_blocks, n_chunks, pad_front, plan_batches, stateless
 
 SMALL = settings(max_examples=60, deadline=None)
@@ -358,3 +359,47 @@ def test_batches_hold_sequences_of_similar_spans() -> None:
     (block,) = plan_batches(spans, n_chunks=3, batch_size=3, rng=np.random.default_rng(0), epoch=0)
     assert sorted(spans[group].tolist() for group in block.rows) == [[1, 1, 1], [2, 2, 2], [3, 3, 3]]
     assert block.first_chunks.tolist() == [3 - spans[group][0] for group in block.rows]
+
+
+def test_windows_of_the_stride_are_the_chunks() -> None:
+    x = np.arange(1, 11, dtype=np.float32).reshape(1, 10, 1)
+    windows, chunks = prepare.windows(x, np.zeros((1, 1)), 3, 3), prepare.chunk(x, np.zeros((1, 1)), 3)
+    assert np.array_equal(windows.x, chunks.x) and np.array_equal(windows.mask, chunks.mask)
+
+
+def test_overlapping_windows_end_every_stride_steps_at_the_sequence_end() -> None:
+    """k2 = 5 steps every k1 = 3: the last window ends at the last step, earlier ones 3 steps
+    apart, and the steps before the sequence are masked padding."""
+    x = np.arange(1, 11, dtype=np.float32).reshape(1, 10, 1)
+    windows = prepare.windows(x, np.zeros((1, 1)), 3, 5)
+    assert windows.x[0, :, :, 0].tolist() == [[0, 0, 0, 0, 1], [0, 1, 2, 3, 4], [3, 4, 5, 6, 7], [6, 7, 8, 9, 10]]
+    assert windows.mask[0].sum(axis=1).tolist() == [1, 4, 5, 5]
+
+
+def test_windows_further_apart_than_their_width_leave_steps_out() -> None:
+    x = np.arange(1, 11, dtype=np.float32).reshape(1, 10, 1)
+    windows = prepare.windows(x, np.zeros((1, 1)), 4, 2)
+    assert windows.x[0, :, :, 0].tolist() == [[1, 2], [5, 6], [9, 10]]
+    assert windows.mask.all()
+
+
+def test_stateless_windows_carry_their_targets_and_skip_windows_of_padding_alone() -> None:
+    """Per step, each window keeps its own steps' targets; a shorter sequence's windows before
+    its start are no samples."""
+    x = np.arange(1, 21, dtype=np.float32).reshape(2, 10, 1)
+    y = x * 10
+    samples = prepare.stateless(prepare.windows(x, y, 3, 5, lengths=np.array([10, 4])))
+    assert samples.x.shape == (6, 1, 5, 1)  # 4 windows of the first sequence, 2 of the second
+    assert np.array_equal(samples.y[..., 0], np.where(samples.mask, samples.x[..., 0] * 10, samples.y[..., 0]))
+    assert samples.mask[-1, 0].tolist() == [False, True, True, True, True]
+    assert samples.x[-1, 0, 1:, 0].tolist() == [17, 18, 19, 20]
+
+
+@pytest.mark.parametrize(("stride", "width"), [(3, 5), (4, 2), (1, 4), (3, 3)])
+def test_the_padding_share_of_windows_is_that_of_the_windows_made(stride: int, width: int) -> None:
+    lengths = np.array([10, 4, 7, 7])
+    windows = prepare.windows(np.ones((4, 10, 1)), np.zeros((4, 1)), stride, width, lengths)
+    samples = prepare.stateless(windows)
+    n_samples, share = prepare.padding_share(lengths, stride, width)
+    assert n_samples == samples.x.shape[0]
+    assert share == pytest.approx(1.0 - samples.mask.mean())

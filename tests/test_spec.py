@@ -363,3 +363,51 @@ def test_an_absolute_npz_path_is_kept(tmp_path: Path) -> None:
     text = study_text(problem={"kind": '"npz"', "length": None, "path": f"'{target}'", "task": '"regression"'}, objective={"metric": '"rmse"'})
     spec = load_spec(write(tmp_path, text))
     assert Path(spec.problem.path) == target
+
+
+def test_backward_lengths_cross_the_forward_lengths_and_name_both(tmp_path: Path) -> None:
+    spec = load_text(tmp_path, study_text(grid={"lengths": "[4, 2]", "backward": "[8, 2]", "modes": '["stateful"]'}))
+    points = grid_points(spec, 20)
+    assert [(p.length, p.backward) for p in points] == [(2, 2), (2, 8), (4, 2), (4, 8)]
+    assert [p.key for p in points][:2] == ["k1=2 k2=2 stateful", "k1=2 k2=8 stateful"]
+    assert points[1].params == {"length": 2, "backward": 8, "mode": "stateful"}
+    assert [p.is_decoupled for p in points] == [False, True, True, True]
+    assert all(GridPoint.from_params(p.params) == p for p in points)
+
+
+def test_explicit_pairs_give_exactly_those_points(tmp_path: Path) -> None:
+    spec = load_text(tmp_path, study_text(grid={"pairs": "[[10, 10], [10, 40], [5, 20]]", "modes": '["stateful"]'}))
+    assert [p.key for p in grid_points(spec, 40)] == ["k1=10 k2=10 stateful", "k1=10 k2=40 stateful", "k1=5 k2=20 stateful"]
+
+
+def test_a_grid_without_backward_lengths_keeps_its_points_and_keys(tmp_path: Path) -> None:
+    points = grid_points(load_text(tmp_path, study_text(grid={"lengths": "[5]"})), 20)
+    assert [p.key for p in points] == ["L=5 stateless", "L=5 stateful"]
+    assert points[0].params == {"length": 5, "mode": "stateless"}
+
+
+@pytest.mark.parametrize(
+    "grid, named",
+    [
+        ({"backward": "[0]"}, "'grid.backward.0' = 0"),
+        ({"backward": "[]"}, "'grid.backward' = []: the list is empty"),
+        ({"backward": "[3, 3]"}, "repeats a value"),
+        ({"pairs": "[[3]]"}, "'grid.pairs.0'"),
+        ({"pairs": "[[3, 0]]"}, "'grid.pairs.0.1' = 0"),
+        ({"pairs": "[[3, 4], [3, 4]]"}, "repeats a value"),
+        ({"pairs": "[[3, 4]]", "backward": "[2]"}, "grid.pairs lists [forward, backward] lengths itself"),
+        ({"pairs": "[[3, 4]]", "lengths": "[2]"}, "drop grid.lengths and grid.backward"),
+    ],
+)
+def test_flawed_backward_lengths_are_named(tmp_path: Path, grid: dict, named: str) -> None:
+    spec_error(tmp_path, study_text(grid=grid), re.escape(named))
+
+
+@pytest.mark.parametrize(
+    "grid, named",
+    [({"lengths": "[4]", "backward": "[5, 30]"}, "grid.backward: [4, 30]"), ({"pairs": "[[30, 2]]"}, "grid.pairs: [30, 2]")],
+)
+def test_a_backward_length_beyond_the_sequence_is_named_by_grid_points(tmp_path: Path, grid: dict, named: str) -> None:
+    spec = load_text(tmp_path, study_text(grid=grid))
+    with pytest.raises(SpecError, match=re.escape(f"{named} reaches past the sequence length 20; keep both lengths from 1 to 20")):
+        grid_points(spec, 20)

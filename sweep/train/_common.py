@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -45,9 +46,12 @@ class Architecture:
     units: int
     length: int | None  # None: any length, for loops that never unroll (see `any_length`)
     is_masked: bool
+    # Decoupled TBPTT(k1, k2) in stateful training: `length` is k1, this k2. None: k2 = k1.
+    backward: int | None = None
 
     @classmethod
-    def of(cls, dataset: Dataset, *, units: int, length: int, is_masked: bool) -> Architecture:
+    def of(cls, dataset: Dataset, *, units: int, length: int, is_masked: bool, backward: int | None = None) -> Architecture:
+        backward = None if backward == length else backward
         return cls(
             task=dataset.task,
             n_features=dataset.n_features,
@@ -55,7 +59,9 @@ class Architecture:
             is_per_step=dataset.is_per_step,
             units=units,
             length=length,
-            is_masked=is_masked,
+            # Windows reaching back past a sequence's start read padding, which must leave the state alone.
+            is_masked=is_masked or (backward is not None and backward > length),
+            backward=backward,
         )
 
     @property
@@ -65,8 +71,9 @@ class Architecture:
     def any_length(self) -> Architecture:
         """This architecture for every subsequence length where its loops never unroll (under XLA):
         one network then serves every length of a grid, and its loops are traced once, not per
-        length; XLA still compiles each new shape."""
-        return replace(self, length=None) if self.is_compiled_with_xla else self
+        length; XLA still compiles each new shape. Decoupled TBPTT splits its windows at lengths
+        fixed in the trace, so it keeps its own."""
+        return replace(self, length=None) if self.is_compiled_with_xla and self.backward is None else self
 
     @property
     def is_compiled_with_xla(self) -> bool:
@@ -184,3 +191,62 @@ def chunk_loss(arch: Architecture, outputs: tf.Tensor, y: tf.Tensor, mask: tf.Te
     weight = tf.cast(mask, outputs.dtype)
     per_step = pointwise_loss(arch, y, outputs) * weight
     return tf.reduce_sum(per_step, axis=[-2, -1]) / tf.maximum(tf.reduce_sum(weight, axis=[-2, -1]), 1.0)
+
+
+Recur = Callable[[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]
+Readout = Callable[[tf.Tensor], tf.Tensor]
+
+
+def padded_history(x: tf.Tensor, mask: tf.Tensor, arch: Architecture) -> tuple[tf.Tensor, tf.Tensor] | None:
+    """What windows reaching back over earlier chunks read (k2 > k1 only, else None): a batch
+    group's chunks (..., k, k1, features) as one run of steps (..., k2 - k1 + k * k1, features),
+    after k2 - k1 steps of padding, so that every window of k2 steps ending at a chunk's end lies
+    inside it: the window of chunk j is steps j * k1 to j * k1 + k2."""
+    if arch.backward is None or arch.backward < arch.length:
+        return None
+    extra = arch.backward - arch.length
+    lead = tf.shape(x)[:-3]
+    steps = tf.reshape(x, tf.concat([lead, [-1, arch.n_features]], axis=0))
+    real = tf.reshape(mask, tf.concat([lead, [-1]], axis=0))
+    padding = tf.zeros(tf.concat([lead, [extra, arch.n_features]], axis=0))
+    return (
+        tf.concat([padding, steps], axis=-2),
+        tf.concat([tf.zeros(tf.concat([lead, [extra]], axis=0), tf.bool), real], axis=-1),
+    )
+
+
+def decoupled_forward(
+    arch: Architecture,
+    recur: Recur,
+    readout: Readout,
+    x_chunk: tf.Tensor,
+    mask_chunk: tf.Tensor,
+    history: tuple | None,
+    j: tf.Tensor,
+    h: tf.Tensor,
+    c: tf.Tensor,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The forward pass of one TBPTT(k1, k2) update, ending at chunk j: the outputs of its k1 new
+    steps, and the state the next update starts from.
+
+    k2 < k1: the chunk's first k1 - k2 steps run with the state's gradient stopped after them, so
+    the gradient goes back k2 steps through time (the head still learns from every output). k2 > k1:
+    the k2 steps up to the chunk's end run again from the state the last update left k2 steps back
+    (its state after its first k1 steps, which is where the next window starts); the loss is that
+    of the last k1 outputs. `recur(x, mask, h, c)` runs the LSTM over steps (..., B, steps, ...)
+    and `readout` is the head.
+    """
+    k1, k2 = arch.length, arch.backward
+    if k2 < k1:
+        cut = k1 - k2
+        old, h, c = recur(x_chunk[..., :cut, :], mask_chunk[..., :cut], h, c)
+        old, h, c = tf.stop_gradient(old), tf.stop_gradient(h), tf.stop_gradient(c)
+        new, h, c = recur(x_chunk[..., cut:, :], mask_chunk[..., cut:], h, c)
+        return readout(tf.concat([old, new], axis=-2)), h, c
+    x_steps, mask_steps = history
+    window = j * k1 + tf.range(k2)
+    axis = x_steps.shape.rank - 2
+    x_window, mask_window = tf.gather(x_steps, window, axis=axis), tf.gather(mask_steps, window, axis=axis)
+    first, h_next, c_next = recur(x_window[..., :k1, :], mask_window[..., :k1], h, c)
+    rest, _, _ = recur(x_window[..., k1:, :], mask_window[..., k1:], h_next, c_next)
+    return readout(tf.concat([first, rest], axis=-2)[..., k2 - k1 :, :]), h_next, c_next

@@ -21,9 +21,11 @@ import tensorflow as tf
 from sweep.train._common import (
     Architecture,
     chunk_loss,
+    decoupled_forward,
     epoch_signature,
     initial_weights,
     make_optimizer,
+    padded_history,
     predict_signature,
     reset_optimizer,
 )
@@ -72,13 +74,22 @@ class FusedNetwork:
 
     def forward(self, x: tf.Tensor, mask: tf.Tensor, h: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, ...]:
         """One chunk for every repeat: x (P, B, L, features), mask (P, B, L), state (P, B, units)."""
+        sequence, h, c = self.recur(x, mask, h, c)
+        return self.readout(sequence), h, c
+
+    def recur(self, x: tf.Tensor, mask: tf.Tensor, h: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """The LSTMs alone: every step's hidden state (P, B, L, units), and the final state."""
         w = self.weights
         z_inputs = tf.einsum("pblf,pfg->pblg", x, w["kernel"]) + w["bias"][:, None, None, :]
-        sequence, h, c = lstm_chunk(
+        return lstm_chunk(
             z_inputs, h, c, w["recurrent_kernel"], mask if self.arch.is_masked else None, is_unrolled=self.arch.is_unrolled
         )
+
+    def readout(self, sequence: tf.Tensor) -> tf.Tensor:
+        """The heads: (P, B, L, units) hidden states to (P, B, L, outputs)."""
+        w = self.weights
         logits = tf.einsum("pblu,puo->pblo", sequence, w["head_kernel"]) + w["head_bias"][:, None, None, :]
-        return self._activate(logits), h, c
+        return self._activate(logits)
 
     def _activate(self, logits: tf.Tensor) -> tf.Tensor:
         if self.arch.activation == "sigmoid":
@@ -102,12 +113,18 @@ class FusedNetwork:
             rows = index[:, g]
             x_group, mask_group, y_group = tf.gather(x, rows), tf.gather(mask, rows), tf.gather(y, rows)
             h, c = tf.zeros(state_shape), tf.zeros(state_shape)
+            history = padded_history(x_group, mask_group, self.arch)
             # A while loop, not a range: XLA needs a range's bounds at compile time.
             j = tf.cast(first_chunks[g], tf.int32)
             while j < n_chunks:
                 target = y_group[:, :, j] if self.arch.is_per_step else y_group
                 with tf.GradientTape() as tape:
-                    outputs, h, c = self.forward(x_group[:, :, j], mask_group[:, :, j], h, c)
+                    if self.arch.backward is None:
+                        outputs, h, c = self.forward(x_group[:, :, j], mask_group[:, :, j], h, c)
+                    else:
+                        outputs, h, c = decoupled_forward(
+                            self.arch, self.recur, self.readout, x_group[:, :, j], mask_group[:, :, j], history, j, h, c
+                        )
                     losses = chunk_loss(self.arch, outputs, target, mask_group[:, :, j])
                     # Summed, each repeat's gradient is that of its own loss alone.
                     loss = tf.reduce_sum(losses)

@@ -7,9 +7,11 @@ import tensorflow as tf
 from sweep.train._common import (
     Architecture,
     chunk_loss,
+    decoupled_forward,
     epoch_signature,
     initial_weights,
     make_optimizer,
+    padded_history,
     predict_signature,
     reset_optimizer,
     seeded_layers,
@@ -42,8 +44,12 @@ class KerasNetwork:
         return self.lstm.get_weights() + self.head.get_weights()
 
     def forward(self, x: tf.Tensor, mask: tf.Tensor, h: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        sequence, h, c = self.lstm(x, mask=mask if self.arch.is_masked else None, initial_state=[h, c])
+        sequence, h, c = self.recur(x, mask, h, c)
         return self.head(sequence), h, c
+
+    def recur(self, x: tf.Tensor, mask: tf.Tensor, h: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """The LSTM alone: every step's hidden state, and the final state."""
+        return self.lstm(x, mask=mask if self.arch.is_masked else None, initial_state=[h, c])
 
     def _train_epoch(
         self, x: tf.Tensor, mask: tf.Tensor, y: tf.Tensor, index: tf.Tensor, first_chunks: tf.Tensor
@@ -57,12 +63,16 @@ class KerasNetwork:
             x_group, mask_group, y_group = tf.gather(x, rows), tf.gather(mask, rows), tf.gather(y, rows)
             h = tf.zeros((batch, self.arch.units))
             c = tf.zeros((batch, self.arch.units))
+            history = padded_history(x_group, mask_group, self.arch)
             # A while loop, not a range: XLA needs a range's bounds at compile time.
             j = tf.cast(first_chunks[g], tf.int32)
             while j < n_chunks:
                 target = y_group[:, j] if self.arch.is_per_step else y_group
                 with tf.GradientTape() as tape:
-                    outputs, h, c = self.forward(x_group[:, j], mask_group[:, j], h, c)
+                    if self.arch.backward is None:
+                        outputs, h, c = self.forward(x_group[:, j], mask_group[:, j], h, c)
+                    else:
+                        outputs, h, c = decoupled_forward(self.arch, self.recur, self.head, x_group[:, j], mask_group[:, j], history, j, h, c)
                     loss = chunk_loss(self.arch, outputs, target, mask_group[:, j])
                 gradients = tape.gradient(loss, self.variables)
                 self.optimizer.apply(gradients, self.variables)

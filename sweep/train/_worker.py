@@ -55,19 +55,37 @@ def train_job(job: PackJob) -> PackResult:
     dataset = _CACHE.dataset
     if dataset is None:
         raise RuntimeError("set_dataset() must be called first")
-    train, test = _CACHE.get(("chunks", job.length, job.mode), lambda: _prepare(dataset, job.length, job.mode))
-    arch = Architecture.of(dataset, units=job.units, length=job.length, is_masked=train.is_padded)
+    train, test = _CACHE.get(
+        ("chunks", job.length, job.backward, job.mode), lambda: _prepare(dataset, job.length, job.mode, job.backward)
+    )
+    arch = _architecture(dataset, job, train)
     score = partial(score_all, task=dataset.task, target_scale=dataset.target_scale)
     if job.is_fused:
         return _train_fused(job, arch, train, test, score)
     return _train_one_by_one(job, arch, train, test, score)
 
 
-def _prepare(dataset: Dataset, length: int, mode: str) -> tuple[prepare.Chunks, prepare.Chunks]:
-    """Training samples in the mode's layout, and the test sequences, sequence-major, for scoring."""
+def _prepare(dataset: Dataset, length: int, mode: str, backward: int | None) -> tuple[prepare.Chunks, prepare.Chunks]:
+    """Training samples in the mode's layout, and the test sequences, sequence-major, for scoring.
+
+    Stateless TBPTT(k1, k2) trains and scores independent windows of k2 steps taken every k1
+    steps; stateful TBPTT(k1, k2) trains on chunks of k1 steps and reaches back over them itself.
+    """
+    if mode == "stateless" and backward is not None:
+        train = prepare.windows(dataset.x_train, dataset.y_train, length, backward, dataset.train_lengths)
+        test = prepare.windows(dataset.x_test, dataset.y_test, length, backward, dataset.test_lengths)
+        return prepare.stateless(train), test
     train = prepare.chunk(dataset.x_train, dataset.y_train, length, dataset.train_lengths)
     test = prepare.chunk(dataset.x_test, dataset.y_test, length, dataset.test_lengths)
     return (prepare.stateless(train) if mode == "stateless" else train), test
+
+
+def _architecture(dataset: Dataset, job: PackJob, train: prepare.Chunks) -> Architecture:
+    """The networks' architecture for a job: stateless samples are plain subsequences of their own
+    length (a window's k2 steps), stateful training keeps k1 and k2 apart."""
+    if job.mode == "stateless":
+        return Architecture.of(dataset, units=job.units, length=train.x.shape[2], is_masked=train.is_padded)
+    return Architecture.of(dataset, units=job.units, length=job.length, is_masked=train.is_padded, backward=job.backward)
 
 
 def _train_fused(job: PackJob, arch: Architecture, train: prepare.Chunks, test: prepare.Chunks, score: Callable) -> PackResult:
