@@ -27,7 +27,8 @@ from sweep.optuna_private import last_heartbeats, storage_of
 from sweep.pool import default_workers
 from sweep.problems import Dataset, DataSummary, describe, load_problem
 from sweep.runner import NoProgress, Progress, run_study
-from sweep.spec import GridPoint, Spec, grid_length_pairs, grid_points
+from sweep.spec import GridPoint, Spec, grid_length_pairs, grid_points, uses_suggestion
+from sweep.suggest import Suggestion, suggest
 from sweep.storage import Liveness, database_exists, open_storage
 
 if TYPE_CHECKING:
@@ -92,8 +93,10 @@ class Study:
         `liveness` (the default), a worker that dies has its point taken over by another.
         """
         dataset = load_problem(spec.problem)
-        points = grid_points(spec, dataset.sequence_length)
+        points, suggestion = _grid(spec, dataset)
         study = cls(_enqueued(_opened(storage, liveness=liveness), spec, dataset, points), spec)
+        if suggestion is not None and studies.SUGGESTION_ATTR not in study.optuna_study.user_attrs:
+            studies.store_suggestion(study.optuna_study, suggestion.to_dict())
         study._data = (dataset, points)
         study.annotate()
         return study
@@ -118,7 +121,7 @@ class Study:
         are the study's, and enqueues any grid point missing (a creation cut short)."""
         if self._data is None:
             dataset = load_problem(self.spec.problem)
-            points = grid_points(self.spec, dataset.sequence_length)
+            points, _ = _grid(self.spec, dataset)
             _enqueued(storage_of(self.optuna_study), self.spec, dataset, points)
             self._data = (dataset, points)
         return self._data
@@ -230,8 +233,22 @@ def describe_data(spec: Spec) -> DataSummary:
     """The data as sweep sees them, before anything is trained (what ``sweep data`` shows):
     sequences, lengths, features, classes or target ranges, and each grid length's padding."""
     dataset = load_problem(spec.problem)
-    forward_lengths = sorted({forward for forward, _ in grid_length_pairs(spec.grid, dataset.sequence_length)})
+    suggested = suggest(dataset).lengths if uses_suggestion(spec.grid) else None
+    forward_lengths = sorted({forward for forward, _ in grid_length_pairs(spec.grid, dataset.sequence_length, suggested)})
     return describe(dataset, forward_lengths)
+
+
+def suggest_lengths(spec: Spec) -> Suggestion:
+    """Candidate subsequence lengths read off the study's training data, each with its reasons,
+    and the ACF and PACF they come from (what ``sweep suggest`` shows). Trains and writes nothing."""
+    dataset = load_problem(spec.problem)
+    return suggest(dataset, dataset.encoding.get("features"))
+
+
+def _grid(spec: Spec, dataset: Dataset) -> tuple[list[GridPoint], Suggestion | None]:
+    """The grid's points, and the data's suggestion where the grid's lengths name it."""
+    suggestion = suggest(dataset, dataset.encoding.get("features")) if uses_suggestion(spec.grid) else None
+    return grid_points(spec, dataset.sequence_length, suggestion.lengths if suggestion else None), suggestion
 
 
 def list_studies(storage: StorageLike = None) -> list[StudySummary]:

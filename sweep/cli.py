@@ -25,6 +25,7 @@ from sweep.errors import SweepError
 from sweep.pool import default_workers
 from sweep.problems import DataSummary
 from sweep.spec import Spec, apply_overrides, load_spec
+from sweep.suggest import Suggestion
 
 app = typer.Typer(
     help="Grid search over truncated-BPTT subsequence lengths for LSTMs, stored in Optuna studies.",
@@ -181,6 +182,59 @@ def data(
     """
     spec = load_spec(study_file)
     _print_data(spec, api.describe_data(spec))
+
+
+@app.command()
+def suggest(
+    study_file: Annotated[Path, typer.Argument(metavar="STUDY_FILE", help="The study file (.toml).")],
+    lags: Annotated[int, typer.Option(min=1, help="Lags of the ACF and PACF to print.")] = 15,
+) -> None:
+    """Suggest subsequence lengths from the data; trains and writes nothing.
+
+    The ACF and PACF of the target (regression with a target per step) or of each input, pooled
+    over the training sequences, with the band noise stays in; the lags at which each input
+    correlates with the target; the dominant period; the AR order BIC prefers; and the candidate
+    lengths these imply, each with its reason. grid.lengths = "suggested" (or
+    "factors+suggested") sweeps them.
+
+    Example: sweep suggest studies/sunspots.toml
+    """
+    spec = load_spec(study_file)
+    _print_suggestion(spec, api.suggest_lengths(spec), lags)
+
+
+def _print_suggestion(spec: Spec, suggestion: Suggestion, n_lags: int) -> None:
+    console.print(f"[bold]{spec.name}[/]: {suggestion.n_steps} training steps")
+    for gram in suggestion.correlograms:
+        shown = min(n_lags, len(gram.acf) - 1)
+        table = _numbers_table("lag", "ACF", "PACF", "band", title=f"{gram.name}: ACF, PACF (* significant)")
+        for lag in range(1, shown + 1):
+            band = gram.band[lag]
+            table.add_row(
+                str(lag),
+                _marked(gram.acf[lag], lag in gram.significant_acf),
+                _marked(gram.pacf[lag], lag in gram.significant_pacf),
+                "" if band is None else f"±{band:.3f}",
+            )
+        console.print(table)
+        period = f"dominant period {gram.period}" if gram.period else "no dominant period"
+        console.print(f"{gram.name}: {period}; AR order by BIC {gram.ar_order}")
+    for name, values in suggestion.cross.items():
+        lags = [k for k, v in enumerate(values) if v is not None and suggestion.cross_band[k] is not None and abs(v) > suggestion.cross_band[k]]
+        console.print(f"{name} correlates with the target at lags {lags or 'none'} (the input that many steps earlier)")
+    if not suggestion.candidates:
+        console.print('no length suggested: nothing in the data stands out of the noise; keep grid.lengths = "factors"')
+        return
+    table = _numbers_table("length", "why", title="suggested lengths")
+    table.columns[1].justify = "left"
+    for length, reasons in sorted(suggestion.candidates.items()):
+        table.add_row(str(length), "; ".join(reasons))
+    console.print(table)
+    console.print('sweep them with grid.lengths = "suggested", or "factors+suggested" to add the factors')
+
+
+def _marked(value: float, is_significant: bool) -> str:
+    return f"{value:+.3f}{'*' if is_significant else ' '}"
 
 
 def _print_data(spec: Spec, summary: DataSummary) -> None:

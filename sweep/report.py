@@ -21,8 +21,9 @@ from scipy import stats
 from sweep.errors import SweepError
 from sweep.results import StoredPoint, count_states, read_points
 from sweep.spec import Spec, describe_spec
+from sweep.study import SUGGESTION_ATTR
 
-__all__ = ["PointStats", "Report", "box_figure", "collect", "mean_figure", "write_html"]
+__all__ = ["PointStats", "Report", "box_figure", "collect", "correlogram_figure", "mean_figure", "write_html"]
 
 ALPHA = 0.05
 TEST_DESCRIPTION = (
@@ -64,6 +65,7 @@ class Report:
     settings: list[tuple[str, str]]
     counts: dict[str, int]
     points: list[PointStats] = field(default_factory=list)
+    suggestion: dict[str, Any] | None = None  # as stored when the grid's lengths were suggested
 
     @property
     def is_finished(self) -> bool:
@@ -85,6 +87,7 @@ def collect(study: optuna.Study, spec: Spec, sequence_length: int) -> Report:
         settings=list(describe_spec(spec)),
         counts=count_states(study),
         points=compare_to_best(done) + [point for point in points if point.state != "done"],
+        suggestion=study.user_attrs.get(SUGGESTION_ATTR),
     )
 
 
@@ -207,10 +210,40 @@ def _is_wide(report: Report) -> bool:
     return bool(lengths) and max(lengths) / max(1, min(lengths)) > 50
 
 
+def correlogram_figure(suggestion: dict[str, Any]) -> go.Figure:
+    """The ACF and PACF the grid's lengths were read from, their noise bands, and the suggested
+    lengths marked."""
+    figure = go.Figure()
+    for index, gram in enumerate(suggestion["correlograms"][:4]):
+        lags = list(range(1, len(gram["acf"])))
+        for kind, dash in (("acf", None), ("pacf", "dot")):
+            figure.add_trace(go.Scatter(
+                x=lags, y=gram[kind][1:], mode="lines+markers", name=f"{gram['name']} {kind.upper()}",
+                line={"color": _COLOURS[index % len(_COLOURS)], "dash": dash},
+            ))
+        band = [b if b is not None else math.nan for b in gram["band"][1:]]
+        figure.add_trace(go.Scatter(
+            x=lags + lags[::-1], y=band + [-b for b in band[::-1]], fill="toself", line={"width": 0},
+            fillcolor="rgba(120,120,120,0.15)", name=f"{gram['name']} noise band", hoverinfo="skip",
+        ))
+    for candidate in suggestion["candidates"]:
+        figure.add_vline(
+            x=candidate["length"], line={"color": "#e0a800", "dash": "dash"},
+            annotation_text=f"L={candidate['length']}", annotation_hovertext="; ".join(candidate["reasons"]),
+        )
+    figure.update_layout(
+        title="autocorrelation (ACF) and partial autocorrelation (PACF) of the training data; suggested lengths dashed",
+        xaxis={"title": "lag (steps)"}, yaxis={"title": "correlation"}, template="plotly_white",
+    )
+    return figure
+
+
 def write_html(report: Report, path: str | Path) -> Path:
     """One HTML file with Plotly's JavaScript embedded, so that it opens with no network."""
     path = Path(path)
     figures = [box_figure(report), mean_figure(report)]
+    if report.suggestion:
+        figures.append(correlogram_figure(report.suggestion))
     parts = [
         figure.to_html(full_html=False, include_plotlyjs=(index == 0), config={"displaylogo": False})
         for index, figure in enumerate(figures)
@@ -238,6 +271,7 @@ th:first-child, td:first-child, td.text {{ text-align: left; }}
 {_notes(report)}
 <section id="box">{figures[0]}</section>
 <section id="means">{figures[1]}</section>
+{_suggestion(report, figures[2]) if len(figures) > 2 else ""}
 <h2>Grid points, best first</h2>
 {_table(report)}
 <p><small>Distinguishable from the best: {html.escape(TEST_DESCRIPTION)}.</small></p>
@@ -245,6 +279,13 @@ th:first-child, td:first-child, td.text {{ text-align: left; }}
 <table id="settings">{''.join(f'<tr><td class="text">{html.escape(k)}</td><td class="text">{html.escape(v)}</td></tr>' for k, v in report.settings)}</table>
 </body></html>
 """
+
+
+def _suggestion(report: Report, figure: str) -> str:
+    items = "".join(
+        f"<li>L={c['length']}: {html.escape('; '.join(c['reasons']))}</li>" for c in report.suggestion["candidates"]
+    )
+    return f'<h2>Lengths suggested by the data</h2><section id="suggestion">{figure}</section><ul id="suggested">{items}</ul>'
 
 
 def _notes(report: Report) -> str:

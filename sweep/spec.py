@@ -173,14 +173,14 @@ def _lengths_form(value: Any) -> str | None:
 
 Lengths = Annotated[
     Union[
-        Annotated[Literal["factors"], Tag("factors")],
+        Annotated[Literal["factors", "suggested", "factors+suggested"], Tag("factors")],
         Annotated[list[Annotated[int, Field(ge=1)]], Tag("list")],
         Annotated[LengthRange, Tag("range")],
     ],
     Discriminator(
         _lengths_form,
         custom_error_type="lengths_form",
-        custom_error_message='give "factors", a list of lengths, or a table {start, stop, step}',
+        custom_error_message='give "factors", "suggested", "factors+suggested", a list of lengths, or a table {start, stop, step}',
     ),
 ]
 UNION_TAGS = (*PROBLEM_KINDS, "factors", "list", "range")
@@ -309,11 +309,27 @@ class GridPoint:
         return cls(length=int(params["length"]), mode=str(params["mode"]), settings=settings, backward=backward)
 
 
-def grid_lengths(grid: Grid, sequence_length: int) -> list[int]:
-    """The subsequence lengths of the grid for sequences of `sequence_length` steps, checked."""
+def uses_suggestion(grid: Grid) -> bool:
+    """Whether the grid's lengths come (partly) from the data's suggestion (see sweep.suggest)."""
+    return isinstance(grid.lengths, str) and "suggested" in grid.lengths
+
+
+def grid_lengths(grid: Grid, sequence_length: int, suggested: list[int] | None = None) -> list[int]:
+    """The subsequence lengths of the grid for sequences of `sequence_length` steps, checked.
+
+    `suggested` are the lengths the data suggest, for a grid whose lengths name them."""
     lengths = grid.lengths
-    if lengths == "factors":
-        return [n for n in range(1, sequence_length + 1) if sequence_length % n == 0]
+    if isinstance(lengths, str):
+        factors = [n for n in range(1, sequence_length + 1) if sequence_length % n == 0]
+        if not uses_suggestion(grid):
+            return factors
+        if not suggested:
+            raise SpecError(
+                f'grid.lengths = "{lengths}": the data suggest no length (see sweep suggest); '
+                'give "factors" or a list of lengths instead'
+            )
+        chosen = set(suggested) | (set(factors) if lengths == "factors+suggested" else set())
+        return sorted(n for n in chosen if 1 <= n <= sequence_length)
     if isinstance(lengths, LengthRange):
         # The first length past the sequence, found before the list is made: a stop of a billion
         # would need gigabytes for it.
@@ -330,14 +346,15 @@ def grid_lengths(grid: Grid, sequence_length: int) -> list[int]:
     return values
 
 
-def grid_length_pairs(grid: Grid, sequence_length: int) -> list[tuple[int, int | None]]:
+def grid_length_pairs(grid: Grid, sequence_length: int, suggested: list[int] | None = None) -> list[tuple[int, int | None]]:
     """The (forward, backward) lengths of the grid, checked; backward None where the grid gives none."""
     if grid.pairs is not None:
         pairs = [(int(forward), int(backward)) for forward, backward in grid.pairs]
     elif grid.backward is not None:
-        pairs = [(forward, backward) for forward in grid_lengths(grid, sequence_length) for backward in sorted(grid.backward)]
+        forward_lengths = grid_lengths(grid, sequence_length, suggested)
+        pairs = [(forward, backward) for forward in forward_lengths for backward in sorted(grid.backward)]
     else:
-        return [(forward, None) for forward in grid_lengths(grid, sequence_length)]
+        return [(forward, None) for forward in grid_lengths(grid, sequence_length, suggested)]
     key = "grid.pairs" if grid.pairs is not None else "grid.backward"
     for forward, backward in pairs:
         longest = max(forward, backward)
@@ -349,14 +366,16 @@ def grid_length_pairs(grid: Grid, sequence_length: int) -> list[tuple[int, int |
     return pairs
 
 
-def grid_points(spec: Spec, sequence_length: int) -> list[GridPoint]:
-    """Every grid point, in a stable order: lengths (forward, then backward), modes, crossed settings."""
+def grid_points(spec: Spec, sequence_length: int, suggested: list[int] | None = None) -> list[GridPoint]:
+    """Every grid point, in a stable order: lengths (forward, then backward), modes, crossed settings.
+
+    `suggested` are the lengths the data suggest, for a grid whose lengths name them."""
     crossed = [(name, getattr(spec.grid, name)) for name in GRID_SETTINGS if getattr(spec.grid, name)]
     combos = itertools.product(*(values for _, values in crossed))
     settings = [tuple(zip((name for name, _ in crossed), combo)) for combo in combos]
     return [
         GridPoint(length=length, mode=mode, settings=extra, backward=backward)
-        for length, backward in grid_length_pairs(spec.grid, sequence_length)
+        for length, backward in grid_length_pairs(spec.grid, sequence_length, suggested)
         for mode in spec.grid.modes
         for extra in settings
     ]

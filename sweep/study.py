@@ -35,6 +35,7 @@ __all__ = [
     "record_repeat",
     "restore_missing_scores",
     "stored_repeats",
+    "store_suggestion",
     "release_trial",
     "study_spec",
 ]
@@ -52,6 +53,12 @@ DIVERGED = "diverged"
 ERRORED = "errored"
 SET_ASIDE_ATTR = "set_aside"  # a trial that is no grid point, failed for good
 WORKER_ATTR = "worker"  # host:pid of the process that claimed the point last
+SUGGESTION_ATTR = "suggestion"  # the lengths the data suggested, with reasons, ACF and PACF
+
+
+def store_suggestion(study: optuna.Study, suggestion: dict[str, Any]) -> None:
+    """Keep the data's suggestion with a study whose grid lengths came from it."""
+    retrying(lambda: study.set_user_attr(SUGGESTION_ATTR, suggestion), what="storing the suggested lengths")
 
 
 def is_sweep_study(user_attrs: Mapping[str, Any]) -> bool:
