@@ -11,7 +11,7 @@ import pytest
 from sweep import Study, spec_from_dict
 from sweep.errors import SpecError
 from sweep.problems import Dataset, load_problem
-from sweep.report import collect
+from sweep.report import collect, write_html
 from sweep.spec import LagEchoProblem
 from sweep.suggest import suggest
 from tests.test_cli import sweep_in_process
@@ -93,6 +93,9 @@ def test_a_grid_of_suggested_lengths_stores_them_with_their_reasons(tmp_path: Pa
     assert report.suggestion["candidates"][suggested.index(7)]["reasons"] == [
         "x0 correlates with the target 6 steps later: last such lag + 1"
     ]
+    page = write_html(report, tmp_path / "report.html").read_text()
+    assert "<li>L=7: x0 correlates with the target 6 steps later: last such lag + 1</li>" in page
+    assert "Lengths suggested by the data" in page and "target PACF" in page
 
 
 def test_suggested_lengths_when_the_data_suggest_none_is_one_line_naming_the_fix(tmp_path: Path) -> None:
