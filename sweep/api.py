@@ -294,3 +294,9 @@ class _Annotating:
     def point_finished(self, key: str, *, is_complete: bool) -> None:
         self._study.annotate()
         self._progress.point_finished(key, is_complete=is_complete)
+
+    def point_paused(self, key: str, *, n_finished: int) -> None:
+        # A progress written before races had no pauses to show.
+        paused = getattr(self._progress, "point_paused", None)
+        if paused is not None:
+            paused(key, n_finished=n_finished)

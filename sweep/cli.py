@@ -459,6 +459,9 @@ class _ProgressBars:
         if not is_complete:
             self._bars.console.print(f"[red]failed[/] {key}")
 
+    def point_paused(self, key: str, *, n_finished: int) -> None:
+        """A raced point at a stage: it waits for the others to reach it."""
+
 
 def _print_results(sweep_study: Study, *, with_heartbeats: bool = False) -> None:
     study, spec = sweep_study.optuna_study, sweep_study.spec

@@ -41,6 +41,9 @@ def study_note(report: Report) -> str:
             f"Not distinguishable from it: {', '.join(tied) if tied else 'none'} ({TEST_DESCRIPTION}).",
             "",
         ]
+    stopped = [point for point in report.points if point.stopped]
+    if stopped:
+        lines += ["Stopped by racing:", "", *(f"- {point.key}: {point.stopped}" for point in stopped), ""]
     lines += ["| setting | value |", "|---|---|", *(f"| {key} | {value} |" for key, value in report.settings)]
     return "\n".join(lines)
 

@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from scipy import stats
 
 from sweep.errors import SweepError
+from sweep.racing import DESCRIPTION as RACING_DESCRIPTION
 from sweep.results import StoredPoint, count_states, read_points
 from sweep.spec import Spec, describe_spec
 from sweep.study import SUGGESTION_ATTR
@@ -49,6 +50,7 @@ class PointStats:
     padding_fraction: float
     wall_seconds: float | None
     fail_reason: str = ""
+    stopped: str = ""  # a raced point stopped at a stage, and why
     p_value: float | None = None  # adjusted, against the best point
     is_best: bool = False
 
@@ -107,6 +109,7 @@ def _point(point: StoredPoint) -> PointStats:
         padding_fraction=padding,
         wall_seconds=point.wall_seconds,
         fail_reason=point.fail_reason,
+        stopped=point.stopped,
     )
 
 
@@ -298,6 +301,12 @@ def _notes(report: Report) -> str:
         )
     if counts["failed"]:
         notes.append(f"{counts['failed']} point(s) failed; their reasons are in the table.")
+    stopped = [point for point in report.points if point.stopped]
+    if stopped:
+        notes.append(
+            f"Racing stopped {len(stopped)} point(s) before their full count, each shown worse than the leader "
+            f"at a stage ({RACING_DESCRIPTION}); their statistics are over the repeats they trained."
+        )
     return "".join(f'<p class="note">{html.escape(note)}</p>' for note in notes)
 
 
@@ -322,7 +331,7 @@ def _row(rank: int, point: PointStats) -> str:
     cells = [
         str(rank) if point.state == "done" else "-",
         html.escape(point.key),
-        html.escape(point.state + (f": {point.fail_reason}" if point.fail_reason else "")),
+        html.escape(point.state + (f": {point.fail_reason or point.stopped}" if point.fail_reason or point.stopped else "")),
         str(s.get("n", 0)),
         _fmt(s.get("mean")),
         _fmt(s.get("std")),

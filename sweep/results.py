@@ -20,7 +20,7 @@ from scipy import stats
 
 from sweep.optuna_private import fixed_params
 from sweep.prepare import n_chunks
-from sweep.study import SEQUENCE_LENGTH_ATTR, SET_ASIDE_ATTR, WORKER_ATTR, finished_repeats
+from sweep.study import SEQUENCE_LENGTH_ATTR, SET_ASIDE_ATTR, STOPPED_AT_ATTR, WORKER_ATTR, finished_repeats
 
 __all__ = [
     "PointRow",
@@ -102,6 +102,7 @@ class StoredPoint:
     wall_seconds: float | None
     fail_reason: str
     worker: str | None  # host:pid of the process that claimed it last
+    stopped: str = ""  # a raced point stopped at a stage: at how many repeats, and why
 
     @property
     def length(self) -> int:
@@ -138,6 +139,18 @@ def stored_point(trial: FrozenTrial, *, metric: str | None = None, sequence_leng
         wall_seconds=attrs.get("wall_seconds"),
         fail_reason=attrs.get("fail_reason", ""),
         worker=attrs.get(WORKER_ATTR),
+        stopped=stop_reason(attrs),
+    )
+
+
+def stop_reason(attrs: dict[str, Any]) -> str:
+    """Why a raced point stopped before its full count ("" for any other point)."""
+    stage = attrs.get(STOPPED_AT_ATTR)
+    if stage is None:
+        return ""
+    return (
+        f"stopped at {stage} repeats: worse than {attrs.get('stop_leader')} "
+        f"(p={attrs.get('stop_p_value', math.nan):.2g} < {attrs.get('stop_threshold', math.nan):.2g})"
     )
 
 
@@ -212,7 +225,7 @@ def point_row(point: StoredPoint | FrozenTrial, heartbeats: dict[int, Any] | Non
 
 def _note(point: StoredPoint, heartbeats: dict[int, Any]) -> str:
     if point.state != "running":
-        return point.fail_reason if point.state != "done" else ""
+        return point.fail_reason if point.state != "done" else point.stopped
     beat = heartbeats.get(point.number)
     seen = f", last heartbeat {beat:%Y-%m-%d %H:%M:%S}" if beat is not None else ""
     return f"{point.worker or 'unknown worker'}{seen}"

@@ -20,7 +20,8 @@ from sweep.optuna_private import heartbeat_interval, last_heartbeats
 from sweep.pool import RepeatPool, WorkerDied
 from sweep.prepare import n_chunks, padding_share
 from sweep.problems import Dataset
-from sweep.results import summarize
+from sweep.racing import Race, Verdict
+from sweep.results import current_trials, summarize
 from sweep.spec import GridPoint, Spec, point_settings
 from sweep.jobs import PackJob, PackResult
 
@@ -43,6 +44,8 @@ class Progress(Protocol):
 
     def point_finished(self, key: str, *, is_complete: bool) -> None: ...
 
+    def point_paused(self, key: str, *, n_finished: int) -> None: ...
+
 
 class NoProgress:
     def point_started(self, key: str, *, n_repeats: int, n_finished: int) -> None:
@@ -52,6 +55,9 @@ class NoProgress:
         pass
 
     def point_finished(self, key: str, *, is_complete: bool) -> None:
+        pass
+
+    def point_paused(self, key: str, *, n_finished: int) -> None:
         pass
 
 
@@ -102,7 +108,7 @@ def _run_study(
     n_points = 0
     with RepeatPool(dataset, n_workers=n_workers) as pool:
         while True:
-            trial = studies.claim_next(study)
+            trial = studies.claim_next(study, fewest_repeats_first=spec.racing is not None)
             if trial is None:
                 if interval is None or not _others_alive(study):
                     return n_points
@@ -159,7 +165,17 @@ def run_point(
     metric = f"{spec.objective.metric}/{spec.objective.per}"
     studies.restore_missing_scores(trial, metric)
     finished = studies.finished_repeats(trial)
-    missing = [repeat for repeat in range(spec.repeats) if repeat not in finished]
+    target = spec.repeats
+    race = race_of(spec, len(points))
+    if race is not None:
+        if race.is_boundary(len(finished)):
+            verdict = race.judge(point.key, _contenders(study, metric))
+            if verdict.is_stopped:
+                _stop(study, trial, finished, spec=spec, dataset=dataset, point=point, metric=metric, verdict=verdict, started=started)
+                progress.point_finished(point.key, is_complete=True)
+                return
+        target = race.target(len(finished))
+    missing = [repeat for repeat in range(target) if repeat not in finished]
     jobs = _packs(spec, point, missing, dataset=dataset, n_workers=pool.n_workers, is_fused=is_fused)
     progress.point_started(point.key, n_repeats=spec.repeats, n_finished=len(finished))
     for _ in range(MAX_WORKER_DEATHS + 1):
@@ -175,10 +191,53 @@ def run_point(
         studies.fail_trial(study, trial, reason)
         progress.point_finished(point.key, is_complete=False)
         return
+    if target < spec.repeats:
+        # A stage of a race: back to the queue, to be judged once the other points reach it too.
+        studies.release_trial(study, trial)
+        progress.point_paused(point.key, n_finished=target)
+        return
     summary = _summary(studies.stored_repeats(trial), spec=spec, dataset=dataset, point=point, metric=metric)
     summary["wall_seconds"] = round(time.perf_counter() - started, 3)
     studies.finish_trial(study, trial, summary=summary, value=summary["mean"])
     progress.point_finished(point.key, is_complete=True)
+
+
+def race_of(spec: Spec, n_points: int) -> Race | None:
+    """The study's race, or None when its repeats are not raced."""
+    if spec.racing is None:
+        return None
+    return Race(
+        stages=tuple(spec.racing.stages), repeats=spec.repeats, alpha=spec.racing.alpha,
+        n_points=n_points, maximize=spec.direction == "maximize",
+    )
+
+
+def _contenders(study: optuna.Study, metric: str) -> dict[str, list[float]]:
+    """Every point still in the race, by key, with its scores in repeat order: not failed, not
+    stopped at an earlier stage."""
+    contenders = {}
+    for trial in current_trials(study):
+        if trial.state == TrialState.FAIL or trial.user_attrs.get(studies.STOPPED_AT_ATTR) is not None:
+            continue
+        repeats = studies.finished_repeats(trial)
+        contenders[trial.user_attrs.get("key", f"#{trial.number}")] = [repeats[index][metric] for index in sorted(repeats)]
+    return contenders
+
+
+def _stop(
+    study: optuna.Study, trial: optuna.Trial, finished: dict, *, spec: Spec, dataset: Dataset, point: GridPoint,
+    metric: str, verdict: Verdict, started: float,
+) -> None:
+    """Finish a point shown worse than the leader at a stage, with its repeats so far and why."""
+    summary = _summary(finished, spec=spec, dataset=dataset, point=point, metric=metric)
+    summary.update({
+        studies.STOPPED_AT_ATTR: verdict.stage,
+        "stop_leader": verdict.leader,
+        "stop_p_value": verdict.p_value,
+        "stop_threshold": verdict.threshold,
+        "wall_seconds": round(time.perf_counter() - started, 3),
+    })
+    studies.finish_trial(study, trial, summary=summary, value=summary["mean"])
 
 
 def _packs(

@@ -238,6 +238,22 @@ class Objective(_Strict):
     per: Literal["sample", "sequence"] = "sample"
 
 
+class Racing(_Strict):
+    """Repeats in stages; a point shown worse than the leader at a stage stops there."""
+
+    stages: list[Annotated[int, Field(ge=2)]] = Field(default_factory=lambda: [5, 10, 20])
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+
+    @field_validator("stages")
+    @classmethod
+    def _increasing(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("the list is empty; give the repeat counts at which a point may stop, e.g. [5, 10, 20]")
+        if any(later <= earlier for earlier, later in zip(value, value[1:])):
+            raise ValueError(f"{value} must increase; list the repeat counts in order, each once")
+        return value
+
+
 class Spec(_Strict):
     """A whole study: what to learn, which grid to search, how to train, how to score."""
 
@@ -250,6 +266,16 @@ class Spec(_Strict):
     model: Model = Field(default_factory=Model)
     training: Training = Field(default_factory=Training)
     objective: Objective = Field(default_factory=Objective)
+    racing: Racing | None = None
+
+    @model_validator(mode="after")
+    def _stages_below_repeats(self) -> Spec:
+        if self.racing is not None and self.racing.stages[-1] >= self.repeats:
+            raise ValueError(
+                f"racing.stages {self.racing.stages} must stay below repeats ({self.repeats}): a point that is "
+                "not stopped trains all its repeats; lower the stages or raise repeats"
+            )
+        return self
 
     @model_validator(mode="after")
     def _metric_fits_task(self) -> Spec:
@@ -446,6 +472,11 @@ def apply_overrides(spec: Spec, **overrides: Any) -> Spec:
         if key == "epochs":
             raw["training"]["epochs"] = value
             raw["grid"]["epochs"] = None
+        elif key == "repeats" and raw.get("racing"):
+            # A quick look with fewer repeats keeps the stages below them, or races no more.
+            raw["repeats"] = value
+            stages = [stage for stage in raw["racing"]["stages"] if isinstance(value, int) and stage < value]
+            raw["racing"] = {**raw["racing"], "stages": stages} if stages else None
         else:
             raw[key] = value
     return spec_from_dict(raw, source="command line")
@@ -482,3 +513,5 @@ def describe_spec(spec: Spec) -> Iterator[tuple[str, str]]:
     yield "objective", f"{spec.objective.metric} per {spec.objective.per} ({spec.direction})"
     yield "model", ", ".join(f"{k}={v}" for k, v in spec.model.model_dump().items())
     yield "training", ", ".join(f"{k}={v}" for k, v in spec.training.model_dump().items())
+    if spec.racing is not None:
+        yield "racing", f"stages {spec.racing.stages} of {spec.repeats} repeats, alpha {spec.racing.alpha:g}"

@@ -53,6 +53,7 @@ DIVERGED = "diverged"
 ERRORED = "errored"
 SET_ASIDE_ATTR = "set_aside"  # a trial that is no grid point, failed for good
 WORKER_ATTR = "worker"  # host:pid of the process that claimed the point last
+STOPPED_AT_ATTR = "stopped_at"  # a raced point shown worse than the leader: the repeats it stopped at
 SUGGESTION_ATTR = "suggestion"  # the lengths the data suggested, with reasons, ACF and PACF
 
 
@@ -221,17 +222,22 @@ def enqueue_grid(study: optuna.Study, points: Sequence[GridPoint]) -> int:
     return len(missing)
 
 
-def claim_next(study: optuna.Study) -> Trial | None:
+def claim_next(study: optuna.Study, *, fewest_repeats_first: bool = False) -> Trial | None:
     """Take the next WAITING trial, marking it RUNNING; None when no point is waiting.
 
     The claim reads and updates the trial in one transaction that locks its row (or, on SQLite,
-    the database), so two workers never take the same point.
+    the database), so two workers never take the same point. With `fewest_repeats_first` (a
+    race), the point with the fewest finished repeats comes first, so that every point reaches
+    a stage before any goes past it.
     """
-    return retrying(lambda: _claim_next(study), what="claiming a grid point")
+    return retrying(lambda: _claim_next(study, fewest_repeats_first), what="claiming a grid point")
 
 
-def _claim_next(study: optuna.Study) -> Trial | None:
-    for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+def _claim_next(study: optuna.Study, fewest_repeats_first: bool) -> Trial | None:
+    queue = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    if fewest_repeats_first:
+        queue = sorted(queue, key=lambda trial: (len(finished_repeats(trial)), trial.number))
+    for waiting in queue:
         try:
             trial = take(study, waiting)
         except optuna.exceptions.UpdateFinishedTrialError:

@@ -20,25 +20,35 @@ from sweep.train._fused import FusedNetwork
 from sweep.train._keras_net import KerasNetwork
 
 _EVAL_BATCH = 2048
-_CACHE_SIZE = 4
+# How many of each kind of entry a worker keeps, by the first item of their keys. Prepared
+# chunks are as large as the data; traced networks are small, and a race visits every point once
+# per stage, each stage's packs perhaps of their own size: keeping only the last few points'
+# networks would trace them all again at every stage (about 1 s each).
+_CACHE_LIMITS = {"chunks": 4}
+_NETWORKS_KEPT = 48
 T = TypeVar("T")
 
 
 class _Cache:
-    """The study's data, prepared chunks and compiled networks of the last few grid points."""
+    """The study's data, and the prepared chunks and traced networks of the last grid points."""
 
     def __init__(self) -> None:
         self.dataset: Dataset | None = None
         self.entries: OrderedDict[Hashable, object] = OrderedDict()
 
-    def get(self, key: Hashable, make: Callable[[], T]) -> T:
+    def get(self, key: tuple, make: Callable[[], T]) -> T:
         if key in self.entries:
             self.entries.move_to_end(key)
         else:
             self.entries[key] = make()
-            while len(self.entries) > _CACHE_SIZE * 2:
-                self.entries.popitem(last=False)
+            self._evict(key[0])
         return self.entries[key]  # type: ignore[return-value]
+
+    def _evict(self, kind: Hashable) -> None:
+        """Drop the least recently used entries of a kind beyond its limit."""
+        same_kind = [key for key in self.entries if key[0] == kind]
+        for key in same_kind[: max(0, len(same_kind) - _CACHE_LIMITS.get(kind, _NETWORKS_KEPT))]:
+            del self.entries[key]
 
 
 _CACHE = _Cache()
