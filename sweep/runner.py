@@ -116,7 +116,7 @@ def _run_study(
                 continue
             with _beating(study, trial, interval):
                 try:
-                    run_point(
+                    is_finished = run_point(
                         study, trial, spec, dataset, points=points, pool=pool, is_fused=is_fused, progress=progress
                     )
                 except optuna.exceptions.UpdateFinishedTrialError:
@@ -126,7 +126,7 @@ def _run_study(
                     # Interrupted: the point goes back to the queue with the repeats it finished.
                     studies.release_trial(study, trial)
                     raise
-            n_points += 1
+            n_points += is_finished
 
 
 def _beating(study: optuna.Study, trial: optuna.Trial, interval: int | None) -> contextlib.AbstractContextManager:
@@ -156,12 +156,14 @@ def run_point(
     pool: RepeatPool,
     is_fused: bool,
     progress: Progress,
-) -> None:
+) -> bool:
+    """Train the claimed point's missing repeats and finish it; False when a race only paused it
+    at a stage, back in the queue."""
     started = time.perf_counter()
     point = studies.suggest_point(trial, spec, points)
     if point is None:  # enqueued by hand with Optuna: no point of this grid
         studies.set_aside(study, trial)
-        return
+        return True
     metric = f"{spec.objective.metric}/{spec.objective.per}"
     studies.restore_missing_scores(trial, metric)
     finished = studies.finished_repeats(trial)
@@ -173,7 +175,7 @@ def run_point(
             if verdict.is_stopped:
                 _stop(study, trial, finished, spec=spec, dataset=dataset, point=point, metric=metric, verdict=verdict, started=started)
                 progress.point_finished(point.key, is_complete=True)
-                return
+                return True
         target = race.target(len(finished))
     missing = [repeat for repeat in range(target) if repeat not in finished]
     jobs = _packs(spec, point, missing, dataset=dataset, n_workers=pool.n_workers, is_fused=is_fused)
@@ -183,23 +185,24 @@ def run_point(
         if failure is not None:
             studies.fail_trial(study, trial, failure, kind=kind)
             progress.point_finished(point.key, is_complete=False)
-            return
+            return True
         if not jobs:
             break
     else:
         reason = f"worker processes died {MAX_WORKER_DEATHS + 1} times training this point"
         studies.fail_trial(study, trial, reason)
         progress.point_finished(point.key, is_complete=False)
-        return
+        return True
     if target < spec.repeats:
         # A stage of a race: back to the queue, to be judged once the other points reach it too.
         studies.release_trial(study, trial)
         progress.point_paused(point.key, n_finished=target)
-        return
+        return False
     summary = _summary(studies.stored_repeats(trial), spec=spec, dataset=dataset, point=point, metric=metric)
     summary["wall_seconds"] = round(time.perf_counter() - started, 3)
     studies.finish_trial(study, trial, summary=summary, value=summary["mean"])
     progress.point_finished(point.key, is_complete=True)
+    return True
 
 
 def race_of(spec: Spec, n_points: int) -> Race | None:
@@ -245,7 +248,9 @@ def _packs(
 ) -> list[PackJob]:
     """The repeats as fused packs (see :func:`split_into_packs`), or one job each unfused."""
     settings = point_settings(spec, point)
-    if is_fused:
+    if is_fused and spec.racing is not None:
+        packs = _stage_packs(repeats, spec.repeats, n_workers=n_workers, units=settings["units"], n_features=dataset.n_features)
+    elif is_fused:
         packs = split_into_packs(repeats, n_workers=n_workers, units=settings["units"], n_features=dataset.n_features)
     else:
         packs = [[repeat] for repeat in repeats]
@@ -273,6 +278,16 @@ def split_into_packs(repeats: list[int], *, n_workers: int, units: int, n_featur
     largest = max(1, MAX_PACK_PARAMETERS // n_parameters)
     n_rounds = -(-len(repeats) // (largest * n_workers))
     n_packs = min(len(repeats), n_rounds * n_workers)
+    return [repeats[index::n_packs] for index in range(n_packs)]
+
+
+def _stage_packs(repeats: list[int], n_repeats: int, *, n_workers: int, units: int, n_features: int) -> list[list[int]]:
+    """A race's stage in packs of the size the full count would use, as few as hold it: a stage
+    of 5 of 30 repeats is one pack of 5 rather than packs of 3 and 2, so that the stages of a
+    point share few pack sizes (each new one is traced again, and compiled again under XLA)."""
+    whole = split_into_packs(list(range(n_repeats)), n_workers=n_workers, units=units, n_features=n_features)
+    size = max(len(pack) for pack in whole)
+    n_packs = -(-len(repeats) // size)
     return [repeats[index::n_packs] for index in range(n_packs)]
 
 

@@ -123,7 +123,7 @@ def test_a_raced_study_stops_the_worse_point_and_trains_the_rest_as_without_raci
     same study without racing (same seeds, so the same networks)."""
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     raced = Study.create(spec_from_dict(racing_spec(racing={"stages": [3]})), storage=storage)
-    raced.run(workers=1)
+    assert raced.run(workers=1).n_trained == 4  # points finished, not stages visited
     plain = Study.create(spec_from_dict(racing_spec(name="plain")), storage=storage)
     plain.run(workers=1)
     raced_points = {p.key: p for p in raced.stored_points()}
