@@ -31,13 +31,15 @@ class PackJob:
 
 @dataclass(frozen=True)
 class RepeatResult:
-    """One finished repeat: every metric in both scopes, the final training loss, the time."""
+    """One finished repeat: every metric in both scopes, the final training loss, the time, and
+    the mean training loss of every epoch (its learning curve)."""
 
     repeat: int
     seed: int
     scores: dict[str, float]
     train_loss: float
     seconds: float
+    loss_per_epoch: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

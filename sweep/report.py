@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import plotly.graph_objects as go
 from scipy import stats
@@ -22,9 +23,9 @@ from sweep.errors import SweepError
 from sweep.racing import DESCRIPTION as RACING_DESCRIPTION
 from sweep.results import StoredPoint, count_states, read_points
 from sweep.spec import Spec, describe_spec
-from sweep.study import SUGGESTION_ATTR
+from sweep.study import LOSS_CURVE, SUGGESTION_ATTR
 
-__all__ = ["PointStats", "Report", "box_figure", "collect", "correlogram_figure", "mean_figure", "write_html"]
+__all__ = ["PointStats", "Report", "box_figure", "collect", "correlogram_figure", "curve_figure", "mean_figure", "write_html"]
 
 ALPHA = 0.05
 TEST_DESCRIPTION = (
@@ -51,6 +52,7 @@ class PointStats:
     wall_seconds: float | None
     fail_reason: str = ""
     stopped: str = ""  # a raced point stopped at a stage, and why
+    curves: tuple[tuple[float, ...], ...] = ()  # each repeat's training loss per epoch
     p_value: float | None = None  # adjusted, against the best point
     is_best: bool = False
 
@@ -110,6 +112,7 @@ def _point(point: StoredPoint) -> PointStats:
         wall_seconds=point.wall_seconds,
         fail_reason=point.fail_reason,
         stopped=point.stopped,
+        curves=tuple(tuple(r[LOSS_CURVE]) for _, r in sorted(point.repeats.items()) if r.get(LOSS_CURVE)),
     )
 
 
@@ -213,6 +216,30 @@ def _is_wide(report: Report) -> bool:
     return bool(lengths) and max(lengths) / max(1, min(lengths)) > 50
 
 
+def curve_figure(report: Report) -> go.Figure:
+    """Each finished point's learning curve: the median over its repeats of the mean training loss
+    in each epoch, with the band from the 25th to the 75th percentile."""
+    figure = go.Figure()
+    for index, point in enumerate(p for p in report.finished_points if p.curves):
+        epochs = min(len(curve) for curve in point.curves)
+        curves = np.array([curve[:epochs] for curve in point.curves], dtype=float)
+        low, median, high = np.nanpercentile(curves, [25, 50, 75], axis=0)
+        x = list(range(1, epochs + 1))
+        colour = _COLOURS[index % len(_COLOURS)]
+        figure.add_trace(go.Scatter(
+            x=x + x[::-1], y=list(high) + list(low[::-1]), fill="toself", line={"width": 0}, fillcolor=colour,
+            opacity=0.15, legendgroup=point.key, showlegend=False, hoverinfo="skip",
+        ))
+        figure.add_trace(go.Scatter(
+            x=x, y=list(median), mode="lines+markers", name=point.key, legendgroup=point.key, line={"color": colour},
+        ))
+    figure.update_layout(
+        title="training loss per epoch: median over the repeats, 25th to 75th percentile shaded",
+        xaxis={"title": "epoch", "dtick": 1}, yaxis={"title": "training loss", "type": "log"}, template="plotly_white",
+    )
+    return figure
+
+
 def correlogram_figure(suggestion: dict[str, Any]) -> go.Figure:
     """The ACF and PACF the grid's lengths were read from, their noise bands, and the suggested
     lengths marked."""
@@ -244,13 +271,15 @@ def correlogram_figure(suggestion: dict[str, Any]) -> go.Figure:
 def write_html(report: Report, path: str | Path) -> Path:
     """One HTML file with Plotly's JavaScript embedded, so that it opens with no network."""
     path = Path(path)
-    figures = [box_figure(report), mean_figure(report)]
+    figures = {"box": box_figure(report), "means": mean_figure(report)}
+    if any(point.curves for point in report.finished_points):
+        figures["curves"] = curve_figure(report)
     if report.suggestion:
-        figures.append(correlogram_figure(report.suggestion))
-    parts = [
-        figure.to_html(full_html=False, include_plotlyjs=(index == 0), config={"displaylogo": False})
-        for index, figure in enumerate(figures)
-    ]
+        figures["suggestion"] = correlogram_figure(report.suggestion)
+    parts = {
+        name: figure.to_html(full_html=False, include_plotlyjs=(index == 0), config={"displaylogo": False})
+        for index, (name, figure) in enumerate(figures.items())
+    }
     try:
         path.write_text(_page(report, parts), encoding="utf-8")
     except OSError as error:
@@ -258,7 +287,7 @@ def write_html(report: Report, path: str | Path) -> Path:
     return path
 
 
-def _page(report: Report, figures: list[str]) -> str:
+def _page(report: Report, figures: dict[str, str]) -> str:
     name = html.escape(report.study_name)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{name}: sweep report</title>
@@ -272,9 +301,10 @@ th:first-child, td:first-child, td.text {{ text-align: left; }}
 </style></head><body>
 <h1>{name}</h1>
 {_notes(report)}
-<section id="box">{figures[0]}</section>
-<section id="means">{figures[1]}</section>
-{_suggestion(report, figures[2]) if len(figures) > 2 else ""}
+<section id="box">{figures["box"]}</section>
+<section id="means">{figures["means"]}</section>
+{f'<section id="curves">{figures["curves"]}</section>' if "curves" in figures else ""}
+{_suggestion(report, figures["suggestion"]) if "suggestion" in figures else ""}
 <h2>Grid points, best first</h2>
 {_table(report)}
 <p><small>Distinguishable from the best: {html.escape(TEST_DESCRIPTION)}.</small></p>

@@ -307,7 +307,8 @@ def _train_jobs(
                 return lost, f"{job.key} repeats {list(job.repeats)}: {type(outcome).__name__}: {outcome}", studies.ERRORED
             for result in outcome.results:
                 details = {
-                    "seed": result.seed, "seconds": round(result.seconds, 3), "worker": studies.WORKER, **result.scores
+                    "seed": result.seed, "seconds": round(result.seconds, 3), "worker": studies.WORKER, **result.scores,
+                    studies.LOSS_CURVE: [round(loss, 6) for loss in result.loss_per_epoch],
                 }
                 studies.record_repeat(trial, repeat=result.repeat, score=result.scores[metric], details=details)
                 progress.repeat_finished()
@@ -336,6 +337,6 @@ def _summary(repeats: dict[int, dict], *, spec: Spec, dataset: Dataset, point: G
         padding_fraction=round(padding, 6),
     )
     for name in ordered[0]:
-        if name not in ("seed", "seconds", "worker"):
+        if name not in ("seed", "seconds", "worker", studies.LOSS_CURVE):
             summary[f"mean {name}"] = summarize([details[name] for details in ordered])["mean"]
     return summary

@@ -3,6 +3,9 @@ study-file keys, and a raced study end to end against the same study without rac
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +141,41 @@ def test_a_raced_study_stops_the_worse_point_and_trains_the_rest_as_without_raci
     assert trials["L=1 stateless"].state == optuna.trial.TrialState.COMPLETE
     assert "- L=1 stateless: stopped at 3 repeats: worse than" in study_note(raced.report())
     assert "stopped at 3 repeats" in dict((row.key, row.note) for row in raced.rows())["L=1 stateless"]
+
+
+@pytest.mark.slow
+def test_two_machines_race_one_study_each_repeat_trained_once(postgres_url: str, tmp_path: Path) -> None:
+    """Two workers share a raced study on PostgreSQL: stages go back to the queue and either
+    machine may train the next one, yet every point ends with exactly its repeats, each trained
+    once, and the worse point stops at the stage."""
+    study_file = tmp_path / "raced.toml"
+    raw = racing_spec(racing={"stages": [3]})
+    study_file.write_text(_toml(raw))
+    created = subprocess.run([sys.executable, "-m", "sweep", "create", str(study_file), "--storage", postgres_url],
+                             capture_output=True, text=True, timeout=300)
+    assert created.returncode == 0, created.stderr
+    machines = [
+        subprocess.Popen([sys.executable, "-m", "sweep", "worker", "raced", "--storage", postgres_url, "--workers", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    for machine in machines:
+        _, err = machine.communicate(timeout=600)
+        assert machine.returncode == 0, err
+    trials = optuna.load_study(study_name="raced", storage=postgres_url).get_trials()
+    assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    for trial in trials:
+        expected = 3 if trial.user_attrs.get("stopped_at") else 6
+        assert sorted(trial.intermediate_values) == list(range(expected)), trial.user_attrs["key"]
+        assert trial.user_attrs["n"] == expected and len(trial.user_attrs["seeds"]) == expected
+    assert [t.user_attrs["key"] for t in trials if t.user_attrs.get("stopped_at")] == ["L=1 stateless"]
+
+
+def _toml(raw: dict) -> str:
+    """A study dict as TOML text: JSON writes TOML's strings, numbers and lists alike."""
+    lines = [f"{key} = {json.dumps(item)}" for key, item in raw.items() if not isinstance(item, dict)]
+    for table, items in raw.items():
+        if isinstance(items, dict):
+            lines.append(f"[{table}]")
+            lines += [f"{key} = {json.dumps(item)}" for key, item in items.items()]
+    return "\n".join(lines) + "\n"

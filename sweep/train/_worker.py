@@ -107,9 +107,8 @@ def _train_fused(job: PackJob, arch: Architecture, train: prepare.Chunks, test: 
     )
     network.reset(list(job.seeds))
     rngs = [np.random.default_rng(seed) for seed in job.seeds]
-    losses = np.full(len(job.repeats), math.nan)
-    for epoch in range(job.epochs):
-        losses = _fused_epoch(network, train, job.batch_size, rngs, epoch=epoch)
+    curves = np.stack([_fused_epoch(network, train, job.batch_size, rngs, epoch=epoch) for epoch in range(job.epochs)], axis=1)
+    losses = curves[:, -1]
     outputs = _predict_all(network.predict, _as_mode(test, job.mode), n_repeats=len(job.repeats))
     seconds = (time.perf_counter() - started) / len(job.repeats)
     results, failures = [], []
@@ -118,7 +117,10 @@ def _train_fused(job: PackJob, arch: Architecture, train: prepare.Chunks, test: 
             failures.append((repeat, _diverged(job, repeat, losses[index])))
             continue
         scores = score(_by_sequence(outputs[index], test, job.mode), test)
-        results.append(RepeatResult(repeat=repeat, seed=seed, scores=scores, train_loss=float(losses[index]), seconds=seconds))
+        results.append(RepeatResult(
+            repeat=repeat, seed=seed, scores=scores, train_loss=float(losses[index]), seconds=seconds,
+            loss_per_epoch=tuple(float(loss) for loss in curves[index]),
+        ))
     return PackResult(results=tuple(results), failures=tuple(failures))
 
 
@@ -154,16 +156,18 @@ def _train_one_by_one(job: PackJob, arch: Architecture, train: prepare.Chunks, t
         started = time.perf_counter()
         network.reset(seed)
         rng = np.random.default_rng(seed)
-        loss = math.nan
-        for epoch in range(job.epochs):
-            loss = _keras_epoch(network, train, job.batch_size, rng, epoch=epoch)
+        curve = tuple(_keras_epoch(network, train, job.batch_size, rng, epoch=epoch) for epoch in range(job.epochs))
+        loss = curve[-1]
         if not math.isfinite(loss):
             failures.append((repeat, _diverged(job, repeat, loss)))
             continue
         outputs = _predict_all(network.predict, _as_mode(test, job.mode), n_repeats=None)
         scores = score(_by_sequence(outputs, test, job.mode), test)
         results.append(
-            RepeatResult(repeat=repeat, seed=seed, scores=scores, train_loss=loss, seconds=time.perf_counter() - started)
+            RepeatResult(
+                repeat=repeat, seed=seed, scores=scores, train_loss=loss, seconds=time.perf_counter() - started,
+                loss_per_epoch=curve,
+            )
         )
     return PackResult(results=tuple(results), failures=tuple(failures))
 
