@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+from dataclasses import replace
 import subprocess
 import sys
 import time
@@ -53,6 +54,35 @@ def test_the_report_opens_offline_with_one_box_per_grid_point(browser, synthetic
     assert page.locator("#points tbody tr.best td").nth(1).inner_text() == "L=6 stateless"
     assert "still running" in page.locator(".note").inner_text()
     assert all(url.startswith("file:") for url in requested)
+
+
+def test_the_report_draws_learning_curves_suggested_lengths_and_stopped_points(
+    browser, synthetic_study: optuna.Study, tmp_path: Path
+) -> None:
+    report = collect(synthetic_study, SYNTHETIC_SPEC, 6)
+    drawn = [point.key for point in report.finished_points[:2]]
+    points = [
+        replace(point, curves=((0.9, 0.5, 0.3), (0.8, 0.6, 0.2))) if point.key in drawn
+        else replace(point, stopped="stopped at 2 repeats: worse than L=6 stateless (p=0.001 < 0.005)") if point.key == "L=4 stateless"
+        else point
+        for point in report.points
+    ]
+    suggestion = {
+        "candidates": [{"length": 3, "reasons": ["dominant period of the target"]}],
+        "correlograms": [{"name": "target", "acf": [1.0, 0.5, 0.2, 0.4], "pacf": [1.0, 0.5, -0.1, 0.3], "band": [None, 0.3, 0.3, 0.3]}],
+    }
+    page_file = write_html(replace(report, points=points, suggestion=suggestion), tmp_path / "report.html")
+    page = browser.new_context(offline=True, viewport={"width": 1300, "height": 900}).new_page()
+    page.goto(page_file.as_uri())
+    page.wait_for_selector("#curves .js-plotly-plot .scatterlayer .trace", state="attached")
+    page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+
+    assert page.locator("#curves .legendtext").all_text_contents() == drawn
+    assert page.locator("#curves .scatterlayer .trace").count() == 4  # a band and a median line each
+    assert page.locator("#suggestion .js-plotly-plot").count() == 1
+    assert page.locator("#suggested li").all_text_contents() == ["L=3: dominant period of the target"]
+    assert "stopped at 2 repeats" in page.locator("#points").inner_text()
+    assert "Racing stopped 1 point(s)" in page.locator(".note").all_inner_texts()[-1]
 
 
 def free_port() -> int:
