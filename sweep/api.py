@@ -27,7 +27,7 @@ from sweep.optuna_private import last_heartbeats, storage_of
 from sweep.pool import default_workers
 from sweep.problems import Dataset, DataSummary, describe, load_problem
 from sweep.runner import NoProgress, Progress, run_study
-from sweep.spec import GridPoint, Spec, grid_length_pairs, grid_points, uses_suggestion
+from sweep.spec import GridPoint, Spec, grid_points, uses_suggestion
 from sweep.suggest import Suggestion, suggest
 from sweep.storage import Liveness, database_exists, open_storage
 
@@ -233,21 +233,23 @@ def describe_data(spec: Spec) -> DataSummary:
     """The data as sweep sees them, before anything is trained (what ``sweep data`` shows):
     sequences, lengths, features, classes or target ranges, and each grid length's padding."""
     dataset = load_problem(spec.problem)
-    suggested = suggest(dataset).lengths if uses_suggestion(spec.grid) else None
-    forward_lengths = sorted({forward for forward, _ in grid_length_pairs(spec.grid, dataset.sequence_length, suggested)})
-    return describe(dataset, forward_lengths)
+    points, _ = _grid(spec, dataset)
+    return describe(dataset, sorted({point.length for point in points}))
 
 
 def suggest_lengths(spec: Spec) -> Suggestion:
     """Candidate subsequence lengths read off the study's training data, each with its reasons,
     and the ACF and PACF they come from (what ``sweep suggest`` shows). Trains and writes nothing."""
-    dataset = load_problem(spec.problem)
+    return _suggestion(load_problem(spec.problem))
+
+
+def _suggestion(dataset: Dataset) -> Suggestion:
     return suggest(dataset, dataset.encoding.get("features"))
 
 
 def _grid(spec: Spec, dataset: Dataset) -> tuple[list[GridPoint], Suggestion | None]:
     """The grid's points, and the data's suggestion where the grid's lengths name it."""
-    suggestion = suggest(dataset, dataset.encoding.get("features")) if uses_suggestion(spec.grid) else None
+    suggestion = _suggestion(dataset) if uses_suggestion(spec.grid) else None
     return grid_points(spec, dataset.sequence_length, suggestion.lengths if suggestion else None), suggestion
 
 

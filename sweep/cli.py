@@ -219,8 +219,7 @@ def _print_suggestion(spec: Spec, suggestion: Suggestion, n_lags: int) -> None:
         console.print(table)
         period = f"dominant period {gram.period}" if gram.period else "no dominant period"
         console.print(f"{gram.name}: {period}; AR order by BIC {gram.ar_order}")
-    for name, values in suggestion.cross.items():
-        lags = [k for k, v in enumerate(values) if v is not None and suggestion.cross_band[k] is not None and abs(v) > suggestion.cross_band[k]]
+    for name, lags in suggestion.cross_lags.items():
         console.print(f"{name} correlates with the target at lags {lags or 'none'} (the input that many steps earlier)")
     if not suggestion.candidates:
         console.print('no length suggested: nothing in the data stands out of the noise; keep grid.lengths = "factors"')

@@ -37,9 +37,13 @@ class RepeatResult:
     repeat: int
     seed: int
     scores: dict[str, float]
-    train_loss: float
     seconds: float
-    loss_per_epoch: tuple[float, ...] = ()
+    loss_per_epoch: tuple[float, ...]
+
+    @property
+    def train_loss(self) -> float:
+        """The mean training loss of the last epoch."""
+        return self.loss_per_epoch[-1]
 
 
 @dataclass(frozen=True)

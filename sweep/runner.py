@@ -21,7 +21,7 @@ from sweep.pool import RepeatPool, WorkerDied
 from sweep.prepare import n_chunks, padding_share
 from sweep.problems import Dataset
 from sweep.racing import Race, Verdict
-from sweep.results import current_trials, summarize
+from sweep.results import read_points, summarize
 from sweep.spec import GridPoint, Spec, point_settings
 from sweep.jobs import PackJob, PackResult
 
@@ -173,7 +173,8 @@ def run_point(
         if race.is_boundary(len(finished)):
             verdict = race.judge(point.key, _contenders(study, metric))
             if verdict.is_stopped:
-                _stop(study, trial, finished, spec=spec, dataset=dataset, point=point, metric=metric, verdict=verdict, started=started)
+                _finish(study, trial, finished, spec=spec, dataset=dataset, point=point, metric=metric, started=started,
+                        stopped=verdict)
                 progress.point_finished(point.key, is_complete=True)
                 return True
         target = race.target(len(finished))
@@ -198,9 +199,7 @@ def run_point(
         studies.release_trial(study, trial)
         progress.point_paused(point.key, n_finished=target)
         return False
-    summary = _summary(studies.stored_repeats(trial), spec=spec, dataset=dataset, point=point, metric=metric)
-    summary["wall_seconds"] = round(time.perf_counter() - started, 3)
-    studies.finish_trial(study, trial, summary=summary, value=summary["mean"])
+    _finish(study, trial, studies.stored_repeats(trial), spec=spec, dataset=dataset, point=point, metric=metric, started=started)
     progress.point_finished(point.key, is_complete=True)
     return True
 
@@ -218,28 +217,28 @@ def race_of(spec: Spec, n_points: int) -> Race | None:
 def _contenders(study: optuna.Study, metric: str) -> dict[str, list[float]]:
     """Every point still in the race, by key, with its scores in repeat order: not failed, not
     stopped at an earlier stage."""
-    contenders = {}
-    for trial in current_trials(study):
-        if trial.state == TrialState.FAIL or trial.user_attrs.get(studies.STOPPED_AT_ATTR) is not None:
-            continue
-        repeats = studies.finished_repeats(trial)
-        contenders[trial.user_attrs.get("key", f"#{trial.number}")] = [repeats[index][metric] for index in sorted(repeats)]
-    return contenders
+    return {
+        point.key: list(point.scores)
+        for point in read_points(study, metric=metric)
+        if point.state != "failed" and not point.stopped
+    }
 
 
-def _stop(
-    study: optuna.Study, trial: optuna.Trial, finished: dict, *, spec: Spec, dataset: Dataset, point: GridPoint,
-    metric: str, verdict: Verdict, started: float,
+def _finish(
+    study: optuna.Study, trial: optuna.Trial, repeats: dict[int, dict], *, spec: Spec, dataset: Dataset,
+    point: GridPoint, metric: str, started: float, stopped: Verdict | None = None,
 ) -> None:
-    """Finish a point shown worse than the leader at a stage, with its repeats so far and why."""
-    summary = _summary(finished, spec=spec, dataset=dataset, point=point, metric=metric)
-    summary.update({
-        studies.STOPPED_AT_ATTR: verdict.stage,
-        "stop_leader": verdict.leader,
-        "stop_p_value": verdict.p_value,
-        "stop_threshold": verdict.threshold,
-        "wall_seconds": round(time.perf_counter() - started, 3),
-    })
+    """Store the point's summary over `repeats` and complete it; for a raced point `stopped` at a
+    stage, also where and why."""
+    summary = _summary(repeats, spec=spec, dataset=dataset, point=point, metric=metric)
+    summary["wall_seconds"] = round(time.perf_counter() - started, 3)
+    if stopped is not None:
+        summary.update({
+            studies.STOPPED_AT_ATTR: stopped.stage,
+            "stop_leader": stopped.leader,
+            "stop_p_value": stopped.p_value,
+            "stop_threshold": stopped.threshold,
+        })
     studies.finish_trial(study, trial, summary=summary, value=summary["mean"])
 
 

@@ -51,6 +51,7 @@ class Suggestion:
     correlograms: list[Correlogram]
     cross: dict[str, list[float]] = field(default_factory=dict)  # input name -> CCF with the target
     cross_band: list[float | None] = field(default_factory=list)
+    cross_lags: dict[str, list[int]] = field(default_factory=dict)  # input name -> lags beyond the band
     n_steps: int = 0
 
     @property
@@ -76,6 +77,7 @@ def suggest(dataset: Dataset, feature_names: list[str] | None = None) -> Suggest
     candidates: dict[int, list[str]] = {}
     cross: dict[str, list[float]] = {}
     cross_band: list[float] = []
+    cross_lags: dict[str, list[int]] = {}
     if dataset.task == "regression" and dataset.is_per_step:
         target = [steps[:, 0] for steps in _sequences(dataset.y_train, dataset.train_lengths)]
         correlograms = [_correlogram("target", target, _reliable_lags(target, n_lags))]
@@ -83,7 +85,7 @@ def suggest(dataset: Dataset, feature_names: list[str] | None = None) -> Suggest
             # corr(target[t + k], input[t]): the input k steps before the target.
             values, cross_band = _cross_correlation(target, [x[:, index] for x in inputs], n_lags)
             cross[name] = _rounded(values)
-            lags = [k for k in range(len(values)) if abs(values[k]) > cross_band[k]]
+            lags = cross_lags[name] = [k for k in range(len(values)) if abs(values[k]) > cross_band[k]]
             if lags:
                 _add(candidates, max(lags) + 1, f"{name} correlates with the target {max(lags)} steps later: last such lag + 1")
     else:
@@ -99,7 +101,10 @@ def suggest(dataset: Dataset, feature_names: list[str] | None = None) -> Suggest
             _add(candidates, gram.ar_order, f"AR order of {subject} by BIC")
     kept = {n: reasons for n, reasons in candidates.items() if 1 <= n <= dataset.sequence_length}
     n_steps = int(np.sum(dataset.train_lengths))
-    return Suggestion(candidates=kept, correlograms=correlograms, cross=cross, cross_band=_rounded(cross_band), n_steps=n_steps)
+    return Suggestion(
+        candidates=kept, correlograms=correlograms, cross=cross, cross_band=_rounded(cross_band),
+        cross_lags=cross_lags, n_steps=n_steps,
+    )
 
 
 def _sequences(values: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:

@@ -108,19 +108,16 @@ def _train_fused(job: PackJob, arch: Architecture, train: prepare.Chunks, test: 
     network.reset(list(job.seeds))
     rngs = [np.random.default_rng(seed) for seed in job.seeds]
     curves = np.stack([_fused_epoch(network, train, job.batch_size, rngs, epoch=epoch) for epoch in range(job.epochs)], axis=1)
-    losses = curves[:, -1]
     outputs = _predict_all(network.predict, _as_mode(test, job.mode), n_repeats=len(job.repeats))
     seconds = (time.perf_counter() - started) / len(job.repeats)
     results, failures = [], []
     for index, (repeat, seed) in enumerate(zip(job.repeats, job.seeds)):
-        if not math.isfinite(losses[index]):
-            failures.append((repeat, _diverged(job, repeat, losses[index])))
+        if not math.isfinite(curves[index, -1]):
+            failures.append((repeat, _diverged(job, repeat, curves[index, -1])))
             continue
         scores = score(_by_sequence(outputs[index], test, job.mode), test)
-        results.append(RepeatResult(
-            repeat=repeat, seed=seed, scores=scores, train_loss=float(losses[index]), seconds=seconds,
-            loss_per_epoch=tuple(float(loss) for loss in curves[index]),
-        ))
+        curve = tuple(float(loss) for loss in curves[index])
+        results.append(RepeatResult(repeat=repeat, seed=seed, scores=scores, seconds=seconds, loss_per_epoch=curve))
     return PackResult(results=tuple(results), failures=tuple(failures))
 
 
@@ -157,17 +154,13 @@ def _train_one_by_one(job: PackJob, arch: Architecture, train: prepare.Chunks, t
         network.reset(seed)
         rng = np.random.default_rng(seed)
         curve = tuple(_keras_epoch(network, train, job.batch_size, rng, epoch=epoch) for epoch in range(job.epochs))
-        loss = curve[-1]
-        if not math.isfinite(loss):
-            failures.append((repeat, _diverged(job, repeat, loss)))
+        if not math.isfinite(curve[-1]):
+            failures.append((repeat, _diverged(job, repeat, curve[-1])))
             continue
         outputs = _predict_all(network.predict, _as_mode(test, job.mode), n_repeats=None)
         scores = score(_by_sequence(outputs, test, job.mode), test)
         results.append(
-            RepeatResult(
-                repeat=repeat, seed=seed, scores=scores, train_loss=loss, seconds=time.perf_counter() - started,
-                loss_per_epoch=curve,
-            )
+            RepeatResult(repeat=repeat, seed=seed, scores=scores, seconds=time.perf_counter() - started, loss_per_epoch=curve)
         )
     return PackResult(results=tuple(results), failures=tuple(failures))
 
