@@ -123,12 +123,13 @@ def test_fewer_repeats_on_the_command_line_keep_the_stages_below_them() -> None:
 def test_a_raced_study_stops_the_worse_point_and_trains_the_rest_as_without_racing(tmp_path: Path) -> None:
     """Stateless L = 1 on echo-first cannot see the flag: stopped at 3 of 6 repeats. Every other
     point trains its 6, and every repeat, the stopped point's 3 included, scores as it does in the
-    same study without racing (same seeds, so the same networks)."""
+    same study without racing, each repeat trained alone on the reference Keras path (same
+    seeds, so the same networks)."""
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     raced = Study.create(spec_from_dict(racing_spec(racing={"stages": [3]})), storage=storage)
     assert raced.run(workers=1).n_trained == 4  # points finished, not stages visited
     plain = Study.create(spec_from_dict(racing_spec(name="plain")), storage=storage)
-    plain.run(workers=1)
+    plain.run(workers=1, reference=True)
     raced_points = {p.key: p for p in raced.stored_points()}
     plain_points = {p.key: p for p in plain.stored_points()}
     stopped = raced_points["L=1 stateless"]
