@@ -22,10 +22,11 @@ import optuna
 
 from sweep import results
 from sweep import study as studies
+from sweep.convergence import Convergence
 from sweep.errors import StorageError
 from sweep.optuna_private import last_heartbeats, storage_of
 from sweep.pool import default_workers
-from sweep.problems import Dataset, DataSummary, describe, load_problem
+from sweep.problems import Dataset, DataSummary, describe, load_data
 from sweep.runner import NoProgress, Progress, run_study
 from sweep.spec import GridPoint, Spec, grid_points, uses_suggestion
 from sweep.suggest import Suggestion, suggest
@@ -92,9 +93,14 @@ class Study:
         A study of the same name with other settings or data is refused (StorageError). With
         `liveness` (the default), a worker that dies has its point taken over by another.
         """
-        dataset = load_problem(spec.problem)
+        dataset = load_data(spec)
         points, suggestion = _grid(spec, dataset)
-        study = cls(_enqueued(_opened(storage, liveness=liveness), spec, dataset, points), spec)
+        opened = _opened(storage, liveness=liveness)
+        resumed = studies.as_resumed(opened, spec)
+        if resumed != spec:  # a study made before the validation split resumes without it
+            spec, dataset = resumed, load_data(resumed)
+            points, suggestion = _grid(spec, dataset)
+        study = cls(_enqueued(opened, spec, dataset, points), spec)
         if suggestion is not None and studies.SUGGESTION_ATTR not in study.optuna_study.user_attrs:
             studies.store_suggestion(study.optuna_study, suggestion.to_dict())
         study._data = (dataset, points)
@@ -120,7 +126,7 @@ class Study:
         """The data and the grid, loaded once. A study opened by name checks that the data here
         are the study's, and enqueues any grid point missing (a creation cut short)."""
         if self._data is None:
-            dataset = load_problem(self.spec.problem)
+            dataset = load_data(self.spec)
             points, _ = _grid(self.spec, dataset)
             _enqueued(storage_of(self.optuna_study), self.spec, dataset, points)
             self._data = (dataset, points)
@@ -155,10 +161,25 @@ class Study:
         """Every grid point as stored (settings, scores, repeats, statistics), finished ones best first."""
         return results.read_points(self.optuna_study, metric=self.spec.objective.metric)
 
+    def chosen(self) -> results.Choice | None:
+        """The best finished point, the data it was chosen on, and its score on the test data."""
+        return results.chosen_point(self.stored_points())
+
+    def convergence(self) -> dict[str, Convergence | None]:
+        """The capacity check of every finished point, by key (see :mod:`sweep.convergence`)."""
+        maximize = self.spec.direction == "maximize"
+        return {point.key: point.convergence(maximize=maximize) for point in self.stored_points() if point.state == "done"}
+
     def records(self) -> list[dict[str, Any]]:
-        """One plain record per grid point, best first: its settings, state and statistics."""
+        """One plain record per grid point, best first: its settings, state and statistics (on
+        the data it was ranked on), and its mean score on the test data."""
+        maximize = self.spec.direction == "maximize"
         return [
-            {**point.params, **asdict(results.point_row(point)), "padding_fraction": point.padding_fraction}
+            {
+                **point.params, **asdict(results.point_row(point, maximize=maximize)),
+                "padding_fraction": point.padding_fraction,
+                "test_mean": (point.test_summary or {}).get("mean") if point.ranked_on == "validation" else point.summary.get("mean"),
+            }
             for point in self.stored_points()
         ]
 
@@ -188,7 +209,7 @@ class Study:
 
         length = results.sequence_length_of(self.optuna_study)
         if length is None:  # a study made before the length was stored: read it off the data
-            length = self._data[0].sequence_length if self._data else load_problem(self.spec.problem).sequence_length
+            length = self._data[0].sequence_length if self._data else load_data(self.spec).sequence_length
         return collect(self.optuna_study, self.spec, length)
 
     def write_report(self, path: str | Path | None = None) -> Path:
@@ -232,7 +253,7 @@ class Study:
 def describe_data(spec: Spec) -> DataSummary:
     """The data as sweep sees them, before anything is trained (what ``sweep data`` shows):
     sequences, lengths, features, classes or target ranges, and each grid length's padding."""
-    dataset = load_problem(spec.problem)
+    dataset = load_data(spec)
     points, _ = _grid(spec, dataset)
     return describe(dataset, sorted({point.length for point in points}))
 
@@ -240,7 +261,7 @@ def describe_data(spec: Spec) -> DataSummary:
 def suggest_lengths(spec: Spec) -> Suggestion:
     """Candidate subsequence lengths read off the study's training data, each with its reasons,
     and the ACF and PACF they come from (what ``sweep suggest`` shows). Trains and writes nothing."""
-    return _suggestion(load_problem(spec.problem))
+    return _suggestion(load_data(spec))
 
 
 def _suggestion(dataset: Dataset) -> Suggestion:

@@ -242,13 +242,15 @@ def _print_data(spec: Spec, summary: DataSummary) -> None:
     console.print(f"[bold]{spec.name}[/]: {summary.task}, targets {target}, {len(summary.features)} feature(s){scaled}")
     console.print("features: " + ", ".join(summary.features))
     table = _numbers_table("", "sequences", "steps", "shortest", "median", "longest", title="sequences")
-    for name, part in (("train", summary.train), ("test", summary.test)):
+    parts = [("train", summary.train), *([("validation", summary.validation)] if summary.validation else []), ("test", summary.test)]
+    for name, part in parts:
         table.add_row(name, str(part.n_sequences), str(part.n_steps), str(part.length_min), f"{part.length_median:g}", str(part.length_max))
     console.print(table)
     if summary.classes:
-        classes = _numbers_table("class", "label", "train", "test", title="classes")
-        for index, (label, n_train, n_test) in enumerate(summary.classes):
-            classes.add_row(str(index), str(label), str(n_train), str(n_test))
+        held = ("validation",) if summary.validation else ()
+        classes = _numbers_table("class", "label", "train", *held, "test", title="classes")
+        for index, (label, n_train, n_test, *n_held) in enumerate(summary.classes):
+            classes.add_row(str(index), str(label), str(n_train), *map(str, n_held), str(n_test))
         console.print(classes)
     for output, (low, mean, high) in enumerate(summary.target_range):
         console.print(f"target {output}: min {low:.4g}, mean {mean:.4g}, max {high:.4g} (training data, own units)")
@@ -466,7 +468,7 @@ def _print_results(sweep_study: Study, *, with_heartbeats: bool = False) -> None
     study, spec = sweep_study.optuna_study, sweep_study.spec
     counts = sweep_study.counts()
     rows = sweep_study.rows(with_heartbeats=with_heartbeats)
-    metric = f"{spec.objective.metric} per {spec.objective.per}"
+    metric = f"{spec.objective.metric} per {spec.objective.per} on the {spec.ranked_on} data"
     console.print(
         f"[bold]{study.study_name}[/]: {len(rows)} points: {counts['done']} done, {counts['running']} running, "
         f"{counts['waiting']} waiting, {counts['failed']} failed"
@@ -495,6 +497,12 @@ def _print_results(sweep_study: Study, *, with_heartbeats: bool = False) -> None
             f"{row.seconds:.0f}s" if row.seconds is not None else "-",
         )
     console.print(table)
+    choice = sweep_study.chosen()
+    if choice is not None:
+        console.print(choice.describe(), highlight=False)
+    for key, convergence in sweep_study.convergence().items():
+        if convergence is not None and convergence.is_improving:
+            console.print(f"[yellow]{key}[/]: {convergence.describe()}", highlight=False)
     for trial in sweep_study.set_aside():
         console.print(f"trial {trial.number}: {trial.user_attrs.get('fail_reason', 'set aside')}")
 

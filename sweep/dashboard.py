@@ -11,7 +11,8 @@ import optuna
 import optuna_dashboard
 
 from sweep.errors import SweepError
-from sweep.report import TEST_DESCRIPTION, Report
+from sweep.report import CONVERGENCE_DESCRIPTION, TEST_DESCRIPTION, Report
+from sweep.results import NOT_CONVERGED
 
 __all__ = ["annotate", "check_address", "serve", "study_note"]
 
@@ -40,6 +41,14 @@ def study_note(report: Report) -> str:
             "",
             f"Not distinguishable from it: {', '.join(tied) if tied else 'none'} ({TEST_DESCRIPTION}).",
             "",
+        ]
+    if report.choice is not None:
+        lines += [report.choice.describe(), ""]
+    unsettled = [point for point in finished if point.is_converging]
+    if unsettled:
+        lines += [
+            f"{NOT_CONVERGED.capitalize()} ({CONVERGENCE_DESCRIPTION}):", "",
+            *(f"- {point.key}: {point.convergence.describe()}" for point in unsettled), "",
         ]
     stopped = [point for point in report.points if point.stopped]
     if stopped:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["PackJob", "PackResult", "RepeatResult"]
 
@@ -27,18 +27,23 @@ class PackJob:
     seeds: tuple[int, ...]
     is_fused: bool = True
     backward: int | None = None  # decoupled TBPTT's k2 (None: k2 = length)
+    # The score ("<metric>/<scope>") followed on the validation data after every epoch.
+    objective: str = "accuracy/sample"
 
 
 @dataclass(frozen=True)
 class RepeatResult:
-    """One finished repeat: every metric in both scopes, the final training loss, the time, and
-    the mean training loss of every epoch (its learning curve)."""
+    """One finished repeat: every metric in both scopes on the test data (and on the validation
+    data, where the study holds some out), the time, and its learning curves: the mean training
+    loss of every epoch and the objective on the validation data after it."""
 
     repeat: int
     seed: int
     scores: dict[str, float]
     seconds: float
     loss_per_epoch: tuple[float, ...]
+    validation_scores: dict[str, float] = field(default_factory=dict)
+    validation_per_epoch: tuple[float, ...] = ()
 
     @property
     def train_loss(self) -> float:

@@ -7,6 +7,7 @@ lengths are stored padded at the front with zeros to the longest, T, with each o
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import zipfile
 from dataclasses import dataclass, field
@@ -16,9 +17,9 @@ import numpy as np
 
 from sweep.errors import DataError
 from sweep.prepare import padding_share
-from sweep.spec import EchoFirstProblem, LagEchoProblem, NpzProblem, SeriesProblem, TableProblem
+from sweep.spec import EchoFirstProblem, LagEchoProblem, NpzProblem, SeriesProblem, Spec, TableProblem, Validation
 
-__all__ = ["DataSummary", "Dataset", "describe", "load_problem", "real_steps", "standardize"]
+__all__ = ["DataSummary", "Dataset", "describe", "hold_out", "load_data", "load_problem", "real_steps", "standardize"]
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 NPZ_LENGTH_KEYS = ("train_lengths", "test_lengths")
@@ -45,16 +46,23 @@ class Dataset:
     target_scale: tuple[np.ndarray, np.ndarray] | None = None
     # How the data were encoded, stored with the study: class names, standardization.
     encoding: dict = field(default_factory=dict)
+    # Training sequences held out to rank the points on (see :func:`hold_out`); None: no split.
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+    val_lengths: np.ndarray = None  # type: ignore[assignment]
     fingerprint: str = field(init=False)
 
     def __post_init__(self) -> None:
-        for name, x in (("train_lengths", self.x_train), ("test_lengths", self.x_test)):
-            if getattr(self, name) is None:
+        for name, x in (("train_lengths", self.x_train), ("test_lengths", self.x_test), ("val_lengths", self.x_val)):
+            if getattr(self, name) is None and x is not None:
                 object.__setattr__(self, name, np.full(x.shape[0], x.shape[1], dtype=np.int64))
         digest = hashlib.sha256()
         arrays = [self.x_train, self.y_train, self.x_test, self.y_test]
+        if self.has_validation:
+            arrays += [self.x_val, self.y_val]
         if self.has_variable_lengths:
-            arrays += [self.train_lengths, self.test_lengths]  # equal lengths keep earlier fingerprints
+            # Equal lengths keep earlier fingerprints.
+            arrays += [self.train_lengths, self.test_lengths, *([self.val_lengths] if self.has_validation else [])]
         for array in arrays:
             digest.update(str((array.shape, array.dtype.str)).encode())
             digest.update(np.ascontiguousarray(array).tobytes())
@@ -68,7 +76,12 @@ class Dataset:
     @property
     def has_variable_lengths(self) -> bool:
         steps = self.sequence_length
-        return bool(np.any(self.train_lengths != steps) or np.any(self.test_lengths != steps))
+        parts = [self.train_lengths, self.test_lengths, *([self.val_lengths] if self.has_validation else [])]
+        return any(bool(np.any(lengths != steps)) for lengths in parts)
+
+    @property
+    def has_validation(self) -> bool:
+        return self.x_val is not None
 
     @property
     def n_features(self) -> int:
@@ -86,18 +99,63 @@ class Dataset:
         return int(self.y_train.shape[-1])
 
 
-def load_problem(problem: AnyProblem) -> Dataset:
+def load_data(spec: Spec) -> Dataset:
+    """A study's data: its problem's, with the study's validation split held out."""
+    return load_problem(spec.problem, spec.validation)
+
+
+def load_problem(problem: AnyProblem, validation: Validation | None = None) -> Dataset:
+    """A problem's data; with `validation` on, part of the training sequences held out for it,
+    before the standardization, whose statistics are then the remaining training data's alone."""
+    fraction = validation.fraction if validation is not None else 0.0
     if isinstance(problem, EchoFirstProblem):
-        return echo_first(problem)
-    if isinstance(problem, LagEchoProblem):
-        return lag_echo(problem)
-    if isinstance(problem, TableProblem):
+        dataset = echo_first(problem)
+    elif isinstance(problem, LagEchoProblem):
+        dataset = lag_echo(problem)
+    elif isinstance(problem, TableProblem):
         dataset = load_table(problem)
     elif isinstance(problem, SeriesProblem):
-        dataset = load_series(problem)
+        dataset = load_series(problem, validation_fraction=fraction)
     else:
         dataset = load_npz(problem)
-    return standardize(dataset) if problem.standardize else dataset
+    if fraction > 0 and not isinstance(problem, SeriesProblem):
+        dataset = hold_out(dataset, validation)
+    return standardize(dataset) if getattr(problem, "standardize", False) else dataset
+
+
+def hold_out(dataset: Dataset, validation: Validation) -> Dataset:
+    """The dataset with a seeded random `validation.fraction` of its training sequences moved,
+    whole, to the validation data; the order of the rest is kept. With a class per sequence,
+    each class gives its share (a stratified split), so that the validation data's classes are
+    balanced as the training data's are."""
+    n = len(dataset.x_train)
+    n_held = round(n * validation.fraction)
+    if not 1 <= n_held < n:
+        raise DataError(
+            f"validation.fraction {validation.fraction:g} of {n} training sequence{'s' if n != 1 else ''} holds out "
+            f"{n_held}; it needs at least one held out and one left to train on: change validation.fraction, "
+            "or set it to 0 to rank the points on the test data"
+        )
+    rng = np.random.default_rng(validation.seed)
+    held = np.zeros(n, dtype=bool)
+    for group in _strata(dataset):
+        held[rng.choice(group, size=round(len(group) * validation.fraction), replace=False)] = True
+    if not 1 <= held.sum() < n:  # classes too small to give a share each
+        held[:] = False
+        held[rng.choice(n, size=n_held, replace=False)] = True
+    return dataclasses.replace(
+        dataset,
+        x_train=dataset.x_train[~held], y_train=dataset.y_train[~held], train_lengths=dataset.train_lengths[~held],
+        x_val=dataset.x_train[held], y_val=dataset.y_train[held], val_lengths=dataset.train_lengths[held],
+    )
+
+
+def _strata(dataset: Dataset) -> list[np.ndarray]:
+    """The training sequences' indices by class where each sequence has one; else all in one."""
+    if dataset.task != "classification" or dataset.is_per_step:
+        return [np.arange(len(dataset.x_train))]
+    labels = dataset.y_train[:, 0]
+    return [np.flatnonzero(labels == label) for label in np.unique(labels)]
 
 
 def echo_first(problem: EchoFirstProblem) -> Dataset:
@@ -288,7 +346,9 @@ def load_table(problem: TableProblem) -> Dataset:
     return _from_sequences(train, test, task=problem.task, features=features)
 
 
-def load_series(problem: SeriesProblem) -> Dataset:
+def load_series(problem: SeriesProblem, *, validation_fraction: float = 0.0) -> Dataset:
+    """Long series split by time: the last `test_fraction` of each is its test sequence and, with
+    `validation_fraction`, that share of the steps before it its validation sequence."""
     from sweep import tables
 
     if Path(problem.path).suffix.lower() == ".npz":
@@ -298,23 +358,26 @@ def load_series(problem: SeriesProblem) -> Dataset:
     features = problem.features or [problem.target]
     if problem.series is None and SERIES_COLUMN in frame.columns:
         problem = problem.model_copy(update={"series": SERIES_COLUMN})
-    train, test = tables.series_sequences(frame, problem, features=features, source=problem.path)
-    return _from_sequences(train, test, task="regression", features=features)
+    train, validation, test = tables.series_sequences(
+        frame, problem, features=features, source=problem.path, validation_fraction=validation_fraction
+    )
+    return _from_sequences(train, test, task="regression", features=features, validation=validation)
 
 
-def _from_sequences(train, test, *, task: str, features: list[str]) -> Dataset:
+def _from_sequences(train, test, *, task: str, features: list[str], validation=None) -> Dataset:
     """A :class:`Dataset` from the checked sequences of a table or series, labels coded, lengths kept."""
-    steps = max(train.x.shape[1], test.x.shape[1])
+    parts = [train, test, *([validation] if validation is not None else [])]
+    steps = max(part.x.shape[1] for part in parts)
     per_step = train.y.ndim == 3
-    y_train = _front_padded(train.y, steps) if per_step else train.y
-    y_test = _front_padded(test.y, steps) if per_step else test.y
+    x = [_front_padded(part.x, steps) for part in parts]
+    y = [(_front_padded(part.y, steps) if per_step else part.y).astype(np.float32) for part in parts]
     encoding: dict = {"features": list(features)}
     if task == "classification":
         encoding["classes"] = list(train.classes)
+    held = {"x_val": x[2], "y_val": y[2], "val_lengths": validation.lengths} if validation is not None else {}
     return Dataset(
-        _front_padded(train.x, steps), y_train.astype(np.float32), _front_padded(test.x, steps), y_test.astype(np.float32),
-        task=task, n_classes=len(train.classes) if task == "classification" else 0,
-        train_lengths=train.lengths, test_lengths=test.lengths, encoding=encoding,
+        x[0], y[0], x[1], y[1], task=task, n_classes=len(train.classes) if task == "classification" else 0,
+        train_lengths=train.lengths, test_lengths=test.lengths, encoding=encoding, **held,
     )
 
 
@@ -334,27 +397,22 @@ def real_steps(lengths: np.ndarray, steps: int) -> np.ndarray:
 def standardize(dataset: Dataset) -> Dataset:
     """Inputs, and regression targets, scaled to mean 0 and standard deviation 1 with statistics of
     the training data's real steps alone; padding stays zero. Targets are scored in their own units."""
+    parts = ("train", "test", "val") if dataset.has_validation else ("train", "test")
     steps = dataset.sequence_length
-    real_train, real_test = real_steps(dataset.train_lengths, steps), real_steps(dataset.test_lengths, steps)
-    mean, std = _moments(dataset.x_train[real_train])
+    real = {part: real_steps(getattr(dataset, f"{part}_lengths"), steps) for part in parts}
+    mean, std = _moments(dataset.x_train[real["train"]])
     encoding = {**dataset.encoding, "input_mean": mean.tolist(), "input_std": std.tolist()}
-    x_train = _scaled(dataset.x_train, mean, std, real_train)
-    x_test = _scaled(dataset.x_test, mean, std, real_test)
-    y_train, y_test, target_scale = dataset.y_train, dataset.y_test, None
+    changes = {f"x_{part}": _scaled(getattr(dataset, f"x_{part}"), mean, std, real[part]) for part in parts}
     if dataset.task == "regression":
         if dataset.is_per_step:
-            y_mean, y_std = _moments(dataset.y_train[real_train])
-            y_train, y_test = _scaled(y_train, y_mean, y_std, real_train), _scaled(y_test, y_mean, y_std, real_test)
+            y_mean, y_std = _moments(dataset.y_train[real["train"]])
+            changes.update({f"y_{part}": _scaled(getattr(dataset, f"y_{part}"), y_mean, y_std, real[part]) for part in parts})
         else:
             y_mean, y_std = _moments(dataset.y_train)
-            y_train, y_test = (y_train - y_mean) / y_std, (y_test - y_mean) / y_std
-        target_scale = (y_mean, y_std)
+            changes.update({f"y_{part}": ((getattr(dataset, f"y_{part}") - y_mean) / y_std).astype(np.float32) for part in parts})
+        changes["target_scale"] = (y_mean, y_std)
         encoding.update(target_mean=y_mean.tolist(), target_std=y_std.tolist())
-    return Dataset(
-        x_train, y_train.astype(np.float32), x_test, y_test.astype(np.float32), task=dataset.task,
-        n_classes=dataset.n_classes, train_lengths=dataset.train_lengths, test_lengths=dataset.test_lengths,
-        target_scale=target_scale, encoding=encoding,
-    )
+    return dataclasses.replace(dataset, encoding=encoding, **changes)
 
 
 def _moments(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -456,7 +514,9 @@ class DataSummary:
     features: list[str]
     train: SplitSummary
     test: SplitSummary
-    classes: list[tuple[object, int, int]]  # (label, training count, test count)
+    validation: SplitSummary | None  # None: no validation split
+    # (label, training count, test count, and validation count where the study holds some out)
+    classes: list[tuple[object, ...]]
     target_range: list[tuple[float, float, float]]  # regression: (min, mean, max) per output, own units
     subsequences: list[tuple[int, int, float]]  # (length, training subsequences, share of padding)
     is_standardized: bool
@@ -468,8 +528,9 @@ def describe(dataset: Dataset, lengths: list[int]) -> DataSummary:
     y_train, y_test = _real_targets(dataset, "train"), _real_targets(dataset, "test")
     if dataset.task == "classification":
         names = dataset.encoding.get("classes") or list(range(dataset.n_classes))
-        counts = [np.bincount(y[:, 0].astype(np.int64), minlength=len(names)) for y in (y_train, y_test)]
-        classes = [(name, int(counts[0][i]), int(counts[1][i])) for i, name in enumerate(names)]
+        parts = (y_train, y_test, *([_real_targets(dataset, "val")] if dataset.has_validation else []))
+        counts = [np.bincount(y[:, 0].astype(np.int64), minlength=len(names)) for y in parts]
+        classes = [(name, *(int(count[i]) for count in counts)) for i, name in enumerate(names)]
     else:
         if dataset.target_scale is not None:
             mean, std = dataset.target_scale
@@ -482,6 +543,7 @@ def describe(dataset: Dataset, lengths: list[int]) -> DataSummary:
         features=list(features),
         train=_split_summary(dataset.train_lengths),
         test=_split_summary(dataset.test_lengths),
+        validation=_split_summary(dataset.val_lengths) if dataset.has_validation else None,
         classes=classes,
         target_range=target_range,
         subsequences=[(length, *padding_share(dataset.train_lengths, length)) for length in lengths],

@@ -21,9 +21,11 @@ from scipy import stats
 
 from sweep.errors import SweepError
 from sweep.racing import DESCRIPTION as RACING_DESCRIPTION
-from sweep.results import StoredPoint, count_states, read_points
+from sweep.convergence import ALPHA as CONVERGENCE_ALPHA
+from sweep.convergence import MATERIAL_SHARE, Convergence
+from sweep.results import NOT_CONVERGED, Choice, StoredPoint, chosen_point, count_states, read_points
 from sweep.spec import Spec, describe_spec
-from sweep.study import LOSS_CURVE, SUGGESTION_ATTR
+from sweep.study import LOSS_CURVE, SUGGESTION_ATTR, VALIDATION_CURVE
 
 __all__ = ["PointStats", "Report", "box_figure", "collect", "correlogram_figure", "curve_figure", "mean_figure", "write_html"]
 
@@ -53,12 +55,19 @@ class PointStats:
     fail_reason: str = ""
     stopped: str = ""  # a raced point stopped at a stage, and why
     curves: tuple[tuple[float, ...], ...] = ()  # each repeat's training loss per epoch
+    validation_curves: tuple[tuple[float, ...], ...] = ()  # each repeat's objective on the validation data per epoch
+    convergence: Convergence | None = None  # the capacity check (see sweep.convergence)
     p_value: float | None = None  # adjusted, against the best point
     is_best: bool = False
 
     @property
     def is_distinguishable(self) -> bool | None:
         return None if self.p_value is None else self.p_value < ALPHA
+
+    @property
+    def is_converging(self) -> bool:
+        """Whether the capacity check found it still clearly improving."""
+        return self.convergence is not None and self.convergence.is_improving
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,7 @@ class Report:
     counts: dict[str, int]
     points: list[PointStats] = field(default_factory=list)
     suggestion: dict[str, Any] | None = None  # as stored when the grid's lengths were suggested
+    choice: Choice | None = None  # the best point, the data it was chosen on, its test score
 
     @property
     def is_finished(self) -> bool:
@@ -82,20 +92,24 @@ class Report:
 
 def collect(study: optuna.Study, spec: Spec, sequence_length: int) -> Report:
     """Every grid point's statistics, best first, with its test against the best point."""
-    points = [_point(point) for point in read_points(study, metric=spec.objective.metric, sequence_length=sequence_length)]
+    stored = read_points(study, metric=spec.metric, sequence_length=sequence_length)
+    points = [_point(point, maximize=spec.direction == "maximize") for point in stored]
     done = [point for point in points if point.state == "done"]
+    # Studies stored before the validation split ranked on the test data.
+    ranked_on = stored[0].ranked_on if stored and stored[0].state == "done" else spec.ranked_on
     return Report(
         study_name=study.study_name,
-        metric=f"{spec.objective.metric} per {spec.objective.per}",
+        metric=f"{spec.objective.metric} per {spec.objective.per} on the {ranked_on} data",
         direction=spec.direction,
         settings=list(describe_spec(spec)),
         counts=count_states(study),
         points=compare_to_best(done) + [point for point in points if point.state != "done"],
         suggestion=study.user_attrs.get(SUGGESTION_ATTR),
+        choice=chosen_point(stored),
     )
 
 
-def _point(point: StoredPoint) -> PointStats:
+def _point(point: StoredPoint, *, maximize: bool) -> PointStats:
     extras = [f"{name}={value}" for name, value in sorted(point.params.items()) if name not in ("length", "mode")]
     padding = point.padding_fraction or 0.0
     return PointStats(
@@ -112,8 +126,14 @@ def _point(point: StoredPoint) -> PointStats:
         wall_seconds=point.wall_seconds,
         fail_reason=point.fail_reason,
         stopped=point.stopped,
-        curves=tuple(tuple(r[LOSS_CURVE]) for _, r in sorted(point.repeats.items()) if r.get(LOSS_CURVE)),
+        curves=_curves(point, LOSS_CURVE),
+        validation_curves=_curves(point, VALIDATION_CURVE),
+        convergence=point.convergence(maximize=maximize) if point.state == "done" else None,
     )
+
+
+def _curves(point: StoredPoint, name: str) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(details[name]) for _, details in sorted(point.repeats.items()) if details.get(name))
 
 
 def compare_to_best(done: list[PointStats]) -> list[PointStats]:
@@ -216,13 +236,16 @@ def _is_wide(report: Report) -> bool:
     return bool(lengths) and max(lengths) / max(1, min(lengths)) > 50
 
 
-def curve_figure(report: Report) -> go.Figure:
+def curve_figure(report: Report, *, validation: bool = False) -> go.Figure:
     """Each finished point's learning curve: the median over its repeats of the mean training loss
-    in each epoch, with the band from the 25th to the 75th percentile."""
+    in each epoch (or, with `validation`, of the objective on the validation data after it), with
+    the band from the 25th to the 75th percentile. A point the capacity check flags is dashed."""
     figure = go.Figure()
-    for index, point in enumerate(p for p in report.finished_points if p.curves):
-        epochs = min(len(curve) for curve in point.curves)
-        curves = np.array([curve[:epochs] for curve in point.curves], dtype=float)
+    drawn = [p for p in report.finished_points if (p.validation_curves if validation else p.curves)]
+    for index, point in enumerate(drawn):
+        point_curves = point.validation_curves if validation else point.curves
+        epochs = min(len(curve) for curve in point_curves)
+        curves = np.array([curve[:epochs] for curve in point_curves], dtype=float)
         low, median, high = np.nanpercentile(curves, [25, 50, 75], axis=0)
         x = list(range(1, epochs + 1))
         colour = _COLOURS[index % len(_COLOURS)]
@@ -230,12 +253,17 @@ def curve_figure(report: Report) -> go.Figure:
             x=x + x[::-1], y=list(high) + list(low[::-1]), fill="toself", line={"width": 0}, fillcolor=colour,
             opacity=0.15, legendgroup=point.key, showlegend=False, hoverinfo="skip",
         ))
+        name = point.key + (f" ({NOT_CONVERGED})" if point.is_converging else "")
         figure.add_trace(go.Scatter(
-            x=x, y=list(median), mode="lines+markers", name=point.key, legendgroup=point.key, line={"color": colour},
+            x=x, y=list(median), mode="lines+markers", name=name, legendgroup=point.key,
+            line={"color": colour, "dash": "dash" if point.is_converging else None},
         ))
+    what = report.metric if validation else "training loss"
     figure.update_layout(
-        title="training loss per epoch: median over the repeats, 25th to 75th percentile shaded",
-        xaxis={"title": "epoch", "dtick": 1}, yaxis={"title": "training loss", "type": "log"}, template="plotly_white",
+        title=f"{what} per epoch: median over the repeats, 25th to 75th percentile shaded, {NOT_CONVERGED} dashed",
+        xaxis={"title": "epoch", "dtick": 1},
+        yaxis={"title": what, "type": "linear" if validation else "log"},
+        template="plotly_white",
     )
     return figure
 
@@ -274,6 +302,8 @@ def write_html(report: Report, path: str | Path) -> Path:
     figures = {"box": box_figure(report), "means": mean_figure(report)}
     if any(point.curves for point in report.finished_points):
         figures["curves"] = curve_figure(report)
+    if any(point.validation_curves for point in report.finished_points):
+        figures["validation_curves"] = curve_figure(report, validation=True)
     if report.suggestion:
         figures["suggestion"] = correlogram_figure(report.suggestion)
     parts = {
@@ -298,11 +328,14 @@ th, td {{ padding: 0.25em 0.7em; border-bottom: 1px solid #ddd; text-align: righ
 th:first-child, td:first-child, td.text {{ text-align: left; }}
 .note {{ background: #fff4d6; border-left: 4px solid #e0a800; padding: 0.6em 1em; }}
 .best {{ font-weight: bold; }}
+.chosen {{ background: #e8f4ea; border-left: 4px solid #2ca02c; padding: 0.6em 1em; }}
 </style></head><body>
 <h1>{name}</h1>
+{_choice(report)}
 {_notes(report)}
 <section id="box">{figures["box"]}</section>
 <section id="means">{figures["means"]}</section>
+{f'<section id="validation_curves">{figures["validation_curves"]}</section>' if "validation_curves" in figures else ""}
 {f'<section id="curves">{figures["curves"]}</section>' if "curves" in figures else ""}
 {_suggestion(report, figures["suggestion"]) if "suggestion" in figures else ""}
 <h2>Grid points, best first</h2>
@@ -321,6 +354,20 @@ def _suggestion(report: Report, figure: str) -> str:
     return f'<h2>Lengths suggested by the data</h2><section id="suggestion">{figure}</section><ul id="suggested">{items}</ul>'
 
 
+def _choice(report: Report) -> str:
+    if report.choice is None:
+        return ""
+    return f'<p id="chosen" class="chosen">{html.escape(report.choice.describe())}</p>'
+
+
+CONVERGENCE_DESCRIPTION = (
+    f"a point is {NOT_CONVERGED} when its repeats' learning curves (the objective on the validation data, or the "
+    "training loss without a split) still improved over the last quarter of the epochs: significantly across the "
+    f"repeats (one-sided Wilcoxon signed-rank test, p < {CONVERGENCE_ALPHA:g}) and by at least "
+    f"{MATERIAL_SHARE:.0%} of their median improvement over the whole run"
+)
+
+
 def _notes(report: Report) -> str:
     notes = []
     counts = report.counts
@@ -336,6 +383,12 @@ def _notes(report: Report) -> str:
         notes.append(
             f"Racing stopped {len(stopped)} point(s) before their full count, each shown worse than the leader "
             f"at a stage ({RACING_DESCRIPTION}); their statistics are over the repeats they trained."
+        )
+    unsettled = [point.key for point in report.finished_points if point.is_converging]
+    if unsettled:
+        notes.append(
+            f"{NOT_CONVERGED.capitalize()}: {', '.join(unsettled)}. They were still improving when training stopped: "
+            f"more epochs or units may change the ranking ({CONVERGENCE_DESCRIPTION})."
         )
     return "".join(f'<p class="note">{html.escape(note)}</p>' for note in notes)
 
@@ -361,7 +414,7 @@ def _row(rank: int, point: PointStats) -> str:
     cells = [
         str(rank) if point.state == "done" else "-",
         html.escape(point.key),
-        html.escape(point.state + (f": {point.fail_reason or point.stopped}" if point.fail_reason or point.stopped else "")),
+        html.escape(_state(point)),
         str(s.get("n", 0)),
         _fmt(s.get("mean")),
         _fmt(s.get("std")),
@@ -375,6 +428,11 @@ def _row(rank: int, point: PointStats) -> str:
     ]
     tds = "".join(f'<td class="text">{c}</td>' if i in (1, 2, 12) else f"<td>{c}</td>" for i, c in enumerate(cells))
     return f'<tr class="{"best" if point.is_best else ""}">{tds}</tr>'
+
+
+def _state(point: PointStats) -> str:
+    notes = [note for note in (point.fail_reason, point.stopped, NOT_CONVERGED if point.is_converging else "") if note]
+    return point.state + (f": {'; '.join(notes)}" if notes else "")
 
 
 def _fmt(value: float | None) -> str:

@@ -20,11 +20,23 @@ from scipy import stats
 
 from sweep.optuna_private import fixed_params
 from sweep.prepare import n_chunks
-from sweep.study import SEQUENCE_LENGTH_ATTR, SET_ASIDE_ATTR, STOPPED_AT_ATTR, WORKER_ATTR, finished_repeats
+from sweep.convergence import Convergence, check
+from sweep.study import (
+    LOSS_CURVE,
+    SEQUENCE_LENGTH_ATTR,
+    SET_ASIDE_ATTR,
+    STOPPED_AT_ATTR,
+    TEST_SUMMARY_ATTR,
+    VALIDATION_CURVE,
+    WORKER_ATTR,
+    finished_repeats,
+)
 
 __all__ = [
+    "Choice",
     "PointRow",
     "StoredPoint",
+    "chosen_point",
     "collect_rows",
     "count_states",
     "current_trials",
@@ -84,6 +96,7 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+NOT_CONVERGED = "not converged"
 SUMMARY_KEYS = ("n", "mean", "std", "sem", "ci95_low", "ci95_high", "median", "min", "max")
 
 
@@ -103,6 +116,9 @@ class StoredPoint:
     fail_reason: str
     worker: str | None  # host:pid of the process that claimed it last
     stopped: str = ""  # a raced point stopped at a stage: at how many repeats, and why
+    metric: str | None = None  # the objective, "<metric>/<scope>"
+    ranked_on: str = "test"  # the data the objective scores come from: "validation" or "test"
+    test_summary: dict[str, Any] | None = None  # ranked on validation data: statistics on the test data
 
     @property
     def length(self) -> int:
@@ -111,6 +127,20 @@ class StoredPoint:
     @property
     def mode(self) -> str:
         return str(self.params.get("mode", ""))
+
+    def convergence(self, *, maximize: bool) -> Convergence | None:
+        """The capacity check over the repeats' curves (see :mod:`sweep.convergence`): the
+        objective on the validation data where stored, else the training loss; None where the
+        repeats stored neither, or a finished point's check cannot say."""
+        repeats = list(self.repeats.values())
+        if not repeats:
+            return None
+        if all(VALIDATION_CURVE in details for details in repeats):
+            curves = [details[VALIDATION_CURVE] for details in repeats]
+            return check(curves, maximize=maximize, curve=f"validation {self.metric or 'objective'}")
+        if all(LOSS_CURVE in details for details in repeats):
+            return check([details[LOSS_CURVE] for details in repeats], maximize=False, curve="training loss")
+        return None
 
 
 def read_points(study: optuna.Study, *, metric: str | None = None, sequence_length: int | None = None) -> list[StoredPoint]:
@@ -140,6 +170,9 @@ def stored_point(trial: FrozenTrial, *, metric: str | None = None, sequence_leng
         fail_reason=attrs.get("fail_reason", ""),
         worker=attrs.get(WORKER_ATTR),
         stopped=stop_reason(attrs),
+        metric=metric,
+        ranked_on=attrs.get("ranked_on", "test"),
+        test_summary=attrs.get(TEST_SUMMARY_ATTR),
     )
 
 
@@ -203,9 +236,12 @@ def _within(bound: float | None, metric: str | None, *, side: int) -> float | No
     return max(bound, floor) if side == 0 else min(bound, ceiling)
 
 
-def point_row(point: StoredPoint | FrozenTrial, heartbeats: dict[int, Any] | None = None) -> PointRow:
+def point_row(
+    point: StoredPoint | FrozenTrial, heartbeats: dict[int, Any] | None = None, *, maximize: bool | None = None
+) -> PointRow:
     """A point as the results table shows it: a finished one with its statistics, any other with
-    its repeats so far, a running one with its worker and, given `heartbeats`, its last beat."""
+    its repeats so far, a running one with its worker and, given `heartbeats`, its last beat.
+    Given the direction (`maximize`), a finished point still improving says so."""
     if isinstance(point, FrozenTrial):
         point = stored_point(point)
     summary = point.summary if point.state == "done" else {"n": len(point.scores), "mean": point.summary.get("mean")}
@@ -219,13 +255,17 @@ def point_row(point: StoredPoint | FrozenTrial, heartbeats: dict[int, Any] | Non
         ci95_low=summary.get("ci95_low"),
         ci95_high=summary.get("ci95_high"),
         seconds=point.wall_seconds if point.state == "done" else None,
-        note=_note(point, heartbeats or {}),
+        note=_note(point, heartbeats or {}, maximize),
     )
 
 
-def _note(point: StoredPoint, heartbeats: dict[int, Any]) -> str:
+def _note(point: StoredPoint, heartbeats: dict[int, Any], maximize: bool | None) -> str:
+    if point.state == "done":
+        convergence = point.convergence(maximize=maximize) if maximize is not None else None
+        flag = NOT_CONVERGED if convergence is not None and convergence.is_improving else ""
+        return "; ".join(note for note in (point.stopped, flag) if note)
     if point.state != "running":
-        return point.fail_reason if point.state != "done" else point.stopped
+        return point.fail_reason
     beat = heartbeats.get(point.number)
     seen = f", last heartbeat {beat:%Y-%m-%d %H:%M:%S}" if beat is not None else ""
     return f"{point.worker or 'unknown worker'}{seen}"
@@ -246,7 +286,45 @@ def current_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 def collect_rows(study: optuna.Study, heartbeats: dict[int, Any] | None = None) -> list[PointRow]:
     """Every grid point as the results table shows it, in :func:`read_points`' order."""
-    return [point_row(point, heartbeats) for point in read_points(study)]
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return [point_row(point, heartbeats, maximize=maximize) for point in read_points(study)]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The best finished point, and what its score on data that played no part in choosing it is."""
+
+    key: str
+    metric: str
+    ranked_on: str  # "validation" or "test"
+    mean: float  # the objective's mean on the data it was ranked on
+    test: dict[str, Any] | None  # ranked on validation data: its statistics on the test data
+
+    def describe(self) -> str:
+        """Which point was chosen on which data, the score to report, and why."""
+        if self.test is None:
+            return (
+                f"chosen on the test data: {self.key}, {self.metric} {self.mean:.4g}. The test data both chose it and "
+                "score it, which flatters it: hold out validation data (validation.fraction) to score it honestly."
+            )
+        low, high = self.test.get("ci95_low"), self.test.get("ci95_high")
+        interval = f", 95% CI {low:.4g}..{high:.4g}" if low is not None and high is not None else ""
+        return (
+            f"chosen on the validation data: {self.key}, {self.metric} {self.mean:.4g} there. Its test score, "
+            f"{self.test['mean']:.4g}{interval} over {self.test['n']} repeats, is the one to report: the test data "
+            "played no part in choosing it, so the choice does not flatter it."
+        )
+
+
+def chosen_point(points: Sequence[StoredPoint]) -> Choice | None:
+    """The best finished point of :func:`read_points`' list (None before any is done)."""
+    if not points or points[0].state != "done":
+        return None
+    best = points[0]
+    return Choice(
+        key=best.key, metric=best.metric or "objective", ranked_on=best.ranked_on,
+        mean=best.summary["mean"], test=best.test_summary if best.ranked_on == "validation" else None,
+    )
 
 
 def sequence_length_of(study: optuna.Study) -> int | None:

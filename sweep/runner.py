@@ -23,7 +23,7 @@ from sweep.problems import Dataset
 from sweep.racing import Race, Verdict
 from sweep.results import read_points, summarize
 from sweep.spec import GridPoint, Spec, point_settings
-from sweep.jobs import PackJob, PackResult
+from sweep.jobs import PackJob, PackResult, RepeatResult
 
 __all__ = ["Progress", "repeat_seed", "run_study", "split_into_packs"]
 
@@ -164,14 +164,14 @@ def run_point(
     if point is None:  # enqueued by hand with Optuna: no point of this grid
         studies.set_aside(study, trial)
         return True
-    metric = f"{spec.objective.metric}/{spec.objective.per}"
+    metric = objective_key(spec)
     studies.restore_missing_scores(trial, metric)
     finished = studies.finished_repeats(trial)
     target = spec.repeats
     race = race_of(spec, len(points))
     if race is not None:
         if race.is_boundary(len(finished)):
-            verdict = race.judge(point.key, _contenders(study, metric))
+            verdict = race.judge(point.key, _contenders(study, spec.metric))
             if verdict.is_stopped:
                 _finish(study, trial, finished, spec=spec, dataset=dataset, point=point, metric=metric, started=started,
                         stopped=verdict)
@@ -202,6 +202,12 @@ def run_point(
     _finish(study, trial, studies.stored_repeats(trial), spec=spec, dataset=dataset, point=point, metric=metric, started=started)
     progress.point_finished(point.key, is_complete=True)
     return True
+
+
+def objective_key(spec: Spec) -> str:
+    """The score a repeat is ranked by, as its details key it: the objective on the validation
+    data, or on the test data with the split off."""
+    return f"{studies.VALIDATION_PREFIX}{spec.metric}" if spec.validation.is_on else spec.metric
 
 
 def race_of(spec: Spec, n_points: int) -> Race | None:
@@ -262,6 +268,7 @@ def _packs(
             repeats=tuple(pack),
             seeds=tuple(repeat_seed(spec.seed, point.key, repeat) for repeat in pack),
             is_fused=is_fused,
+            objective=spec.metric,
             **settings,
         )
         for pack in packs
@@ -305,26 +312,41 @@ def _train_jobs(
             if not isinstance(outcome, PackResult):
                 return lost, f"{job.key} repeats {list(job.repeats)}: {type(outcome).__name__}: {outcome}", studies.ERRORED
             for result in outcome.results:
-                details = {
-                    "seed": result.seed, "seconds": round(result.seconds, 3), "worker": studies.WORKER, **result.scores,
-                    studies.LOSS_CURVE: [round(loss, 6) for loss in result.loss_per_epoch],
-                }
-                studies.record_repeat(trial, repeat=result.repeat, score=result.scores[metric], details=details)
+                details = _details(result)
+                studies.record_repeat(trial, repeat=result.repeat, score=details[metric], details=details)
                 progress.repeat_finished()
             if outcome.failures:
                 return lost, outcome.failures[0][1], studies.DIVERGED
     return lost, None, ""
 
 
+def _details(result: RepeatResult) -> dict:
+    """What is stored of a repeat: its seed, time and worker, every score on the test data and
+    on the validation data, and its learning curves."""
+    details = {
+        "seed": result.seed, "seconds": round(result.seconds, 3), "worker": studies.WORKER, **result.scores,
+        **{f"{studies.VALIDATION_PREFIX}{name}": score for name, score in result.validation_scores.items()},
+        studies.LOSS_CURVE: [round(loss, 6) for loss in result.loss_per_epoch],
+    }
+    if result.validation_per_epoch:
+        details[studies.VALIDATION_CURVE] = [round(score, 6) for score in result.validation_per_epoch]
+    return details
+
+
 def _summary(repeats: dict[int, dict], *, spec: Spec, dataset: Dataset, point: GridPoint, metric: str) -> dict:
+    """The point's statistics over `repeats` of the score it is ranked by (`metric`); ranked on
+    the validation data, also those of the same score on the test data."""
     ordered = [repeats[index] for index in sorted(repeats)]
     scores = [details[metric] for details in ordered]
-    summary: dict = summarize(scores, metric=metric)
+    summary: dict = summarize(scores, metric=spec.metric)
+    if metric != spec.metric:
+        summary[studies.TEST_SUMMARY_ATTR] = summarize([details[spec.metric] for details in ordered], metric=spec.metric)
     # Stateless TBPTT(k1, k2) trains windows of k2 steps; stateful training cuts chunks of k1.
     width = point.backward if point.mode == "stateless" else None
     n_subsequences, padding = padding_share(dataset.train_lengths, point.length, width)
     summary.update(
-        metric=metric,
+        metric=spec.metric,
+        ranked_on=spec.ranked_on,
         scores=scores,
         seeds=[details["seed"] for details in ordered],
         train_seconds=round(sum(details["seconds"] for details in ordered), 3),
@@ -336,6 +358,6 @@ def _summary(repeats: dict[int, dict], *, spec: Spec, dataset: Dataset, point: G
         padding_fraction=round(padding, 6),
     )
     for name in ordered[0]:
-        if name not in ("seed", "seconds", "worker", studies.LOSS_CURVE):
+        if name not in ("seed", "seconds", "worker", studies.LOSS_CURVE, studies.VALIDATION_CURVE):
             summary[f"mean {name}"] = summarize([details[name] for details in ordered])["mean"]
     return summary

@@ -31,6 +31,7 @@ __all__ = [
     "GRID_SETTINGS",
     "GridPoint",
     "Spec",
+    "Validation",
     "apply_overrides",
     "grid_points",
     "load_spec",
@@ -238,6 +239,20 @@ class Objective(_Strict):
     per: Literal["sample", "sequence"] = "sample"
 
 
+class Validation(_Strict):
+    """Training sequences held out to choose on: the objective that ranks the points (and that a
+    race compares) is measured on them, so that the test data only score the chosen point."""
+
+    # The share of the training sequences held out; 0 turns the split off (then points are
+    # ranked on the test data, as studies made before the split were).
+    fraction: float = Field(0.2, ge=0, lt=1, allow_inf_nan=False)
+    seed: int = 0
+
+    @property
+    def is_on(self) -> bool:
+        return self.fraction > 0
+
+
 class Racing(_Strict):
     """Repeats in stages; a point shown worse than the leader at a stage stops there."""
 
@@ -266,6 +281,7 @@ class Spec(_Strict):
     model: Model = Field(default_factory=Model)
     training: Training = Field(default_factory=Training)
     objective: Objective = Field(default_factory=Objective)
+    validation: Validation = Field(default_factory=Validation)
     racing: Racing | None = None
 
     @model_validator(mode="after")
@@ -291,6 +307,16 @@ class Spec(_Strict):
     @property
     def direction(self) -> str:
         return "maximize" if self.objective.metric in MAXIMIZED_METRICS else "minimize"
+
+    @property
+    def metric(self) -> str:
+        """The objective as its scores are keyed: ``"<metric>/<scope>"``."""
+        return f"{self.objective.metric}/{self.objective.per}"
+
+    @property
+    def ranked_on(self) -> str:
+        """The data the points are ranked on: "validation", or "test" with the split off."""
+        return "validation" if self.validation.is_on else "test"
 
 
 def problem_task(problem: EchoFirstProblem | LagEchoProblem | NpzProblem | TableProblem | SeriesProblem) -> str:
@@ -464,22 +490,29 @@ def spec_from_dict(raw: Mapping[str, Any], *, source: str = "study") -> Spec:
 
 
 def apply_overrides(spec: Spec, **overrides: Any) -> Spec:
-    """The spec with command-line overrides (``repeats``, ``epochs``, ``name``) applied and checked."""
-    raw = spec.model_dump(mode="json")
+    """The spec with command-line overrides (``repeats``, ``epochs``, ``name``) applied and checked.
+
+    Keys the study file left out stay left out (see :func:`is_given`)."""
+    raw = spec.model_dump(mode="json", exclude_unset=True)
     for key, value in overrides.items():
         if value is None:
             continue
         if key == "epochs":
-            raw["training"]["epochs"] = value
-            raw["grid"]["epochs"] = None
-        elif key == "repeats" and raw.get("racing"):
+            raw.setdefault("training", {})["epochs"] = value
+            raw.setdefault("grid", {})["epochs"] = None
+        elif key == "repeats" and spec.racing is not None:
             # A quick look with fewer repeats keeps the stages below them, or races no more.
             raw["repeats"] = value
-            stages = [stage for stage in raw["racing"]["stages"] if isinstance(value, int) and stage < value]
+            stages = [stage for stage in spec.racing.stages if isinstance(value, int) and stage < value]
             raw["racing"] = {**raw["racing"], "stages": stages} if stages else None
         else:
             raw[key] = value
     return spec_from_dict(raw, source="command line")
+
+
+def is_given(spec: Spec, key: str) -> bool:
+    """Whether the study file set a top-level table itself, rather than leaving it to its default."""
+    return key in spec.model_fields_set
 
 
 def _describe(error: ValidationError) -> str:
@@ -513,5 +546,9 @@ def describe_spec(spec: Spec) -> Iterator[tuple[str, str]]:
     yield "objective", f"{spec.objective.metric} per {spec.objective.per} ({spec.direction})"
     yield "model", ", ".join(f"{k}={v}" for k, v in spec.model.model_dump().items())
     yield "training", ", ".join(f"{k}={v}" for k, v in spec.training.model_dump().items())
+    yield "validation", (
+        f"{spec.validation.fraction:.0%} of the training sequences (seed {spec.validation.seed}) rank the points"
+        if spec.validation.is_on else "off: the test data rank the points"
+    )
     if spec.racing is not None:
         yield "racing", f"stages {spec.racing.stages} of {spec.repeats} repeats, alpha {spec.racing.alpha:g}"

@@ -23,10 +23,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sweep.errors import SpecError, StorageError
 from sweep.heartbeat import retrying
 from sweep.optuna_private import fixed_params, put_back, storage_of, stored_trial, take
-from sweep.spec import GridPoint, Spec, spec_from_dict
+from sweep.spec import GridPoint, Spec, is_given, spec_from_dict
 from sweep.storage import WORKER, database_lock
 
 __all__ = [
+    "as_resumed",
     "claim_next",
     "create_or_resume",
     "fail_trial",
@@ -49,6 +50,9 @@ GRID_SIZE_ATTR = "n_points"  # the whole grid's size, stored before its points a
 ENCODING_ATTR = "data_encoding"  # class names and standardization of a user's data
 REPEAT_ATTR = "repeat/"  # + zero-padded repeat index: seed, every metric, seconds, loss per epoch
 LOSS_CURVE = "loss_per_epoch"  # a repeat's mean training loss in each epoch
+VALIDATION_CURVE = "validation_per_epoch"  # a repeat's objective on the validation data after each epoch
+TEST_SUMMARY_ATTR = "test"  # ranked on validation data: the point's statistics on the test data
+VALIDATION_PREFIX = "validation/"  # + "<metric>/<scope>": a repeat's final scores on the validation data
 FAIL_KIND_ATTR = "fail_kind"  # DIVERGED or ERRORED; absent for a point whose workers kept dying
 DIVERGED = "diverged"
 ERRORED = "errored"
@@ -117,11 +121,35 @@ def study_spec(study: optuna.Study) -> Spec:
 
 def _as_stored(raw: dict) -> dict:
     """A stored spec with the settings its version had where later versions changed a default:
-    npz data were not standardized before `standardize` existed."""
+    npz data were not standardized before `standardize` existed, and points were ranked on the
+    test data before the validation split."""
     problem = raw.get("problem")
     if isinstance(problem, dict) and problem.get("kind") == "npz":
         problem.setdefault("standardize", False)
+    raw.setdefault("validation", {"fraction": 0.0})
     return raw
+
+
+def as_resumed(storage: optuna.storages.BaseStorage, spec: Spec) -> Spec:
+    """`spec` as it resumes its study: a study file that leaves the validation split to its
+    default resumes a study made before the split with the split off, as that study was made."""
+    if is_given(spec, "validation"):
+        return spec
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    if spec.name not in names:
+        return spec
+    study = _load_any_study(storage, spec.name)
+    if not is_sweep_study(study.user_attrs) or "validation" in _stored_keys(study):
+        return spec  # not sweep's, or made since the split: compared as it is
+    return spec.model_copy(update={"validation": study_spec(study).validation})
+
+
+def _stored_keys(study: optuna.Study) -> set[str]:
+    try:
+        stored = json.loads(study.user_attrs.get(SPEC_ATTR, "{}"))
+    except (TypeError, json.JSONDecodeError):
+        return set()
+    return set(stored) if isinstance(stored, dict) else set()
 
 
 def create_or_resume(

@@ -153,14 +153,15 @@ def split_table(frame: pd.DataFrame, problem: TableProblem, *, source: str) -> t
 
 
 def series_sequences(
-    frame: pd.DataFrame, problem: SeriesProblem, *, features: list[str], source: str
-) -> tuple[Sequences, Sequences]:
-    """Training and test sequences of long series, split by time, never shuffled.
+    frame: pd.DataFrame, problem: SeriesProblem, *, features: list[str], source: str, validation_fraction: float = 0.0
+) -> tuple[Sequences, Sequences | None, Sequences]:
+    """Training, validation and test sequences of long series, split by time, never shuffled.
 
     The input at step t is the features' values at t, its target the target's value `horizon`
-    steps later. The last `test_fraction` of every series is its test sequence; the rest is cut
-    into `segments` contiguous training sequences, so that stateful training carries the state
-    along the real series.
+    steps later. The last `test_fraction` of every series is its test sequence; with
+    `validation_fraction`, that share of the steps before it is its validation sequence (None
+    without); the rest is cut into `segments` contiguous training sequences, so that stateful
+    training carries the state along the real series.
     """
     _require_columns(frame, [problem.target, *features, *_optional(problem.series), *_optional(problem.order)], source)
     if problem.series is not None:
@@ -171,20 +172,25 @@ def series_sequences(
     codes = codes[order]
     inputs = _numeric(frame, features, source, names, codes_by_row=codes, order=order)
     target = _numeric(frame, [problem.target], source, names, codes_by_row=codes, order=order)[:, 0]
-    train, test = [], []
+    train, validation, test = [], [], []
     for code, name in enumerate(names):
         rows = np.flatnonzero(codes == code)
         x, y = _framed(inputs[rows], target[rows], problem, name=name, source=source)
         n_test = max(1, math.ceil(len(x) * problem.test_fraction))
-        if len(x) - n_test < problem.segments:
+        n_held = math.ceil((len(x) - n_test) * validation_fraction)
+        n_train = len(x) - n_test - n_held
+        if n_train < problem.segments:
+            held = f" and {n_held} validation steps" if n_held else ""
             raise DataError(
-                f"{source}: series {name!r} has {len(x) - n_test} training steps for {problem.segments} segments; "
-                "lower problem.segments or problem.test_fraction"
+                f"{source}: series {name!r} has {n_train} training steps{held} for {problem.segments} segments; "
+                f"lower problem.segments or problem.test_fraction{' or validation.fraction' if n_held else ''}"
             )
-        for piece in np.array_split(np.arange(len(x) - n_test), problem.segments):
+        for piece in np.array_split(np.arange(n_train), problem.segments):
             train.append((x[piece], y[piece], name))
+        if n_held:
+            validation.append((x[n_train : n_train + n_held], y[n_train : n_train + n_held], name))
         test.append((x[-n_test:], y[-n_test:], name))
-    return _stacked(train), _stacked(test)
+    return _stacked(train), (_stacked(validation) if validation else None), _stacked(test)
 
 
 def code_classes(train: Sequences, test: Sequences, *, train_source: str, test_source: str) -> tuple[Sequences, Sequences]:

@@ -95,5 +95,5 @@ def test_a_script_without_a_main_guard_runs_once_even_from_standard_input(tiny_s
 
 def test_the_data_are_described_before_anything_is_trained(tiny_study: Path) -> None:
     summary = sweep.describe_data(sweep.load_spec(tiny_study))
-    assert (summary.train.n_sequences, summary.test.n_sequences) == (40, 20)
+    assert (summary.train.n_sequences, summary.validation.n_sequences, summary.test.n_sequences) == (32, 8, 20)
     assert [(length, round(padding, 6)) for length, _, padding in summary.subsequences] == [(4, 0.0), (8, 0.0)]

@@ -15,7 +15,9 @@ from pathlib import Path
 import optuna
 import pytest
 
+from sweep.convergence import Convergence
 from sweep.report import collect, write_html
+from sweep.results import Choice
 from tests.conftest import SYNTHETIC_SPEC
 
 CHROMIUM = shutil.which("chromium")
@@ -83,6 +85,36 @@ def test_the_report_draws_learning_curves_suggested_lengths_and_stopped_points(
     assert page.locator("#suggested li").all_text_contents() == ["L=3: dominant period of the target"]
     assert "stopped at 2 repeats" in page.locator("#points").inner_text()
     assert "Racing stopped 1 point(s)" in page.locator(".note").all_inner_texts()[-1]
+
+
+def test_the_report_shows_the_chosen_point_s_test_score_and_the_points_not_converged(
+    browser, synthetic_study: optuna.Study, tmp_path: Path
+) -> None:
+    report = collect(synthetic_study, SYNTHETIC_SPEC, 6)
+    best, other = (point.key for point in report.finished_points[:2])
+    rising = Convergence(is_improving=True, curve="validation accuracy/sample", epochs=3, window=1, gain=0.1,
+                         total_gain=0.3, p_value=0.004, n_repeats=2)
+    points = [
+        replace(point, validation_curves=((0.5, 0.6, 0.7), (0.5, 0.7, 0.8)), convergence=rising) if point.key == other
+        else replace(point, validation_curves=((0.5, 0.9, 0.9), (0.6, 0.9, 0.9))) if point.key == best
+        else point
+        for point in report.points
+    ]
+    choice = Choice(key=best, metric="accuracy/sample", ranked_on="validation", mean=0.9,
+                    test={"n": 3, "mean": 0.8123, "ci95_low": 0.7, "ci95_high": 0.9})
+    page_file = write_html(replace(report, points=points, choice=choice), tmp_path / "report.html")
+    page = browser.new_context(offline=True, viewport={"width": 1300, "height": 900}).new_page()
+    page.goto(page_file.as_uri())
+    page.wait_for_selector("#validation_curves .js-plotly-plot .scatterlayer .trace", state="attached")
+    page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+
+    chosen = page.locator("#chosen")
+    assert chosen.is_visible()
+    assert f"chosen on the validation data: {best}" in chosen.inner_text()
+    assert "Its test score, 0.8123, 95% CI 0.7..0.9 over 3 repeats" in chosen.inner_text()
+    assert page.locator("#validation_curves .legendtext").all_text_contents() == [best, f"{other} (not converged)"]
+    assert "done: not converged" in page.locator("#points").inner_text()
+    assert f"Not converged: {other}." in page.locator(".note").all_inner_texts()[-1]
 
 
 def free_port() -> int:

@@ -68,4 +68,4 @@ def test_the_html_is_self_contained_with_one_box_per_finished_point(report, tmp_
     assert {trace["name"] for trace in boxes} == {"stateless", "stateful"}
     assert sum(len(trace["y"]) for trace in boxes) == 15  # every repeat of the five finished points
     assert sorted({x for trace in boxes for x in trace["x"]}) == ["L=3", "L=4", "L=6"]
-    assert page.count("<tr") == 1 + 6 + 6  # table head, six grid points, six settings
+    assert page.count("<tr") == 1 + 6 + 7  # table head, six grid points, seven settings

@@ -431,7 +431,8 @@ def test_series_framing_and_segments_hold_for_any_sizes(n: int, horizon: int, fr
         with pytest.raises(DataError, match="segments"):
             tables.series_sequences(frame, problem, features=["v"], source="s.csv")
         return
-    train, test = tables.series_sequences(frame, problem, features=["v"], source="s.csv")
+    train, validation, test = tables.series_sequences(frame, problem, features=["v"], source="s.csv")
+    assert validation is None
     pieces = [real_part(train.x, train.lengths, i)[:, 0] for i in range(len(train.x))]
     assert len(pieces) == segments and all(len(piece) for piece in pieces)
     assert np.array_equal(np.concatenate(pieces), 100.0 + np.arange(n_framed - n_test))
@@ -877,6 +878,8 @@ def test_sweep_data_prints_the_counts_and_writes_nothing(tmp_path: Path) -> None
     data_dir.mkdir()
     work.mkdir()
     study = e2e_study(data_dir)
+    with study.open("a") as file:
+        file.write("\n[validation]\nfraction = 0\n")  # every training sequence trains: counts as in the file
     before = files_under(tmp_path)
     done = sweep_cli("data", str(study), cwd=work)
     assert done.returncode == 0, done.stderr
@@ -896,6 +899,17 @@ def test_sweep_data_prints_the_counts_and_writes_nothing(tmp_path: Path) -> None
         n_subsequences, padding = padding_expected(train, length)
         expected.append([str(length), str(n_subsequences), f"{padding:.1%}"])
     assert table_rows(out, "the grid's lengths") == expected
+
+
+def test_sweep_data_shows_the_validation_split_by_default_with_each_class_held_out_in_its_share(tmp_path: Path) -> None:
+    study = e2e_study(tmp_path)
+    done = sweep_cli("data", str(study), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = table_rows(done.stdout, "sequences")
+    assert [row[:2] for row in rows] == [["train", "6"], ["validation", "2"], ["test", "4"]]
+    assert int(rows[0][2]) + int(rows[1][2]) == sum(E2E_TRAIN.values())  # whole sequences moved, none cut
+    # Five "down" and three "up" training sequences: a fifth of each class, rounded, is held out.
+    assert table_rows(done.stdout, "classes") == [["0", "down", "4", "1", "2"], ["1", "up", "2", "1", "2"]]
 
 
 def test_describe_counts_per_step_classes_over_real_steps_only(tmp_path: Path) -> None:

@@ -65,29 +65,56 @@ def train_job(job: PackJob) -> PackResult:
     dataset = _CACHE.dataset
     if dataset is None:
         raise RuntimeError("set_dataset() must be called first")
-    train, test = _CACHE.get(
+    train, test, validation = _CACHE.get(
         ("chunks", job.length, job.backward, job.mode), lambda: _prepare(dataset, job.length, job.mode, job.backward)
     )
     arch = _architecture(dataset, job, train)
     score = partial(score_all, task=dataset.task, target_scale=dataset.target_scale)
+    scored = _Scored(test=test, validation=validation, mode=job.mode, score=score)
     if job.is_fused:
-        return _train_fused(job, arch, train, test, score)
-    return _train_one_by_one(job, arch, train, test, score)
+        return _train_fused(job, arch, train, scored)
+    return _train_one_by_one(job, arch, train, scored)
 
 
-def _prepare(dataset: Dataset, length: int, mode: str, backward: int | None) -> tuple[prepare.Chunks, prepare.Chunks]:
-    """Training samples in the mode's layout, and the test sequences, sequence-major, for scoring.
+def _prepare(
+    dataset: Dataset, length: int, mode: str, backward: int | None
+) -> tuple[prepare.Chunks, prepare.Chunks, prepare.Chunks | None]:
+    """Training samples in the mode's layout, and the test and validation sequences (None
+    without a split), sequence-major, for scoring.
 
     Stateless TBPTT(k1, k2) trains and scores independent windows of k2 steps taken every k1
     steps; stateful TBPTT(k1, k2) trains on chunks of k1 steps and reaches back over them itself.
     """
     if mode == "stateless" and backward is not None:
-        train = prepare.windows(dataset.x_train, dataset.y_train, length, backward, dataset.train_lengths)
-        test = prepare.windows(dataset.x_test, dataset.y_test, length, backward, dataset.test_lengths)
-        return prepare.stateless(train), test
-    train = prepare.chunk(dataset.x_train, dataset.y_train, length, dataset.train_lengths)
-    test = prepare.chunk(dataset.x_test, dataset.y_test, length, dataset.test_lengths)
-    return (prepare.stateless(train) if mode == "stateless" else train), test
+        def cut(x: np.ndarray, y: np.ndarray, lengths: np.ndarray) -> prepare.Chunks:
+            return prepare.windows(x, y, length, backward, lengths)
+    else:
+        def cut(x: np.ndarray, y: np.ndarray, lengths: np.ndarray) -> prepare.Chunks:
+            return prepare.chunk(x, y, length, lengths)
+    train = cut(dataset.x_train, dataset.y_train, dataset.train_lengths)
+    test = cut(dataset.x_test, dataset.y_test, dataset.test_lengths)
+    validation = cut(dataset.x_val, dataset.y_val, dataset.val_lengths) if dataset.has_validation else None
+    return (prepare.stateless(train) if mode == "stateless" else train), test, validation
+
+
+class _Scored:
+    """The data a job's networks are scored on: the test data once trained, and the validation
+    data, where the study holds some out, after every epoch."""
+
+    def __init__(self, *, test: prepare.Chunks, validation: prepare.Chunks | None, mode: str, score: Callable) -> None:
+        self.test, self.validation, self.mode, self.score = test, validation, mode, score
+
+    def all_scores(self, predict: Callable, chunks: prepare.Chunks, *, n_repeats: int | None) -> list[dict[str, float]]:
+        """Every metric of each network (one per repeat of a pack, or the one network) on `chunks`."""
+        outputs = _predict_all(predict, _as_mode(chunks, self.mode), n_repeats=n_repeats)
+        per_network = outputs if n_repeats is not None else outputs[None]
+        return [self.score(_by_sequence(network, chunks, self.mode), chunks) for network in per_network]
+
+    def validation_scores(self, predict: Callable, *, n_repeats: int | None) -> list[dict[str, float]]:
+        """Every metric of each network on the validation data; empty without a split."""
+        if self.validation is None:
+            return [{} for _ in range(n_repeats or 1)]
+        return self.all_scores(predict, self.validation, n_repeats=n_repeats)
 
 
 def _architecture(dataset: Dataset, job: PackJob, train: prepare.Chunks) -> Architecture:
@@ -98,7 +125,7 @@ def _architecture(dataset: Dataset, job: PackJob, train: prepare.Chunks) -> Arch
     return Architecture.of(dataset, units=job.units, length=job.length, is_masked=train.is_padded, backward=job.backward)
 
 
-def _train_fused(job: PackJob, arch: Architecture, train: prepare.Chunks, test: prepare.Chunks, score: Callable) -> PackResult:
+def _train_fused(job: PackJob, arch: Architecture, train: prepare.Chunks, scored: _Scored) -> PackResult:
     started = time.perf_counter()
     shared = arch.any_length()
     network = _CACHE.get(
@@ -107,18 +134,33 @@ def _train_fused(job: PackJob, arch: Architecture, train: prepare.Chunks, test: 
     )
     network.reset(list(job.seeds))
     rngs = [np.random.default_rng(seed) for seed in job.seeds]
-    curves = np.stack([_fused_epoch(network, train, job.batch_size, rngs, epoch=epoch) for epoch in range(job.epochs)], axis=1)
-    outputs = _predict_all(network.predict, _as_mode(test, job.mode), n_repeats=len(job.repeats))
-    seconds = (time.perf_counter() - started) / len(job.repeats)
+    n_repeats = len(job.repeats)
+    losses, validation = [], []
+    for epoch in range(job.epochs):
+        losses.append(_fused_epoch(network, train, job.batch_size, rngs, epoch=epoch))
+        validation.append(scored.validation_scores(network.predict, n_repeats=n_repeats))
+    test_scores = scored.all_scores(network.predict, scored.test, n_repeats=n_repeats)
+    seconds = (time.perf_counter() - started) / n_repeats
     results, failures = [], []
     for index, (repeat, seed) in enumerate(zip(job.repeats, job.seeds)):
-        if not math.isfinite(curves[index, -1]):
-            failures.append((repeat, _diverged(job, repeat, curves[index, -1])))
+        curve = tuple(float(epoch_losses[index]) for epoch_losses in losses)
+        if not math.isfinite(curve[-1]):
+            failures.append((repeat, _diverged(job, repeat, curve[-1])))
             continue
-        scores = score(_by_sequence(outputs[index], test, job.mode), test)
-        curve = tuple(float(loss) for loss in curves[index])
-        results.append(RepeatResult(repeat=repeat, seed=seed, scores=scores, seconds=seconds, loss_per_epoch=curve))
+        results.append(_result(job, repeat, seed, test_scores[index], seconds, curve, [epoch[index] for epoch in validation]))
     return PackResult(results=tuple(results), failures=tuple(failures))
+
+
+def _result(
+    job: PackJob, repeat: int, seed: int, scores: dict[str, float], seconds: float,
+    losses: tuple[float, ...], validation: list[dict[str, float]],
+) -> RepeatResult:
+    """A finished repeat; `validation` holds its scores on the validation data after each epoch."""
+    return RepeatResult(
+        repeat=repeat, seed=seed, scores=scores, seconds=seconds, loss_per_epoch=losses,
+        validation_scores=validation[-1],
+        validation_per_epoch=tuple(epoch[job.objective] for epoch in validation if epoch),
+    )
 
 
 def _fused_epoch(network: FusedNetwork, train: prepare.Chunks, batch_size: int, rngs: list, *, epoch: int) -> np.ndarray:
@@ -143,7 +185,7 @@ def _fused_epoch(network: FusedNetwork, train: prepare.Chunks, batch_size: int, 
     return total / n_updates
 
 
-def _train_one_by_one(job: PackJob, arch: Architecture, train: prepare.Chunks, test: prepare.Chunks, score: Callable) -> PackResult:
+def _train_one_by_one(job: PackJob, arch: Architecture, train: prepare.Chunks, scored: _Scored) -> PackResult:
     network = _CACHE.get(
         ("keras", arch, job.optimizer, job.learning_rate),
         lambda: KerasNetwork(arch, optimizer=job.optimizer, learning_rate=job.learning_rate),
@@ -153,15 +195,15 @@ def _train_one_by_one(job: PackJob, arch: Architecture, train: prepare.Chunks, t
         started = time.perf_counter()
         network.reset(seed)
         rng = np.random.default_rng(seed)
-        curve = tuple(_keras_epoch(network, train, job.batch_size, rng, epoch=epoch) for epoch in range(job.epochs))
-        if not math.isfinite(curve[-1]):
-            failures.append((repeat, _diverged(job, repeat, curve[-1])))
+        losses, validation = [], []
+        for epoch in range(job.epochs):
+            losses.append(_keras_epoch(network, train, job.batch_size, rng, epoch=epoch))
+            validation.append(scored.validation_scores(network.predict, n_repeats=None)[0])
+        if not math.isfinite(losses[-1]):
+            failures.append((repeat, _diverged(job, repeat, losses[-1])))
             continue
-        outputs = _predict_all(network.predict, _as_mode(test, job.mode), n_repeats=None)
-        scores = score(_by_sequence(outputs, test, job.mode), test)
-        results.append(
-            RepeatResult(repeat=repeat, seed=seed, scores=scores, seconds=time.perf_counter() - started, loss_per_epoch=curve)
-        )
+        scores = scored.all_scores(network.predict, scored.test, n_repeats=None)[0]
+        results.append(_result(job, repeat, seed, scores, time.perf_counter() - started, tuple(losses), validation))
     return PackResult(results=tuple(results), failures=tuple(failures))
 
 
