@@ -103,6 +103,8 @@ def _run_study(
     is_fused: bool,
     progress: Progress | None,
 ) -> int:
+    if spec.validation.is_on != dataset.has_validation:
+        raise ValueError("the dataset's validation split is not the spec's: load the data with sweep.problems.load_data(spec)")
     progress = progress or NoProgress()
     interval = heartbeat_interval(study)
     n_points = 0

@@ -16,18 +16,25 @@ from optuna.trial import TrialState
 
 from sweep import study as studies
 from sweep.storage import open_storage
-from sweep.problems import load_problem
+from sweep.problems import load_data
 from sweep.runner import MAX_PACK_PARAMETERS, run_study, split_into_packs
 from sweep.spec import grid_points, load_spec, spec_from_dict
 
 
 def prepared(path: Path, storage_url: str):
     spec = load_spec(path)
-    dataset = load_problem(spec.problem)
+    dataset = load_data(spec)
     points = grid_points(spec, dataset.sequence_length)
     storage = open_storage(storage_url)
     study = studies.create_or_resume(storage, spec, fingerprint=dataset.fingerprint, points=points)
     return spec, dataset, points, study
+
+
+def repeat_details(*, validation_score: float) -> dict:
+    """A stored repeat's details: every metric on the test data and on the validation data."""
+    test = {"accuracy/sample": 0.9, "accuracy/sequence": 0.5, "log_loss/sample": 0.7, "log_loss/sequence": 0.7}
+    validation = {f"validation/{name}": value for name, value in test.items()}
+    return {"seed": 1, "seconds": 0.5, **test, **validation, "validation/accuracy/sample": validation_score}
 
 
 def test_creating_twice_enqueues_each_point_once(tiny_study: Path, sqlite_url: str) -> None:
@@ -43,8 +50,7 @@ def test_creating_twice_enqueues_each_point_once(tiny_study: Path, sqlite_url: s
 def test_a_released_point_keeps_its_repeats_and_trains_only_the_missing_ones(tiny_study: Path, sqlite_url: str) -> None:
     spec, dataset, points, study = prepared(tiny_study, sqlite_url)
     trial = studies.claim_next(study)
-    marker = {"seed": 1, "seconds": 0.5, "accuracy/sample": 0.123, "accuracy/sequence": 0.5,
-              "log_loss/sample": 0.7, "log_loss/sequence": 0.7}
+    marker = repeat_details(validation_score=0.123)
     studies.record_repeat(trial, repeat=1, score=0.123, details=marker)
     studies.release_trial(study, trial)
     assert study.get_trials()[0].state == TrialState.WAITING
@@ -67,8 +73,7 @@ def test_a_repeat_stored_without_its_score_gets_its_score_back_not_a_second_trai
     # leaves the repeat with no score; the next run restores the score from the attribute.
     spec, dataset, points, study = prepared(tiny_study, sqlite_url)
     trial = studies.claim_next(study)
-    marker = {"seed": 1, "seconds": 0.5, "accuracy/sample": 0.123, "accuracy/sequence": 0.5,
-              "log_loss/sample": 0.7, "log_loss/sequence": 0.7}
+    marker = repeat_details(validation_score=0.123)
     trial.set_user_attr(f"{studies.REPEAT_ATTR}0001", marker)
     studies.release_trial(study, trial)
 
@@ -88,7 +93,7 @@ def test_a_diverging_point_fails_with_its_reason_and_the_sweep_goes_on(sqlite_ur
         "training": {"optimizer": "sgd", "epochs": 3, "batch_size": 8},
         "objective": {"metric": "rmse"},
     })
-    dataset = load_problem(spec.problem)
+    dataset = load_data(spec)
     points = grid_points(spec, dataset.sequence_length)
     study = studies.create_or_resume(open_storage(sqlite_url), spec, fingerprint=dataset.fingerprint, points=points)
     run_study(study, spec, dataset, points=points, n_workers=1)

@@ -18,7 +18,7 @@ import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from sweep import study as studies
-from sweep.problems import load_problem
+from sweep.problems import load_data
 from sweep.spec import grid_points, load_spec
 from sweep.storage import open_storage
 
@@ -101,7 +101,7 @@ def test_a_worker_joins_with_the_name_alone_and_refuses_other_data(tmp_path: Pat
         '[grid]\nlengths = [3, 6]\nmodes = ["stateless"]\n[training]\nepochs = 1\n[objective]\nmetric = "rmse"\n'
     )
     spec = load_spec(study_file)  # machine A creates the study and enqueues its grid
-    dataset = load_problem(spec.problem)
+    dataset = load_data(spec)
     studies.create_or_resume(
         open_storage(sqlite_url), spec, fingerprint=dataset.fingerprint,
         points=grid_points(spec, dataset.sequence_length), sequence_length=dataset.sequence_length,
@@ -224,7 +224,7 @@ def test_two_machines_finish_a_grid_each_point_trained_once(postgres_url: str, t
     from sweep.spec import load_spec as load
 
     spec = load(tiny_study)
-    studies.create_or_resume(open_storage(postgres_url), spec, fingerprint=load_problem(spec.problem).fingerprint,
+    studies.create_or_resume(open_storage(postgres_url), spec, fingerprint=load_data(spec).fingerprint,
                              points=grid_points(spec, 8), sequence_length=8)
     machines = []
     for name in ("a", "b"):

@@ -24,9 +24,9 @@ from optuna.trial import TrialState
 from sweep import tables
 from sweep.errors import DataError
 from sweep.prepare import chunk
-from sweep.problems import Dataset, describe, load_problem, real_steps
+from sweep.problems import Dataset, describe, load_data, load_problem, real_steps
 from sweep.scoring import score_all
-from sweep.spec import NpzProblem, SeriesProblem, TableProblem
+from sweep.spec import NpzProblem, SeriesProblem, TableProblem, Validation, load_spec
 from tests.test_cli import sweep_in_process
 
 # Sequence name -> its steps. Feature `a` is 10 * (the sequence's index) + t, so every real step
@@ -942,9 +942,12 @@ def test_run_on_a_variable_length_table_stores_every_point(tmp_path: Path) -> No
     assert encoding["classes"] == ["down", "up"] and encoding["features"] == ["a", "b"]
     assert len(encoding["input_mean"]) == 2
     assert study.user_attrs["data_fingerprint"] == load_problem(
-        table_problem(tmp_path / "train.csv", test=tmp_path / "test.csv", features=["a", "b"], standardize=True)
+        table_problem(tmp_path / "train.csv", test=tmp_path / "test.csv", features=["a", "b"], standardize=True), Validation()
     ).fingerprint
     trials = study.get_trials()
+    # The training sequences left once the validation split is held out: the subsequences count theirs.
+    training_lengths = load_data(load_spec(study_file)).train_lengths.tolist()
+    assert len(training_lengths) == len(E2E_TRAIN) - 2
     assert sorted(t.user_attrs["key"] for t in trials) == sorted(
         f"L={length} {mode}" for length in E2E_LENGTHS for mode in ("stateless", "stateful")
     )
@@ -953,7 +956,7 @@ def test_run_on_a_variable_length_table_stores_every_point(tmp_path: Path) -> No
         assert sorted(trial.intermediate_values) == [0, 1]
         assert all(0.0 <= score <= 1.0 for score in trial.intermediate_values.values())
         length = trial.params["length"]
-        n_subsequences, padding = padding_expected(list(E2E_TRAIN.values()), length)
+        n_subsequences, padding = padding_expected(training_lengths, length)
         assert trial.user_attrs["n_subsequences"] == n_subsequences
         assert trial.user_attrs["padding_fraction"] == pytest.approx(padding, abs=1e-6)
         assert trial.user_attrs["is_padded"] is True
