@@ -11,6 +11,9 @@ after each epoch, or its training loss where the study holds no validation data 
   signed-rank test across the repeats, p < ALPHA) and their median is at least MATERIAL_SHARE of
   the median gain over the whole run: a real trend, and not a negligible one.
 
+With early stopping, the repeats it stopped had stopped improving; the check reads the others,
+and a point at least half of whose repeats stopped early has converged.
+
 Pure NumPy and SciPy over stored curves: nothing here trains.
 """
 
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -40,20 +43,39 @@ class Convergence:
     gain: float  # the repeats' median change over the window, positive where better
     total_gain: float  # their median change from the first epoch to the last
     p_value: float
-    n_repeats: int
+    n_repeats: int  # the repeats whose curves were read: those that trained every epoch
+    n_stopped_early: int = 0  # repeats early stopping stopped: their validation score had stopped improving
 
     def describe(self) -> str:
         """One line: what improved, by how much, over which epochs, and what it means."""
+        stops = f"; {self.n_stopped_early} repeats stopped early" if self.n_stopped_early else ""
+        if not self.n_repeats:
+            return f"converged: all {self.n_stopped_early} repeats stopped early, their {self.curve} no longer improving"
         trend = f"{self.curve} {self.gain:+.3g} over the last {self.window} of {self.epochs} epochs (median of " \
-            f"{self.n_repeats} repeats, Wilcoxon p={self.p_value:.2g})"
+            f"{self.n_repeats} repeats, Wilcoxon p={self.p_value:.2g}{stops})"
         if self.is_improving:
             return f"not converged: {trend}; more epochs or units may change the ranking"
         return f"converged: {trend}"
 
 
-def check(curves: Sequence[Sequence[float]], *, maximize: bool, curve: str) -> Convergence | None:
+def check(
+    curves: Sequence[Sequence[float]], *, maximize: bool, curve: str, n_stopped_early: int = 0
+) -> Convergence | None:
     """The check over repeats' curves, one value per epoch each; None where it cannot say (fewer
-    than two epochs, curves of different lengths, or values that are not finite)."""
+    than two epochs, curves of different lengths, or values that are not finite).
+
+    `n_stopped_early` repeats besides them were stopped by early stopping, their score on the
+    validation data no longer improving: where they are at least half, the point has converged."""
+    if n_stopped_early and 2 * n_stopped_early >= len(curves) + n_stopped_early:
+        return Convergence(
+            is_improving=False, curve=curve, epochs=max((len(values) for values in curves), default=0), window=0,
+            gain=0.0, total_gain=0.0, p_value=1.0, n_repeats=len(curves), n_stopped_early=n_stopped_early,
+        )
+    found = _check(curves, maximize=maximize, curve=curve)
+    return replace(found, n_stopped_early=n_stopped_early) if found is not None else None
+
+
+def _check(curves: Sequence[Sequence[float]], *, maximize: bool, curve: str) -> Convergence | None:
     lengths = {len(values) for values in curves}
     if not curves or len(lengths) != 1 or lengths.pop() < 2:
         return None

@@ -29,6 +29,8 @@ class PackJob:
     backward: int | None = None  # decoupled TBPTT's k2 (None: k2 = length)
     # The score ("<metric>/<scope>") followed on the validation data after every epoch.
     objective: str = "accuracy/sample"
+    # Early stopping: a repeat stops once that score has not improved for this many epochs (0: never).
+    patience: int = 0
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class RepeatResult:
     loss_per_epoch: tuple[float, ...]
     validation_scores: dict[str, float] = field(default_factory=dict)
     validation_per_epoch: tuple[float, ...] = ()
+    stopped_epoch: int | None = None  # early stopping: the epoch it stopped at (None: it never ran out of patience)
 
     @property
     def train_loss(self) -> float:

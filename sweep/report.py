@@ -244,8 +244,9 @@ def curve_figure(report: Report, *, validation: bool = False) -> go.Figure:
     drawn = [p for p in report.finished_points if (p.validation_curves if validation else p.curves)]
     for index, point in enumerate(drawn):
         point_curves = point.validation_curves if validation else point.curves
-        epochs = min(len(curve) for curve in point_curves)
-        curves = np.array([curve[:epochs] for curve in point_curves], dtype=float)
+        # Repeats stopped early end sooner: each epoch's percentiles are over those still training.
+        epochs = max(len(curve) for curve in point_curves)
+        curves = np.array([list(curve) + [np.nan] * (epochs - len(curve)) for curve in point_curves], dtype=float)
         low, median, high = np.nanpercentile(curves, [25, 50, 75], axis=0)
         x = list(range(1, epochs + 1))
         colour = _COLOURS[index % len(_COLOURS)]

@@ -26,6 +26,7 @@ from sweep.study import (
     SEQUENCE_LENGTH_ATTR,
     SET_ASIDE_ATTR,
     STOPPED_AT_ATTR,
+    STOPPED_EPOCH,
     TEST_SUMMARY_ATTR,
     VALIDATION_CURVE,
     WORKER_ATTR,
@@ -136,8 +137,11 @@ class StoredPoint:
         if not repeats:
             return None
         if all(VALIDATION_CURVE in details for details in repeats):
-            curves = [details[VALIDATION_CURVE] for details in repeats]
-            return check(curves, maximize=maximize, curve=f"validation {self.metric or 'objective'}")
+            curves = [details[VALIDATION_CURVE] for details in repeats if STOPPED_EPOCH not in details]
+            return check(
+                curves, maximize=maximize, curve=f"validation {self.metric or 'objective'}",
+                n_stopped_early=len(repeats) - len(curves),
+            )
         if all(LOSS_CURVE in details for details in repeats):
             return check([details[LOSS_CURVE] for details in repeats], maximize=False, curve="training loss")
         return None

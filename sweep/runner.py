@@ -271,6 +271,7 @@ def _packs(
             seeds=tuple(repeat_seed(spec.seed, point.key, repeat) for repeat in pack),
             is_fused=is_fused,
             objective=spec.metric,
+            patience=spec.validation.patience,
             **settings,
         )
         for pack in packs
@@ -332,6 +333,8 @@ def _details(result: RepeatResult) -> dict:
     }
     if result.validation_per_epoch:
         details[studies.VALIDATION_CURVE] = [round(score, 6) for score in result.validation_per_epoch]
+    if result.stopped_epoch is not None:
+        details[studies.STOPPED_EPOCH] = result.stopped_epoch
     return details
 
 
@@ -343,6 +346,8 @@ def _summary(repeats: dict[int, dict], *, spec: Spec, dataset: Dataset, point: G
     summary: dict = summarize(scores, metric=spec.metric)
     if metric != spec.metric:
         summary[studies.TEST_SUMMARY_ATTR] = summarize([details[spec.metric] for details in ordered], metric=spec.metric)
+    if spec.validation.patience:
+        summary["n_stopped_early"] = sum(studies.STOPPED_EPOCH in details for details in ordered)
     # Stateless TBPTT(k1, k2) trains windows of k2 steps; stateful training cuts chunks of k1.
     width = point.backward if point.mode == "stateless" else None
     n_subsequences, padding = padding_share(dataset.train_lengths, point.length, width)
@@ -360,6 +365,6 @@ def _summary(repeats: dict[int, dict], *, spec: Spec, dataset: Dataset, point: G
         padding_fraction=round(padding, 6),
     )
     for name in ordered[0]:
-        if name not in ("seed", "seconds", "worker", studies.LOSS_CURVE, studies.VALIDATION_CURVE):
+        if name not in ("seed", "seconds", "worker", studies.LOSS_CURVE, studies.VALIDATION_CURVE, studies.STOPPED_EPOCH):
             summary[f"mean {name}"] = summarize([details[name] for details in ordered])["mean"]
     return summary

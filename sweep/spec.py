@@ -247,10 +247,22 @@ class Validation(_Strict):
     # ranked on the test data, as studies made before the split were).
     fraction: float = Field(0.2, ge=0, lt=1, allow_inf_nan=False)
     seed: int = 0
+    # Early stopping: a repeat whose objective on the validation data has not improved for this
+    # many epochs stops there, its weights as they are (0: every repeat trains every epoch).
+    patience: int = Field(0, ge=0)
 
     @property
     def is_on(self) -> bool:
         return self.fraction > 0
+
+    @model_validator(mode="after")
+    def _patience_needs_data(self) -> Validation:
+        if self.patience and not self.is_on:
+            raise ValueError(
+                f"validation.patience = {self.patience} stops repeats on the validation data, and validation.fraction = 0 "
+                "holds none out; set validation.fraction above 0, or validation.patience = 0"
+            )
+        return self
 
 
 class Racing(_Strict):
@@ -548,6 +560,7 @@ def describe_spec(spec: Spec) -> Iterator[tuple[str, str]]:
     yield "training", ", ".join(f"{k}={v}" for k, v in spec.training.model_dump().items())
     yield "validation", (
         f"{spec.validation.fraction:.0%} of the training sequences (seed {spec.validation.seed}) rank the points"
+        + (f"; a repeat stops after {spec.validation.patience} epochs without improving there" if spec.validation.patience else "")
         if spec.validation.is_on else "off: the test data rank the points"
     )
     if spec.racing is not None:

@@ -51,6 +51,7 @@ ENCODING_ATTR = "data_encoding"  # class names and standardization of a user's d
 REPEAT_ATTR = "repeat/"  # + zero-padded repeat index: seed, every metric, seconds, loss per epoch
 LOSS_CURVE = "loss_per_epoch"  # a repeat's mean training loss in each epoch
 VALIDATION_CURVE = "validation_per_epoch"  # a repeat's objective on the validation data after each epoch
+STOPPED_EPOCH = "stopped_epoch"  # early stopping: the epoch at which a repeat ran out of patience and stopped
 TEST_SUMMARY_ATTR = "test"  # ranked on validation data: the point's statistics on the test data
 VALIDATION_PREFIX = "validation/"  # + "<metric>/<scope>": a repeat's final scores on the validation data
 FAIL_KIND_ATTR = "fail_kind"  # DIVERGED or ERRORED; absent for a point whose workers kept dying

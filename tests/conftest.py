@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import fcntl
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,9 +92,22 @@ def synthetic_study(sqlite_url: str) -> optuna.Study:
     return make_synthetic_study(sqlite_url)
 
 
+# Tests on the PostgreSQL server share it (a shared lock on this file); a test marked
+# `restarts_postgres` takes it alone (an exclusive lock), so that no other test loses its
+# connections to the restart.
+POSTGRES_LOCK = Path(tempfile.gettempdir()) / "sweep-tests-postgresql.lock"
+
+
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh database on the local PostgreSQL server, dropped afterwards."""
+    with POSTGRES_LOCK.open("a") as lock:
+        alone = request.node.get_closest_marker("restarts_postgres") is not None
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        yield from _fresh_database()
+
+
+def _fresh_database() -> Iterator[str]:
     import sqlalchemy
 
     admin = sqlalchemy.create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.pool.NullPool)

@@ -119,7 +119,8 @@ def start_sweep(study_file: Path, url: str, **popen: object) -> subprocess.Popen
 
 @pytest.mark.slow
 def test_ctrl_c_puts_the_point_back_and_the_next_run_finishes_it(tmp_path: Path) -> None:
-    study_file, url = study_on_disk(tmp_path, "interrupted", repeats=6, lengths="[10, 20]")
+    # Twelve repeats, one by one: time enough to see two of the first point's stored while it runs.
+    study_file, url = study_on_disk(tmp_path, "interrupted", repeats=12, lengths="[10, 20]")
     process = start_sweep(
         study_file, url, start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
     )
@@ -137,7 +138,7 @@ def test_ctrl_c_puts_the_point_back_and_the_next_run_finishes_it(tmp_path: Path)
     )
     assert resumed.returncode == 0, resumed.stderr
     first = optuna.load_study(study_name="interrupted", storage=url).get_trials()[0]
-    assert first.state == TrialState.COMPLETE and sorted(first.intermediate_values) == list(range(6))
+    assert first.state == TrialState.COMPLETE and sorted(first.intermediate_values) == list(range(12))
     assert all(first.intermediate_values[step] == value for step, value in kept.items())
 
 

@@ -185,6 +185,7 @@ def test_a_dead_machine_s_point_is_taken_over_keeping_its_finished_repeats(postg
 
 
 @pytest.mark.slow
+@pytest.mark.restarts_postgres
 def test_a_postgresql_restart_during_a_point_loses_nothing(postgres_url: str, tmp_path: Path) -> None:
     study_file = one_point_study(tmp_path, "restart", repeats=6)
     worker = sweep_process("run", str(study_file), "--storage", postgres_url, *SLOW_AND_WATCHFUL)

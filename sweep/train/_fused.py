@@ -72,6 +72,11 @@ class FusedNetwork:
         """One repeat's weights, in the order of a Keras LSTM's and Dense's get_weights()."""
         return [variable[repeat].numpy() for variable in self.variables]
 
+    def set_weights(self, repeat: int, weights: list[np.ndarray]) -> None:
+        """Put back one repeat's weights, as :meth:`get_weights` gave them; the others stay."""
+        for variable, value in zip(self.variables, weights):
+            variable[repeat].assign(value)
+
     def forward(self, x: tf.Tensor, mask: tf.Tensor, h: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, ...]:
         """One chunk for every repeat: x (P, B, L, features), mask (P, B, L), state (P, B, units)."""
         sequence, h, c = self.recur(x, mask, h, c)

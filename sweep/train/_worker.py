@@ -15,6 +15,7 @@ from sweep import prepare
 from sweep.jobs import PackJob, PackResult, RepeatResult
 from sweep.problems import Dataset
 from sweep.scoring import score_all
+from sweep.spec import MAXIMIZED_METRICS
 from sweep.train._common import Architecture
 from sweep.train._fused import FusedNetwork
 from sweep.train._keras_net import KerasNetwork
@@ -135,31 +136,75 @@ def _train_fused(job: PackJob, arch: Architecture, train: prepare.Chunks, scored
     network.reset(list(job.seeds))
     rngs = [np.random.default_rng(seed) for seed in job.seeds]
     n_repeats = len(job.repeats)
+    stopping = _EarlyStopping(job, n_repeats)
+    # A stopped repeat still trains inside the pack (its neighbours' shapes need it), but its
+    # weights are put back after every epoch: frozen as they were when it stopped.
+    frozen: dict[int, list[np.ndarray]] = {}
     losses, validation = [], []
     for epoch in range(job.epochs):
         losses.append(_fused_epoch(network, train, job.batch_size, rngs, epoch=epoch))
+        for index, weights in frozen.items():
+            network.set_weights(index, weights)
         validation.append(scored.validation_scores(network.predict, n_repeats=n_repeats))
+        for index in stopping.update(epoch, validation[-1]):
+            frozen[index] = network.get_weights(index)
+        if len(frozen) == n_repeats:
+            break
     test_scores = scored.all_scores(network.predict, scored.test, n_repeats=n_repeats)
     seconds = (time.perf_counter() - started) / n_repeats
     results, failures = [], []
     for index, (repeat, seed) in enumerate(zip(job.repeats, job.seeds)):
-        curve = tuple(float(epoch_losses[index]) for epoch_losses in losses)
+        trained = stopping.epochs_trained(index, len(losses))
+        curve = tuple(float(epoch_losses[index]) for epoch_losses in losses[:trained])
         if not math.isfinite(curve[-1]):
             failures.append((repeat, _diverged(job, repeat, curve[-1])))
             continue
-        results.append(_result(job, repeat, seed, test_scores[index], seconds, curve, [epoch[index] for epoch in validation]))
+        per_epoch = [epoch[index] for epoch in validation[:trained]]
+        results.append(_result(job, repeat, seed, test_scores[index], seconds, curve, per_epoch, stopping.stopped[index]))
     return PackResult(results=tuple(results), failures=tuple(failures))
+
+
+class _EarlyStopping:
+    """Each repeat's best objective on the validation data so far, and the epoch at which one that
+    has not improved on it for `job.patience` epochs stopped (None while it trains on)."""
+
+    def __init__(self, job: PackJob, n_repeats: int) -> None:
+        self.patience, self.objective = job.patience, job.objective
+        self.sign = 1.0 if job.objective.split("/")[0] in MAXIMIZED_METRICS else -1.0
+        self.best = [-math.inf] * n_repeats
+        self.best_epoch = [0] * n_repeats
+        self.stopped: list[int | None] = [None] * n_repeats
+
+    def update(self, epoch: int, scores: list[dict[str, float]]) -> list[int]:
+        """Take the scores after `epoch` (0-based); returns the repeats that stop there."""
+        if not self.patience or not all(scores):  # no early stopping, or no validation data
+            return []
+        stopping = []
+        for index, score in enumerate(scores):
+            if self.stopped[index] is not None:
+                continue
+            value = self.sign * score[self.objective]
+            if value > self.best[index]:
+                self.best[index], self.best_epoch[index] = value, epoch
+            elif epoch - self.best_epoch[index] >= self.patience:
+                self.stopped[index] = epoch + 1
+                stopping.append(index)
+        return stopping
+
+    def epochs_trained(self, index: int, epochs: int) -> int:
+        return self.stopped[index] or epochs
 
 
 def _result(
     job: PackJob, repeat: int, seed: int, scores: dict[str, float], seconds: float,
-    losses: tuple[float, ...], validation: list[dict[str, float]],
+    losses: tuple[float, ...], validation: list[dict[str, float]], stopped_epoch: int | None = None,
 ) -> RepeatResult:
     """A finished repeat; `validation` holds its scores on the validation data after each epoch."""
     return RepeatResult(
         repeat=repeat, seed=seed, scores=scores, seconds=seconds, loss_per_epoch=losses,
         validation_scores=validation[-1],
         validation_per_epoch=tuple(epoch[job.objective] for epoch in validation if epoch),
+        stopped_epoch=stopped_epoch,
     )
 
 
@@ -195,15 +240,20 @@ def _train_one_by_one(job: PackJob, arch: Architecture, train: prepare.Chunks, s
         started = time.perf_counter()
         network.reset(seed)
         rng = np.random.default_rng(seed)
+        stopping = _EarlyStopping(job, 1)
         losses, validation = [], []
         for epoch in range(job.epochs):
             losses.append(_keras_epoch(network, train, job.batch_size, rng, epoch=epoch))
             validation.append(scored.validation_scores(network.predict, n_repeats=None)[0])
+            if stopping.update(epoch, validation[-1:]):
+                break
         if not math.isfinite(losses[-1]):
             failures.append((repeat, _diverged(job, repeat, losses[-1])))
             continue
         scores = scored.all_scores(network.predict, scored.test, n_repeats=None)[0]
-        results.append(_result(job, repeat, seed, scores, time.perf_counter() - started, tuple(losses), validation))
+        results.append(
+            _result(job, repeat, seed, scores, time.perf_counter() - started, tuple(losses), validation, stopping.stopped[0])
+        )
     return PackResult(results=tuple(results), failures=tuple(failures))
 
 
