@@ -93,14 +93,15 @@ class Study:
         A study of the same name with other settings or data is refused (StorageError). With
         `liveness` (the default), a worker that dies has its point taken over by another.
         """
+        # A study made before the validation split resumes without it: read from a database
+        # that is there already (opening a new one would create it before the data are checked).
+        opened = None
+        if not (storage is None or isinstance(storage, str)) or database_exists(storage):
+            opened = _opened(storage, liveness=liveness)
+            spec = studies.as_resumed(opened, spec)
         dataset = load_data(spec)
         points, suggestion = _grid(spec, dataset)
-        opened = _opened(storage, liveness=liveness)
-        resumed = studies.as_resumed(opened, spec)
-        if resumed != spec:  # a study made before the validation split resumes without it
-            spec, dataset = resumed, load_data(resumed)
-            points, suggestion = _grid(spec, dataset)
-        study = cls(_enqueued(opened, spec, dataset, points), spec)
+        study = cls(_enqueued(opened or _opened(storage, liveness=liveness), spec, dataset, points), spec)
         if suggestion is not None and studies.SUGGESTION_ATTR not in study.optuna_study.user_attrs:
             studies.store_suggestion(study.optuna_study, suggestion.to_dict())
         study._data = (dataset, points)
@@ -178,7 +179,7 @@ class Study:
             {
                 **point.params, **asdict(results.point_row(point, maximize=maximize)),
                 "padding_fraction": point.padding_fraction,
-                "test_mean": (point.test_summary or {}).get("mean") if point.ranked_on == "validation" else point.summary.get("mean"),
+                "test_mean": point.test_mean,
             }
             for point in self.stored_points()
         ]

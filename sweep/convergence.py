@@ -49,8 +49,11 @@ class Convergence:
     def describe(self) -> str:
         """One line: what improved, by how much, over which epochs, and what it means."""
         stops = f"; {self.n_stopped_early} repeats stopped early" if self.n_stopped_early else ""
-        if not self.n_repeats:
-            return f"converged: all {self.n_stopped_early} repeats stopped early, their {self.curve} no longer improving"
+        if not self.window:  # at least half the repeats stopped early
+            return (
+                f"converged: {self.n_stopped_early} of {self.n_repeats + self.n_stopped_early} repeats stopped early, "
+                f"their {self.curve} no longer improving"
+            )
         trend = f"{self.curve} {self.gain:+.3g} over the last {self.window} of {self.epochs} epochs (median of " \
             f"{self.n_repeats} repeats, Wilcoxon p={self.p_value:.2g}{stops})"
         if self.is_improving:

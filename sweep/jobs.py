@@ -27,8 +27,9 @@ class PackJob:
     seeds: tuple[int, ...]
     is_fused: bool = True
     backward: int | None = None  # decoupled TBPTT's k2 (None: k2 = length)
-    # The score ("<metric>/<scope>") followed on the validation data after every epoch.
-    objective: str = "accuracy/sample"
+    # The score ("<metric>/<scope>") followed on the validation data after every epoch (None: no
+    # learning curve on them, and no early stopping).
+    objective: str | None = None
     # Early stopping: a repeat stops once that score has not improved for this many epochs (0: never).
     patience: int = 0
 

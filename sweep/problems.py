@@ -127,7 +127,7 @@ def hold_out(dataset: Dataset, validation: Validation) -> Dataset:
     """The dataset with a seeded random `validation.fraction` of its training sequences moved,
     whole, to the validation data; the order of the rest is kept. With a class per sequence,
     each class gives its share (a stratified split), so that the validation data's classes are
-    balanced as the training data's are."""
+    balanced as the training data's are, and every class keeps a training sequence."""
     n = len(dataset.x_train)
     n_held = round(n * validation.fraction)
     if not 1 <= n_held < n:
@@ -137,12 +137,20 @@ def hold_out(dataset: Dataset, validation: Validation) -> Dataset:
             "or set it to 0 to rank the points on the test data"
         )
     rng = np.random.default_rng(validation.seed)
+    strata = [rng.permutation(group) for group in _strata(dataset)]
+    quotas = [min(round(len(group) * validation.fraction), len(group) - 1) for group in strata]
+    if sum(quotas):
+        chosen = np.concatenate([group[:quota] for group, quota in zip(strata, quotas)])
+    else:  # classes too small to give a share each: any sequences but each class's last
+        spare = np.concatenate([group[1:] for group in strata])
+        if not len(spare):
+            raise DataError(
+                f"validation.fraction {validation.fraction:g}: every class has one training sequence, none to hold out; "
+                "set validation.fraction = 0 to rank the points on the test data"
+            )
+        chosen = rng.choice(spare, size=min(n_held, len(spare)), replace=False)
     held = np.zeros(n, dtype=bool)
-    for group in _strata(dataset):
-        held[rng.choice(group, size=round(len(group) * validation.fraction), replace=False)] = True
-    if not 1 <= held.sum() < n:  # classes too small to give a share each
-        held[:] = False
-        held[rng.choice(n, size=n_held, replace=False)] = True
+    held[chosen] = True
     return dataclasses.replace(
         dataset,
         x_train=dataset.x_train[~held], y_train=dataset.y_train[~held], train_lengths=dataset.train_lengths[~held],

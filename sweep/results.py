@@ -29,6 +29,7 @@ from sweep.study import (
     STOPPED_EPOCH,
     TEST_SUMMARY_ATTR,
     VALIDATION_CURVE,
+    VALIDATION_PREFIX,
     WORKER_ATTR,
     finished_repeats,
 )
@@ -129,6 +130,16 @@ class StoredPoint:
     def mode(self) -> str:
         return str(self.params.get("mode", ""))
 
+    @property
+    def test_mean(self) -> float | None:
+        """The mean of its repeats' objective on the test data (so far, for an unfinished point)."""
+        if self.ranked_on == "test":
+            return self.summary.get("mean")
+        if self.test_summary is not None:
+            return self.test_summary["mean"]
+        scores = [details[self.metric] for details in self.repeats.values() if self.metric in details]
+        return float(np.mean(scores)) if scores else None
+
     def convergence(self, *, maximize: bool) -> Convergence | None:
         """The capacity check over the repeats' curves (see :mod:`sweep.convergence`): the
         objective on the validation data where stored, else the training loss; None where the
@@ -175,9 +186,16 @@ def stored_point(trial: FrozenTrial, *, metric: str | None = None, sequence_leng
         worker=attrs.get(WORKER_ATTR),
         stopped=stop_reason(attrs),
         metric=metric,
-        ranked_on=attrs.get("ranked_on", "test"),
+        ranked_on=attrs.get("ranked_on") or _ranked_on(finished_repeats(trial)),
         test_summary=attrs.get(TEST_SUMMARY_ATTR),
     )
+
+
+def _ranked_on(repeats: dict[int, dict[str, Any]]) -> str:
+    """The data a point's repeats were ranked on, before the point stored it: repeats scored on
+    validation data were ranked on them."""
+    scored = [name for details in repeats.values() for name in details]
+    return "validation" if any(name.startswith(VALIDATION_PREFIX) for name in scored) else "test"
 
 
 def stop_reason(attrs: dict[str, Any]) -> str:

@@ -329,13 +329,18 @@ def _details(result: RepeatResult) -> dict:
     details = {
         "seed": result.seed, "seconds": round(result.seconds, 3), "worker": studies.WORKER, **result.scores,
         **{f"{studies.VALIDATION_PREFIX}{name}": score for name, score in result.validation_scores.items()},
-        studies.LOSS_CURVE: [round(loss, 6) for loss in result.loss_per_epoch],
+        studies.LOSS_CURVE: [_significant(loss) for loss in result.loss_per_epoch],
     }
     if result.validation_per_epoch:
-        details[studies.VALIDATION_CURVE] = [round(score, 6) for score in result.validation_per_epoch]
+        details[studies.VALIDATION_CURVE] = [_significant(score) for score in result.validation_per_epoch]
     if result.stopped_epoch is not None:
         details[studies.STOPPED_EPOCH] = result.stopped_epoch
     return details
+
+
+def _significant(value: float) -> float:
+    """A curve's value kept to 7 significant digits: compact, and fine enough for targets of any scale."""
+    return float(f"{value:.7g}")
 
 
 def _summary(repeats: dict[int, dict], *, spec: Spec, dataset: Dataset, point: GridPoint, metric: str) -> dict:

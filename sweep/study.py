@@ -43,7 +43,8 @@ __all__ = [
 
 SPEC_ATTR = "spec"
 MARKER_ATTR = "sweep_format"  # sweep's mark on a study it made: the version of its format
-FORMAT_VERSION = 1
+# 2: specs carry [validation], and points may be ranked on validation data.
+FORMAT_VERSION = 2
 FINGERPRINT_ATTR = "data_fingerprint"
 SEQUENCE_LENGTH_ATTR = "sequence_length"
 GRID_SIZE_ATTR = "n_points"  # the whole grid's size, stored before its points are enqueued
@@ -102,6 +103,12 @@ def study_exists(study: optuna.Study) -> bool:
 
 
 def study_spec(study: optuna.Study) -> Spec:
+    version = study.user_attrs.get(MARKER_ATTR, FORMAT_VERSION)
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise StorageError(
+            f"study {study.study_name!r} was made by a newer sweep (format {version}; this one reads up to "
+            f"{FORMAT_VERSION}); upgrade sweep on this machine to work on it"
+        )
     raw = study.user_attrs.get(SPEC_ATTR)
     if raw is None:
         raise StorageError(f"study {study.study_name!r} was not made by sweep (it has no spec); pick another name")

@@ -11,14 +11,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 
 from sweep import Study, apply_overrides, load_spec, spec_from_dict
 from sweep import study as studies
-from sweep.errors import DataError, SpecError
+from sweep.errors import DataError, SpecError, StorageError
 from sweep.jobs import PackJob
-from sweep.problems import load_problem
+from sweep.problems import Dataset, hold_out, load_problem
+from sweep.results import stored_point
 from sweep.spec import EchoFirstProblem, LagEchoProblem, SeriesProblem, TableProblem, Validation
 from sweep.train import set_dataset, train_job
 
@@ -48,6 +50,21 @@ def test_whole_sequences_are_held_out_by_a_seed_and_the_rest_keep_their_order() 
 def test_each_class_gives_its_share_so_the_validation_data_are_balanced_as_the_training_data() -> None:
     split = load_problem(EchoFirstProblem(kind="echo-first", length=4, n_train=1000, n_test=10), Validation())
     assert split.y_val.sum() == 100 and len(split.y_val) == 200  # the reference table's 50:50, exactly
+
+
+def classes_of(sizes: list[int]) -> Dataset:
+    labels = np.repeat(np.arange(len(sizes)), sizes).astype(np.float32)[:, None]
+    x = np.random.default_rng(0).normal(size=(len(labels), 3, 1)).astype(np.float32)
+    return Dataset(x_train=x, y_train=labels, x_test=x[:2], y_test=labels[:2], task="classification",
+                   n_classes=len(sizes))
+
+
+@pytest.mark.parametrize("sizes, fraction", [([10, 10, 1], 0.6), ([2] * 10, 0.2), ([1, 1, 1, 5], 0.5)])
+def test_no_class_is_held_out_whole(sizes: list[int], fraction: float) -> None:
+    for seed in range(20):
+        split = hold_out(classes_of(sizes), Validation(fraction=fraction, seed=seed))
+        assert set(split.y_train[:, 0]) == set(range(len(sizes))), (seed, split.y_val[:, 0])
+        assert len(split.y_val) >= 1
 
 
 def test_with_the_split_off_the_data_and_their_fingerprint_are_as_before() -> None:
@@ -204,8 +221,37 @@ def test_a_study_made_before_the_split_resumes_from_its_file_without_it(tmp_path
     resumed.run(workers=1)
     assert Study.open("old", storage=storage).spec.validation.fraction == 0
     assert all("validation/accuracy/sample" not in d for t in resumed.optuna_study.trials for d in studies.finished_repeats(t).values())
+    # Data too few to split (2 training sequences) resume too: the split is off before they are loaded.
+    tiny_file = tmp_path / "tiny.toml"
+    tiny_file.write_text(study_file.read_text().replace('name = "old"', 'name = "tiny"').replace("n_train = 40", "n_train = 2"))
+    strip_validation(Study.create(load_spec(tiny_file).model_copy(update={"validation": Validation(fraction=0)}), storage=storage))
+    with pytest.raises(DataError, match="holds out 0"):
+        Study.create(load_spec(tiny_file).model_copy(update={"name": "new"}), storage=storage)  # a new study splits
+    assert not Study.create(load_spec(tiny_file), storage=storage).spec.validation.is_on
     # A file that asks for a split itself is another study, refused by name.
     with study_file.open("a") as file:
         file.write("[validation]\nfraction = 0.25\n")
     with pytest.raises(Exception, match="validation.fraction = 0.0, not 0.25"):
         Study.create(load_spec(study_file), storage=storage)
+
+
+def test_a_point_still_running_reports_its_test_mean_so_far(tmp_path: Path) -> None:
+    details = [{"seed": i, "accuracy/sample": test, "validation/accuracy/sample": val}
+               for i, (test, val) in enumerate([(0.5, 0.9), (0.7, 0.8)])]
+    trial = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.RUNNING, params={"length": 3, "mode": "stateful"},
+        distributions={"length": optuna.distributions.IntDistribution(1, 6),
+                       "mode": optuna.distributions.CategoricalDistribution(["stateful"])},
+        user_attrs={"key": "L=3 stateful", **{f"repeat/{i:04d}": d for i, d in enumerate(details)}},
+        intermediate_values={0: 0.9, 1: 0.8},
+    )
+    point = stored_point(trial, metric="accuracy/sample")
+    assert point.ranked_on == "validation" and point.test_mean == pytest.approx(0.6)
+
+
+def test_a_study_of_a_newer_format_is_refused_with_the_fix(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study = Study.create(spec_from_dict(tiny_spec(tmp_path)), storage=storage)
+    study.optuna_study.set_user_attr(studies.MARKER_ATTR, studies.FORMAT_VERSION + 1)
+    with pytest.raises(StorageError, match="made by a newer sweep .* upgrade sweep"):
+        Study.open("val", storage=storage)

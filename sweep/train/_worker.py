@@ -164,29 +164,36 @@ def _train_fused(job: PackJob, arch: Architecture, train: prepare.Chunks, scored
     return PackResult(results=tuple(results), failures=tuple(failures))
 
 
+# An epoch improves on a repeat's best only by more than this share of it: fused and alone,
+# scores agree to about 1e-6, and a tie on a plateau must not stop one and not the other.
+MIN_IMPROVEMENT = 1e-4
+
+
 class _EarlyStopping:
     """Each repeat's best objective on the validation data so far, and the epoch at which one that
-    has not improved on it for `job.patience` epochs stopped (None while it trains on)."""
+    has not improved on it for `job.patience` epochs stopped (None while it trains on, or when
+    its patience ran out only at the last epoch: it trained every epoch)."""
 
     def __init__(self, job: PackJob, n_repeats: int) -> None:
-        self.patience, self.objective = job.patience, job.objective
-        self.sign = 1.0 if job.objective.split("/")[0] in MAXIMIZED_METRICS else -1.0
+        self.patience, self.objective, self.epochs = job.patience, job.objective, job.epochs
+        self.sign = 1.0 if (job.objective or "").split("/")[0] in MAXIMIZED_METRICS else -1.0
         self.best = [-math.inf] * n_repeats
         self.best_epoch = [0] * n_repeats
         self.stopped: list[int | None] = [None] * n_repeats
 
     def update(self, epoch: int, scores: list[dict[str, float]]) -> list[int]:
         """Take the scores after `epoch` (0-based); returns the repeats that stop there."""
-        if not self.patience or not all(scores):  # no early stopping, or no validation data
+        if not self.patience or not self.objective or not all(scores):  # off, or no validation data
             return []
         stopping = []
         for index, score in enumerate(scores):
             if self.stopped[index] is not None:
                 continue
             value = self.sign * score[self.objective]
-            if value > self.best[index]:
+            best = self.best[index]
+            if best == -math.inf or value > best + MIN_IMPROVEMENT * abs(best):
                 self.best[index], self.best_epoch[index] = value, epoch
-            elif epoch - self.best_epoch[index] >= self.patience:
+            elif epoch - self.best_epoch[index] >= self.patience and epoch + 1 < self.epochs:
                 self.stopped[index] = epoch + 1
                 stopping.append(index)
         return stopping
@@ -203,7 +210,7 @@ def _result(
     return RepeatResult(
         repeat=repeat, seed=seed, scores=scores, seconds=seconds, loss_per_epoch=losses,
         validation_scores=validation[-1],
-        validation_per_epoch=tuple(epoch[job.objective] for epoch in validation if epoch),
+        validation_per_epoch=tuple(epoch[job.objective] for epoch in validation if epoch) if job.objective else (),
         stopped_epoch=stopped_epoch,
     )
 
