@@ -43,6 +43,11 @@ __all__ = ["RunOutcome", "Study", "StudySummary", "describe_data", "list_studies
 StorageLike = str | optuna.storages.BaseStorage | None
 
 
+def _may_hold_studies(storage: StorageLike) -> bool:
+    """False only for a SQLite file that is not there yet: opening it would create it."""
+    return not (storage is None or isinstance(storage, str)) or database_exists(storage)
+
+
 def _opened(storage: StorageLike, *, liveness: Liveness | None = None, must_exist: bool = False):
     if storage is None or isinstance(storage, str):
         return open_storage(storage, heartbeat=liveness, must_exist=must_exist)
@@ -96,7 +101,7 @@ class Study:
         # A study made before the validation split resumes without it: read from a database
         # that is there already (opening a new one would create it before the data are checked).
         opened = None
-        if not (storage is None or isinstance(storage, str)) or database_exists(storage):
+        if _may_hold_studies(storage):
             opened = _opened(storage, liveness=liveness)
             spec = studies.as_resumed(opened, spec)
         dataset = load_data(spec)
@@ -153,23 +158,26 @@ class Study:
         """How many grid points are done, running, waiting and failed."""
         return results.count_states(self.optuna_study)
 
-    def rows(self, *, with_heartbeats: bool = False) -> list[results.PointRow]:
+    # `points`, where given, are this study's stored_points() read once for several of these.
+
+    def rows(self, *, with_heartbeats: bool = False, points: list[results.StoredPoint] | None = None) -> list[results.PointRow]:
         """Every grid point as the results table shows it, finished ones best first."""
         beats = last_heartbeats(self.optuna_study) if with_heartbeats else None
-        return results.collect_rows(self.optuna_study, beats)
+        maximize = self.spec.direction == "maximize"
+        return [results.point_row(point, beats, maximize=maximize) for point in points or self.stored_points()]
 
     def stored_points(self) -> list[results.StoredPoint]:
         """Every grid point as stored (settings, scores, repeats, statistics), finished ones best first."""
-        return results.read_points(self.optuna_study, metric=self.spec.objective.metric)
+        return results.read_points(self.optuna_study, metric=self.spec.metric)
 
-    def chosen(self) -> results.Choice | None:
+    def chosen(self, *, points: list[results.StoredPoint] | None = None) -> results.Choice | None:
         """The best finished point, the data it was chosen on, and its score on the test data."""
-        return results.chosen_point(self.stored_points())
+        return results.chosen_point(points or self.stored_points())
 
-    def convergence(self) -> dict[str, Convergence | None]:
+    def convergence(self, *, points: list[results.StoredPoint] | None = None) -> dict[str, Convergence | None]:
         """The capacity check of every finished point, by key (see :mod:`sweep.convergence`)."""
         maximize = self.spec.direction == "maximize"
-        return {point.key: point.convergence(maximize=maximize) for point in self.stored_points() if point.state == "done"}
+        return {point.key: point.convergence(maximize=maximize) for point in points or self.stored_points() if point.state == "done"}
 
     def records(self) -> list[dict[str, Any]]:
         """One plain record per grid point, best first: its settings, state and statistics (on
@@ -277,7 +285,7 @@ def _grid(spec: Spec, dataset: Dataset) -> tuple[list[GridPoint], Suggestion | N
 
 def list_studies(storage: StorageLike = None) -> list[StudySummary]:
     """Every study in the storage, by name; none when the database does not exist yet."""
-    if (storage is None or isinstance(storage, str)) and not database_exists(storage):
+    if not _may_hold_studies(storage):
         return []
     opened = _opened(storage, must_exist=True)
     summaries = []

@@ -467,7 +467,8 @@ class _ProgressBars:
 def _print_results(sweep_study: Study, *, with_heartbeats: bool = False) -> None:
     study, spec = sweep_study.optuna_study, sweep_study.spec
     counts = sweep_study.counts()
-    rows = sweep_study.rows(with_heartbeats=with_heartbeats)
+    points = sweep_study.stored_points()
+    rows = sweep_study.rows(with_heartbeats=with_heartbeats, points=points)
     metric = f"{spec.objective.metric} per {spec.objective.per} on the {spec.ranked_on} data"
     console.print(
         f"[bold]{study.study_name}[/]: {len(rows)} points: {counts['done']} done, {counts['running']} running, "
@@ -497,10 +498,10 @@ def _print_results(sweep_study: Study, *, with_heartbeats: bool = False) -> None
             f"{row.seconds:.0f}s" if row.seconds is not None else "-",
         )
     console.print(table)
-    choice = sweep_study.chosen()
+    choice = sweep_study.chosen(points=points)
     if choice is not None:
         console.print(choice.describe(), highlight=False)
-    for key, convergence in sweep_study.convergence().items():
+    for key, convergence in sweep_study.convergence(points=points).items():
         if convergence is not None and convergence.is_improving:
             console.print(f"[yellow]{key}[/]: {convergence.describe()}", highlight=False)
     for trial in sweep_study.set_aside():

@@ -26,10 +26,17 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import stats
 
-__all__ = ["ALPHA", "MATERIAL_SHARE", "Convergence", "check"]
+__all__ = ["ALPHA", "DESCRIPTION", "MATERIAL_SHARE", "NOT_CONVERGED", "Convergence", "check"]
 
 ALPHA = 0.01
 MATERIAL_SHARE = 0.1
+NOT_CONVERGED = "not converged"
+DESCRIPTION = (
+    f"a point is {NOT_CONVERGED} when its repeats' learning curves (the objective on the validation data, or the "
+    "training loss without a split) still improved over the last quarter of the epochs: significantly across the "
+    f"repeats (one-sided Wilcoxon signed-rank test, p < {ALPHA:g}) and by at least "
+    f"{MATERIAL_SHARE:.0%} of their median improvement over the whole run"
+)
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,7 @@ class Convergence:
         trend = f"{self.curve} {self.gain:+.3g} over the last {self.window} of {self.epochs} epochs (median of " \
             f"{self.n_repeats} repeats, Wilcoxon p={self.p_value:.2g}{stops})"
         if self.is_improving:
-            return f"not converged: {trend}; more epochs or units may change the ranking"
+            return f"{NOT_CONVERGED}: {trend}; more epochs or units may change the ranking"
         return f"converged: {trend}"
 
 

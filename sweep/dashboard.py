@@ -11,8 +11,9 @@ import optuna
 import optuna_dashboard
 
 from sweep.errors import SweepError
-from sweep.report import CONVERGENCE_DESCRIPTION, TEST_DESCRIPTION, Report
-from sweep.results import NOT_CONVERGED
+from sweep.convergence import DESCRIPTION as CONVERGENCE_DESCRIPTION
+from sweep.convergence import NOT_CONVERGED
+from sweep.report import TEST_DESCRIPTION, Report
 
 __all__ = ["annotate", "check_address", "serve", "study_note"]
 

@@ -57,12 +57,9 @@ class Dataset:
             if getattr(self, name) is None and x is not None:
                 object.__setattr__(self, name, np.full(x.shape[0], x.shape[1], dtype=np.int64))
         digest = hashlib.sha256()
-        arrays = [self.x_train, self.y_train, self.x_test, self.y_test]
-        if self.has_validation:
-            arrays += [self.x_val, self.y_val]
-        if self.has_variable_lengths:
-            # Equal lengths keep earlier fingerprints.
-            arrays += [self.train_lengths, self.test_lengths, *([self.val_lengths] if self.has_validation else [])]
+        arrays = [getattr(self, f"{axis}_{part}") for part in self.parts for axis in ("x", "y")]
+        if self.has_variable_lengths:  # equal lengths keep earlier fingerprints
+            arrays += [getattr(self, f"{part}_lengths") for part in self.parts]
         for array in arrays:
             digest.update(str((array.shape, array.dtype.str)).encode())
             digest.update(np.ascontiguousarray(array).tobytes())
@@ -76,12 +73,16 @@ class Dataset:
     @property
     def has_variable_lengths(self) -> bool:
         steps = self.sequence_length
-        parts = [self.train_lengths, self.test_lengths, *([self.val_lengths] if self.has_validation else [])]
-        return any(bool(np.any(lengths != steps)) for lengths in parts)
+        return any(bool(np.any(getattr(self, f"{part}_lengths") != steps)) for part in self.parts)
 
     @property
     def has_validation(self) -> bool:
         return self.x_val is not None
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The names of its parts, as its fields are suffixed: train, test and, held out, val."""
+        return ("train", "test", "val") if self.has_validation else ("train", "test")
 
     @property
     def n_features(self) -> int:
@@ -405,7 +406,7 @@ def real_steps(lengths: np.ndarray, steps: int) -> np.ndarray:
 def standardize(dataset: Dataset) -> Dataset:
     """Inputs, and regression targets, scaled to mean 0 and standard deviation 1 with statistics of
     the training data's real steps alone; padding stays zero. Targets are scored in their own units."""
-    parts = ("train", "test", "val") if dataset.has_validation else ("train", "test")
+    parts = dataset.parts
     steps = dataset.sequence_length
     real = {part: real_steps(getattr(dataset, f"{part}_lengths"), steps) for part in parts}
     mean, std = _moments(dataset.x_train[real["train"]])
@@ -533,11 +534,10 @@ class DataSummary:
 def describe(dataset: Dataset, lengths: list[int]) -> DataSummary:
     """Sequences, lengths, features, classes or target range, and each length's subsequences."""
     classes, target_range = [], []
-    y_train, y_test = _real_targets(dataset, "train"), _real_targets(dataset, "test")
+    y_train = _real_targets(dataset, "train")
     if dataset.task == "classification":
         names = dataset.encoding.get("classes") or list(range(dataset.n_classes))
-        parts = (y_train, y_test, *([_real_targets(dataset, "val")] if dataset.has_validation else []))
-        counts = [np.bincount(y[:, 0].astype(np.int64), minlength=len(names)) for y in parts]
+        counts = [np.bincount(_real_targets(dataset, part)[:, 0].astype(np.int64), minlength=len(names)) for part in dataset.parts]
         classes = [(name, *(int(count[i]) for count in counts)) for i, name in enumerate(names)]
     else:
         if dataset.target_scale is not None:

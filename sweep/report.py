@@ -21,9 +21,9 @@ from scipy import stats
 
 from sweep.errors import SweepError
 from sweep.racing import DESCRIPTION as RACING_DESCRIPTION
-from sweep.convergence import ALPHA as CONVERGENCE_ALPHA
-from sweep.convergence import MATERIAL_SHARE, Convergence
-from sweep.results import NOT_CONVERGED, Choice, StoredPoint, chosen_point, count_states, read_points
+from sweep.convergence import DESCRIPTION as CONVERGENCE_DESCRIPTION
+from sweep.convergence import NOT_CONVERGED, Convergence
+from sweep.results import Choice, StoredPoint, chosen_point, count_states, read_points
 from sweep.spec import Spec, describe_spec
 from sweep.study import LOSS_CURVE, SUGGESTION_ATTR, VALIDATION_CURVE
 
@@ -359,14 +359,6 @@ def _choice(report: Report) -> str:
     if report.choice is None:
         return ""
     return f'<p id="chosen" class="chosen">{html.escape(report.choice.describe())}</p>'
-
-
-CONVERGENCE_DESCRIPTION = (
-    f"a point is {NOT_CONVERGED} when its repeats' learning curves (the objective on the validation data, or the "
-    "training loss without a split) still improved over the last quarter of the epochs: significantly across the "
-    f"repeats (one-sided Wilcoxon signed-rank test, p < {CONVERGENCE_ALPHA:g}) and by at least "
-    f"{MATERIAL_SHARE:.0%} of their median improvement over the whole run"
-)
 
 
 def _notes(report: Report) -> str:

@@ -20,7 +20,7 @@ from scipy import stats
 
 from sweep.optuna_private import fixed_params
 from sweep.prepare import n_chunks
-from sweep.convergence import Convergence, check
+from sweep.convergence import NOT_CONVERGED, Convergence, check
 from sweep.study import (
     LOSS_CURVE,
     SEQUENCE_LENGTH_ATTR,
@@ -98,7 +98,6 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-NOT_CONVERGED = "not converged"
 SUMMARY_KEYS = ("n", "mean", "std", "sem", "ci95_low", "ci95_high", "median", "min", "max")
 
 

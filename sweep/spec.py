@@ -558,10 +558,15 @@ def describe_spec(spec: Spec) -> Iterator[tuple[str, str]]:
     yield "objective", f"{spec.objective.metric} per {spec.objective.per} ({spec.direction})"
     yield "model", ", ".join(f"{k}={v}" for k, v in spec.model.model_dump().items())
     yield "training", ", ".join(f"{k}={v}" for k, v in spec.training.model_dump().items())
-    yield "validation", (
-        f"{spec.validation.fraction:.0%} of the training sequences (seed {spec.validation.seed}) rank the points"
-        + (f"; a repeat stops after {spec.validation.patience} epochs without improving there" if spec.validation.patience else "")
-        if spec.validation.is_on else "off: the test data rank the points"
-    )
+    yield "validation", _describe_validation(spec.validation)
     if spec.racing is not None:
         yield "racing", f"stages {spec.racing.stages} of {spec.repeats} repeats, alpha {spec.racing.alpha:g}"
+
+
+def _describe_validation(validation: Validation) -> str:
+    if not validation.is_on:
+        return "off: the test data rank the points"
+    held = f"{validation.fraction:.0%} of the training sequences (seed {validation.seed}) rank the points"
+    if not validation.patience:
+        return held
+    return f"{held}; a repeat stops after {validation.patience} epochs without improving there"

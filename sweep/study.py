@@ -109,14 +109,10 @@ def study_spec(study: optuna.Study) -> Spec:
             f"study {study.study_name!r} was made by a newer sweep (format {version}; this one reads up to "
             f"{FORMAT_VERSION}); upgrade sweep on this machine to work on it"
         )
-    raw = study.user_attrs.get(SPEC_ATTR)
-    if raw is None:
+    if study.user_attrs.get(SPEC_ATTR) is None:
         raise StorageError(f"study {study.study_name!r} was not made by sweep (it has no spec); pick another name")
-    try:
-        stored = json.loads(raw) if isinstance(raw, str) else None
-    except json.JSONDecodeError:
-        stored = None
-    if not isinstance(stored, dict):
+    stored = _stored_raw(study)
+    if stored is None:
         raise StorageError(
             f"study {study.study_name!r} has a damaged spec (user attribute {SPEC_ATTR!r} is not a study's settings); "
             f"restore it, or remove the study (sweep delete {study.study_name})"
@@ -147,17 +143,20 @@ def as_resumed(storage: optuna.storages.BaseStorage, spec: Spec) -> Spec:
     if spec.name not in names:
         return spec
     study = _load_any_study(storage, spec.name)
-    if not is_sweep_study(study.user_attrs) or "validation" in _stored_keys(study):
-        return spec  # not sweep's, or made since the split: compared as it is
+    stored = _stored_raw(study)
+    if not is_sweep_study(study.user_attrs) or stored is None or "validation" in stored:
+        return spec  # not sweep's, damaged, or made since the split: compared as it is
     return spec.model_copy(update={"validation": study_spec(study).validation})
 
 
-def _stored_keys(study: optuna.Study) -> set[str]:
+def _stored_raw(study: optuna.Study) -> dict | None:
+    """The stored spec as its JSON holds it, keys left out included; None where it is no object."""
+    raw = study.user_attrs.get(SPEC_ATTR)
     try:
-        stored = json.loads(study.user_attrs.get(SPEC_ATTR, "{}"))
-    except (TypeError, json.JSONDecodeError):
-        return set()
-    return set(stored) if isinstance(stored, dict) else set()
+        stored = json.loads(raw) if isinstance(raw, str) else None
+    except json.JSONDecodeError:
+        return None
+    return stored if isinstance(stored, dict) else None
 
 
 def create_or_resume(

@@ -255,3 +255,12 @@ def test_a_study_of_a_newer_format_is_refused_with_the_fix(tmp_path: Path) -> No
     study.optuna_study.set_user_attr(studies.MARKER_ATTR, studies.FORMAT_VERSION + 1)
     with pytest.raises(StorageError, match="made by a newer sweep .* upgrade sweep"):
         Study.open("val", storage=storage)
+
+
+def test_the_records_give_an_unfinished_point_s_test_mean_so_far(tmp_path: Path) -> None:
+    study = Study.create(spec_from_dict(tiny_spec(tmp_path)), storage=f"sqlite:///{tmp_path / 's.db'}")
+    trial = studies.claim_next(study.optuna_study)
+    details = {"seed": 1, "seconds": 0.1, "accuracy/sample": 0.4, "validation/accuracy/sample": 0.9}
+    studies.record_repeat(trial, repeat=0, score=0.9, details=details)
+    running = next(record for record in study.records() if record["state"] == "running")
+    assert running["mean"] == pytest.approx(0.9) and running["test_mean"] == pytest.approx(0.4)

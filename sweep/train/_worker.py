@@ -103,19 +103,28 @@ class _Scored:
     data, where the study holds some out, after every epoch."""
 
     def __init__(self, *, test: prepare.Chunks, validation: prepare.Chunks | None, mode: str, score: Callable) -> None:
-        self.test, self.validation, self.mode, self.score = test, validation, mode, score
+        self.mode, self.score = mode, score
+        # Each set with its inputs in the mode's layout, made once: the validation data are
+        # predicted after every epoch.
+        self.test = (test, _as_mode(test, mode))
+        self.validation = (validation, _as_mode(validation, mode)) if validation is not None else None
 
-    def all_scores(self, predict: Callable, chunks: prepare.Chunks, *, n_repeats: int | None) -> list[dict[str, float]]:
-        """Every metric of each network (one per repeat of a pack, or the one network) on `chunks`."""
-        outputs = _predict_all(predict, _as_mode(chunks, self.mode), n_repeats=n_repeats)
-        per_network = outputs if n_repeats is not None else outputs[None]
-        return [self.score(_by_sequence(network, chunks, self.mode), chunks) for network in per_network]
+    def test_scores(self, predict: Callable, *, n_repeats: int | None) -> list[dict[str, float]]:
+        """Every metric of each network (one per repeat of a pack, or the one network) on the test data."""
+        return self._all_scores(predict, *self.test, n_repeats=n_repeats)
 
     def validation_scores(self, predict: Callable, *, n_repeats: int | None) -> list[dict[str, float]]:
         """Every metric of each network on the validation data; empty without a split."""
         if self.validation is None:
             return [{} for _ in range(n_repeats or 1)]
-        return self.all_scores(predict, self.validation, n_repeats=n_repeats)
+        return self._all_scores(predict, *self.validation, n_repeats=n_repeats)
+
+    def _all_scores(
+        self, predict: Callable, chunks: prepare.Chunks, inputs: prepare.Chunks, *, n_repeats: int | None
+    ) -> list[dict[str, float]]:
+        outputs = _predict_all(predict, inputs, n_repeats=n_repeats)
+        per_network = outputs if n_repeats is not None else outputs[None]
+        return [self.score(_by_sequence(network, chunks, self.mode), chunks) for network in per_network]
 
 
 def _architecture(dataset: Dataset, job: PackJob, train: prepare.Chunks) -> Architecture:
@@ -150,7 +159,7 @@ def _train_fused(job: PackJob, arch: Architecture, train: prepare.Chunks, scored
             frozen[index] = network.get_weights(index)
         if len(frozen) == n_repeats:
             break
-    test_scores = scored.all_scores(network.predict, scored.test, n_repeats=n_repeats)
+    test_scores = scored.test_scores(network.predict, n_repeats=n_repeats)
     seconds = (time.perf_counter() - started) / n_repeats
     results, failures = [], []
     for index, (repeat, seed) in enumerate(zip(job.repeats, job.seeds)):
@@ -257,7 +266,7 @@ def _train_one_by_one(job: PackJob, arch: Architecture, train: prepare.Chunks, s
         if not math.isfinite(losses[-1]):
             failures.append((repeat, _diverged(job, repeat, losses[-1])))
             continue
-        scores = scored.all_scores(network.predict, scored.test, n_repeats=None)[0]
+        scores = scored.test_scores(network.predict, n_repeats=None)[0]
         results.append(
             _result(job, repeat, seed, scores, time.perf_counter() - started, tuple(losses), validation, stopping.stopped[0])
         )
