@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from sweep.jobs import PackJob
-from sweep.problems import load_problem
+from sweep.train.jobs import PackJob
+from sweep.data.problems import load_problem
 from sweep.spec import LagEchoProblem
 from sweep.train import limit_threads, set_dataset, train_job
 

@@ -29,10 +29,10 @@ import time
 from pathlib import Path
 from statistics import mean, median
 
-from sweep.jobs import PackJob
-from sweep.pool import RepeatPool, default_workers
-from sweep.problems import Dataset, load_problem
-from sweep.runner import repeat_seed, split_into_packs
+from sweep.train.jobs import PackJob
+from sweep.train.pool import RepeatPool, default_workers
+from sweep.data.problems import Dataset, load_problem
+from sweep.run.packs import repeat_seed, split_into_packs
 from sweep.spec import EchoFirstProblem
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +71,7 @@ def plain_keras_fit(dataset: Dataset, settings: dict, seed: int) -> float:
     import keras
     import numpy as np
 
-    from sweep import prepare
+    from sweep.data import shaping as prepare
 
     length, batch, stateful = settings["length"], settings["batch_size"], settings["mode"] == "stateful"
     train = prepare.chunk(dataset.x_train, dataset.y_train, length)

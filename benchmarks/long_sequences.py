@@ -25,10 +25,10 @@ import os
 import resource
 import time
 
-from sweep.jobs import PackJob
-from sweep.pool import RepeatPool, default_workers
-from sweep.problems import Dataset, load_problem
-from sweep.runner import repeat_seed, split_into_packs
+from sweep.train.jobs import PackJob
+from sweep.train.pool import RepeatPool, default_workers
+from sweep.data.problems import Dataset, load_problem
+from sweep.run.packs import repeat_seed, split_into_packs
 from sweep.spec import LagEchoProblem
 
 N_REPEATS = 30
@@ -60,7 +60,7 @@ def plain_keras(args: tuple) -> None:
     import keras
     import numpy as np
 
-    from sweep import prepare
+    from sweep.data import shaping as prepare
 
     dataset, length, mode, seed = args
     train = prepare.chunk(dataset.x_train, dataset.y_train, length)
@@ -93,7 +93,7 @@ def similar_lengths(n_repeats: int = 15, length: int = 100) -> None:
     """
     import numpy as np
 
-    from sweep import prepare
+    from sweep.data import shaping as prepare
     from sweep.train import FusedNetwork
     from sweep.train._common import Architecture
 

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from sweep import load_spec
-from sweep.jobs import PackJob
-from sweep.problems import load_data
+from sweep.train.jobs import PackJob
+from sweep.data.problems import load_data
 from sweep.train import limit_threads, set_dataset, train_job
 
 SHIPPED = Path(__file__).resolve().parent.parent / "studies" / "echo_first.toml"

@@ -5,9 +5,10 @@ From Python, :class:`Study` does what the ``sweep`` command does (see the README
 
 from sweep.api import RunOutcome, Study, StudySummary, describe_data, list_studies
 from sweep.errors import DataError, SpecError, StorageError, SweepError
-from sweep.runner import Progress
+from sweep.run.runner import Progress
 from sweep.spec import Spec, apply_overrides, load_spec, spec_from_dict
-from sweep.storage import Liveness
+from sweep.store.connection import Liveness
+from sweep.store.record import Results
 
 __version__ = "0.1.0"
 
@@ -15,6 +16,7 @@ __all__ = [
     "DataError",
     "Liveness",
     "Progress",
+    "Results",
     "RunOutcome",
     "Spec",
     "SpecError",

@@ -20,22 +20,24 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from sweep import results
-from sweep import study as studies
-from sweep.convergence import Convergence
+from sweep.data.problems import Dataset, DataSummary, describe, load_data
+from sweep.data.suggest import Suggestion, suggest
 from sweep.errors import StorageError
-from sweep.optuna_private import last_heartbeats, storage_of
-from sweep.pool import default_workers
-from sweep.problems import Dataset, DataSummary, describe, load_data
-from sweep.runner import NoProgress, Progress, run_study
+from sweep.report.choice import Choice, chosen_point
+from sweep.report.convergence import Convergence, point_convergence
+from sweep.report.table import PointRow, point_row, rows
+from sweep.run.runner import NoProgress, Progress, run_study
 from sweep.spec import GridPoint, Spec, grid_points, uses_suggestion
-from sweep.suggest import Suggestion, suggest
-from sweep.storage import Liveness, database_exists, open_storage
+from sweep.store import protocol, record
+from sweep.store.connection import Liveness, database_exists, open_storage
+from sweep.store.optuna_private import storage_of
+from sweep.store.record import Results, StoredPoint, read_results
+from sweep.train.pool import default_workers
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from sweep.report import Report
+    from sweep.report.summary import Report
 
 __all__ = ["RunOutcome", "Study", "StudySummary", "describe_data", "list_studies"]
 
@@ -50,7 +52,7 @@ def _may_hold_studies(storage: StorageLike) -> bool:
 
 def _opened(storage: StorageLike, *, liveness: Liveness | None = None, must_exist: bool = False):
     if storage is None or isinstance(storage, str):
-        return open_storage(storage, heartbeat=liveness, must_exist=must_exist)
+        return open_storage(storage, liveness=liveness, must_exist=must_exist)
     return storage
 
 
@@ -76,6 +78,7 @@ class StudySummary:
     counts: dict[str, int] | None = None
     best_key: str | None = None
     best_mean: float | None = None
+    problem: str = ""  # why it cannot be read (a damaged spec, a newer format)
 
 
 class Study:
@@ -103,12 +106,12 @@ class Study:
         opened = None
         if _may_hold_studies(storage):
             opened = _opened(storage, liveness=liveness)
-            spec = studies.as_resumed(opened, spec)
+            spec = protocol.as_resumed(opened, spec)
         dataset = load_data(spec)
         points, suggestion = _grid(spec, dataset)
         study = cls(_enqueued(opened or _opened(storage, liveness=liveness), spec, dataset, points), spec)
-        if suggestion is not None and studies.SUGGESTION_ATTR not in study.optuna_study.user_attrs:
-            studies.store_suggestion(study.optuna_study, suggestion.to_dict())
+        if suggestion is not None:
+            protocol.store_suggestion(study.optuna_study, suggestion.to_dict())
         study._data = (dataset, points)
         study.annotate()
         return study
@@ -117,8 +120,8 @@ class Study:
     def open(cls, name: str, *, storage: StorageLike = None, liveness: Liveness | None = None) -> Study:
         """An existing study, by name. Reading it writes nothing; :meth:`run` first loads its data
         here and checks them against the study's (the way to join a shared study as a worker)."""
-        optuna_study = studies.load_study(_opened(storage, liveness=liveness, must_exist=True), name)
-        return cls(optuna_study, studies.study_spec(optuna_study))
+        optuna_study = protocol.load_study(_opened(storage, liveness=liveness, must_exist=True), name)
+        return cls(optuna_study, protocol.study_spec(optuna_study))
 
     @property
     def name(self) -> str:
@@ -154,93 +157,106 @@ class Study:
         self.annotate()
         return RunOutcome(n_trained=n_trained, counts=self.counts())
 
-    def counts(self) -> dict[str, int]:
+    def results(self, *, with_heartbeats: bool = False) -> Results:
+        """One snapshot of the study's whole record: every grid point as stored (settings, scores,
+        repeats, statistics), finished ones best first, with the study's counts. Every view below
+        reads one; pass it (`results=`) to read the database once for several. With
+        `with_heartbeats`, each running point's last heartbeat too. StorageError when the database
+        fails under the read."""
+        return self._read(with_heartbeats=with_heartbeats)
+
+    def _read(self, *, with_heartbeats: bool = False, sequence_length: int | None = None) -> Results:
+        if sequence_length is None and self._data is not None:
+            sequence_length = self._data[0].sequence_length
+        return read_results(
+            self.optuna_study, maximize=self.spec.is_maximized, metric=self.spec.metric,
+            sequence_length=sequence_length, with_heartbeats=with_heartbeats,
+        )
+
+    def counts(self, *, results: Results | None = None) -> dict[str, int]:
         """How many grid points are done, running, waiting and failed."""
-        return results.count_states(self.optuna_study)
+        return (results or self.results()).counts
 
-    # `points`, where given, are this study's stored_points() read once for several of these.
-
-    def rows(self, *, with_heartbeats: bool = False, points: list[results.StoredPoint] | None = None) -> list[results.PointRow]:
+    def rows(self, *, with_heartbeats: bool = False, results: Results | None = None) -> list[PointRow]:
         """Every grid point as the results table shows it, finished ones best first."""
-        beats = last_heartbeats(self.optuna_study) if with_heartbeats else None
-        maximize = self.spec.direction == "maximize"
-        return [results.point_row(point, beats, maximize=maximize) for point in points or self.stored_points()]
+        return rows(results or self.results(with_heartbeats=with_heartbeats), maximize=self.spec.is_maximized)
 
-    def stored_points(self) -> list[results.StoredPoint]:
+    def stored_points(self, *, results: Results | None = None) -> list[StoredPoint]:
         """Every grid point as stored (settings, scores, repeats, statistics), finished ones best first."""
-        return results.read_points(self.optuna_study, metric=self.spec.metric)
+        return (results or self.results()).points
 
-    def chosen(self, *, points: list[results.StoredPoint] | None = None) -> results.Choice | None:
+    def chosen(self, *, results: Results | None = None) -> Choice | None:
         """The best finished point, the data it was chosen on, and its score on the test data."""
-        return results.chosen_point(points or self.stored_points())
+        return chosen_point((results or self.results()).points)
 
-    def convergence(self, *, points: list[results.StoredPoint] | None = None) -> dict[str, Convergence | None]:
-        """The capacity check of every finished point, by key (see :mod:`sweep.convergence`)."""
-        maximize = self.spec.direction == "maximize"
-        return {point.key: point.convergence(maximize=maximize) for point in points or self.stored_points() if point.state == "done"}
+    def convergence(self, *, results: Results | None = None) -> dict[str, Convergence | None]:
+        """The capacity check of every finished point, by key (see :mod:`sweep.report.convergence`)."""
+        maximize = self.spec.is_maximized
+        return {point.key: point_convergence(point, maximize=maximize) for point in (results or self.results()).finished}
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self, *, results: Results | None = None) -> list[dict[str, Any]]:
         """One plain record per grid point, best first: its settings, state and statistics (on
         the data it was ranked on), and its mean score on the test data."""
-        maximize = self.spec.direction == "maximize"
+        maximize = self.spec.is_maximized
         return [
             {
-                **point.params, **asdict(results.point_row(point, maximize=maximize)),
-                "padding_fraction": point.padding_fraction,
+                **point.params, **asdict(point_row(point, maximize=maximize)),
+                record.PADDING_FRACTION: point.padding_fraction,
                 "test_mean": point.test_mean,
             }
-            for point in self.stored_points()
+            for point in (results or self.results()).points
         ]
 
-    def repeat_records(self) -> list[dict[str, Any]]:
+    def repeat_records(self, *, results: Results | None = None) -> list[dict[str, Any]]:
         """One plain record per stored repeat of every grid point: seed, every metric, seconds, worker."""
         return [
-            {"key": point.key, "repeat": repeat, **details}
-            for point in sorted(self.stored_points(), key=lambda point: point.number)
+            {record.KEY: point.key, "repeat": repeat, **details}
+            for point in sorted((results or self.results()).points, key=lambda point: point.number)
             for repeat, details in sorted(point.repeats.items())
         ]
 
     def dataframe(self) -> pd.DataFrame:
         """:meth:`records` as a pandas DataFrame, one row per grid point."""
-        from sweep.tables import frame
+        from sweep.data.tables import frame
 
         return frame(self.records())
 
     def repeats_dataframe(self) -> pd.DataFrame:
         """:meth:`repeat_records` as a pandas DataFrame, one row per repeat."""
-        from sweep.tables import frame
+        from sweep.data.tables import frame
 
         return frame(self.repeat_records())
 
-    def report(self) -> Report:
+    def report(self, *, results: Results | None = None) -> Report:
         """The numbers of the report: every point's repeats, statistics and comparison with the best."""
-        from sweep.report import collect
+        from sweep.report.summary import collect
 
-        length = results.sequence_length_of(self.optuna_study)
-        if length is None:  # a study made before the length was stored: read it off the data
-            length = self._data[0].sequence_length if self._data else load_data(self.spec).sequence_length
-        return collect(self.optuna_study, self.spec, length)
+        results = results or self.results()
+        if results.sequence_length is None:  # a study made before the length was stored: read it off the data
+            results = self._read(sequence_length=load_data(self.spec).sequence_length)
+        return collect(results, self.spec)
 
     def write_report(self, path: str | Path | None = None) -> Path:
         """Write the report, one HTML file that opens offline (default: NAME.html here)."""
-        from sweep.report import write_html
+        from sweep.report.html import write_html
 
         return write_html(self.report(), path or Path(f"{self.name}.html"))
 
     def annotate(self) -> None:
         """Bring the study's note in optuna-dashboard up to date."""
-        from sweep.dashboard import annotate
+        from sweep.report.dashboard import annotate
 
         annotate(self.optuna_study, self.report())
 
-    def set_aside(self) -> list[optuna.trial.FrozenTrial]:
-        """Trials that are none of the grid's points (enqueued by hand with Optuna), failed for good."""
-        return results.set_aside(self.optuna_study)
+    def set_aside(self, *, results: Results | None = None) -> list[tuple[int, str]]:
+        """Trials that are none of the grid's points (enqueued by hand with Optuna), failed for
+        good: each one's number and the reason stored."""
+        return (results or self.results()).set_aside
 
     def requeue_failed(self) -> tuple[list[str], list[str]]:
         """Queue the failed points again with their repeats; returns the keys requeued and those
         left failed because they diverged (the same settings and seeds would diverge again)."""
-        return studies.requeue_failed(self.optuna_study, results.current_trials(self.optuna_study))
+        return protocol.requeue_failed(self.optuna_study)
 
     def check_deletable(self, *, force: bool = False) -> None:
         """Refuse (StorageError) to delete a study whose points are running, unless `force`:
@@ -289,22 +305,26 @@ def list_studies(storage: StorageLike = None) -> list[StudySummary]:
         return []
     opened = _opened(storage, must_exist=True)
     summaries = []
-    for summary in sorted(optuna.get_all_study_summaries(opened, include_best_trial=False), key=lambda s: s.study_name):
-        if not studies.is_sweep_study(summary.user_attrs):
-            summaries.append(StudySummary(summary.study_name, is_sweep=False))
+    for name, is_sweep in protocol.study_names(opened):
+        if not is_sweep:
+            summaries.append(StudySummary(name, is_sweep=False))
             continue
-        study = studies.load_study(opened, summary.study_name)
-        rows = results.collect_rows(study)
-        best = rows[0] if rows and rows[0].state == "done" else None
+        try:
+            study = Study.open(name, storage=opened)
+        except StorageError as error:  # a damaged or newer study: say so, and list the others
+            summaries.append(StudySummary(name, is_sweep=True, problem=str(error)))
+            continue
+        results = study.results()
+        choice = study.chosen(results=results)
         summaries.append(StudySummary(
-            summary.study_name, is_sweep=True, n_points=len(rows), counts=results.count_states(study),
-            best_key=best.key if best else None, best_mean=best.mean if best else None,
+            name, is_sweep=True, n_points=len(results.points), counts=results.counts,
+            best_key=choice.key if choice else None, best_mean=choice.mean if choice else None,
         ))
     return summaries
 
 
 def _enqueued(storage: optuna.storages.BaseStorage, spec: Spec, dataset: Dataset, points: list[GridPoint]) -> optuna.Study:
-    return studies.create_or_resume(
+    return protocol.create_or_resume(
         storage, spec, fingerprint=dataset.fingerprint, points=points,
         sequence_length=dataset.sequence_length, encoding=dataset.encoding,
     )

@@ -17,15 +17,14 @@ from typer.exceptions import TyperException
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sweep import study as studies
 from sweep import api
 from sweep.api import Study
-from sweep.storage import database_exists, describe_database_error, display_url, Liveness, open_storage
+from sweep.data.problems import DataSummary
+from sweep.data.suggest import Suggestion
 from sweep.errors import SweepError
-from sweep.pool import default_workers
-from sweep.problems import DataSummary
 from sweep.spec import Spec, apply_overrides, load_spec
-from sweep.suggest import Suggestion
+from sweep.store.connection import Liveness, database_exists, describe_database_error, display_url, open_storage
+from sweep.train.pool import default_workers
 
 app = typer.Typer(
     help="Grid search over truncated-BPTT subsequence lengths for LSTMs, stored in Optuna studies.",
@@ -363,7 +362,7 @@ def dashboard(
 
     Example: sweep dashboard --port 8080
     """
-    from sweep.dashboard import check_address, serve
+    from sweep.report.dashboard import check_address, serve
 
     check_address(host, port)
     storage_object = open_storage(storage, must_exist=True)
@@ -396,6 +395,9 @@ def list_studies(storage: StorageOption = None) -> None:
     for summary in summaries:
         if not summary.is_sweep:
             table.add_row(summary.name, "-", "-", "-", "-", "-", "not a sweep study", "-")
+            continue
+        if summary.problem:
+            table.add_row(summary.name, "-", "-", "-", "-", "-", summary.problem, "-")
             continue
         table.add_row(
             summary.name,
@@ -465,16 +467,16 @@ class _ProgressBars:
 
 
 def _print_results(sweep_study: Study, *, with_heartbeats: bool = False) -> None:
-    study, spec = sweep_study.optuna_study, sweep_study.spec
-    counts = sweep_study.counts()
-    points = sweep_study.stored_points()
-    rows = sweep_study.rows(with_heartbeats=with_heartbeats, points=points)
+    spec = sweep_study.spec
+    results = sweep_study.results(with_heartbeats=with_heartbeats)
+    counts = results.counts
+    rows = sweep_study.rows(results=results)
     metric = f"{spec.objective.metric} per {spec.objective.per} on the {spec.ranked_on} data"
     console.print(
-        f"[bold]{study.study_name}[/]: {len(rows)} points: {counts['done']} done, {counts['running']} running, "
+        f"[bold]{sweep_study.name}[/]: {len(rows)} points: {counts['done']} done, {counts['running']} running, "
         f"{counts['waiting']} waiting, {counts['failed']} failed"
     )
-    grid_size = study.user_attrs.get(studies.GRID_SIZE_ATTR)
+    grid_size = results.grid_size
     if grid_size is not None and len(rows) < grid_size:
         console.print(
             f"[yellow]only {len(rows)} of the grid's {grid_size} points are enqueued[/] (creating the study was cut "
@@ -498,14 +500,14 @@ def _print_results(sweep_study: Study, *, with_heartbeats: bool = False) -> None
             f"{row.seconds:.0f}s" if row.seconds is not None else "-",
         )
     console.print(table)
-    choice = sweep_study.chosen(points=points)
+    choice = sweep_study.chosen(results=results)
     if choice is not None:
         console.print(choice.describe(), highlight=False)
-    for key, convergence in sweep_study.convergence(points=points).items():
+    for key, convergence in sweep_study.convergence(results=results).items():
         if convergence is not None and convergence.is_improving:
             console.print(f"[yellow]{key}[/]: {convergence.describe()}", highlight=False)
-    for trial in sweep_study.set_aside():
-        console.print(f"trial {trial.number}: {trial.user_attrs.get('fail_reason', 'set aside')}")
+    for number, reason in results.set_aside:
+        console.print(f"trial {number}: {reason}")
 
 
 def _number(value: float | None) -> str:

@@ -5,13 +5,13 @@ nothing should be trained until it is fixed. Their message is one line that name
 the fix; the CLI prints it and exits non-zero.
 
 A repeat that cannot produce a score (a diverging network, say) is not an exception: the worker
-reports it with the repeat's results (:class:`~sweep.jobs.PackResult`), its grid point fails with
+reports it with the repeat's results (:class:`~sweep.train.jobs.PackResult`), its grid point fails with
 the reason stored, and the sweep goes on.
 """
 
 from __future__ import annotations
 
-__all__ = ["DataError", "SpecError", "StorageError", "SweepError"]
+__all__ = ["DataError", "SpecError", "StorageError", "SweepError", "first_line"]
 
 
 class SweepError(Exception):
@@ -28,3 +28,9 @@ class DataError(SweepError):
 
 class StorageError(SweepError):
     """The study database cannot be reached, or holds something that does not fit."""
+
+
+def first_line(error: BaseException) -> str:
+    """What an error says, in one line (its class's name where it says nothing), to quote in ours."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

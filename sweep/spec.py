@@ -26,6 +26,8 @@ from pydantic import (
 )
 
 from sweep.errors import SpecError
+from sweep.metrics import is_maximized, metric_names
+from sweep.metrics import metric as metric_entry
 
 __all__ = [
     "GRID_SETTINGS",
@@ -39,9 +41,6 @@ __all__ = [
 ]
 
 MODES = ("stateless", "stateful")
-CLASSIFICATION_METRICS = ("accuracy", "log_loss")
-REGRESSION_METRICS = ("rmse", "mae")
-MAXIMIZED_METRICS = ("accuracy",)
 # Model and training settings that a [grid] table may list to cross with the lengths and modes.
 GRID_SETTINGS = ("units", "epochs", "batch_size", "learning_rate", "optimizer")
 
@@ -308,7 +307,7 @@ class Spec(_Strict):
     @model_validator(mode="after")
     def _metric_fits_task(self) -> Spec:
         task = problem_task(self.problem)
-        allowed = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+        allowed = metric_names(task)
         if self.objective.metric not in allowed:
             raise ValueError(
                 f"objective.metric {self.objective.metric!r} does not suit a {task} problem; "
@@ -317,8 +316,14 @@ class Spec(_Strict):
         return self
 
     @property
+    def is_maximized(self) -> bool:
+        """Whether a higher objective is better (the metric table says: sweep.metrics)."""
+        return is_maximized(self.objective.metric)
+
+    @property
     def direction(self) -> str:
-        return "maximize" if self.objective.metric in MAXIMIZED_METRICS else "minimize"
+        """Optuna's word for it."""
+        return metric_entry(self.objective.metric).direction
 
     @property
     def metric(self) -> str:
@@ -374,7 +379,7 @@ class GridPoint:
 
 
 def uses_suggestion(grid: Grid) -> bool:
-    """Whether the grid's lengths come (partly) from the data's suggestion (see sweep.suggest)."""
+    """Whether the grid's lengths come (partly) from the data's suggestion (see sweep.data.suggest)."""
     return isinstance(grid.lengths, str) and "suggested" in grid.lengths
 
 
@@ -389,7 +394,7 @@ def grid_lengths(grid: Grid, sequence_length: int, suggested: list[int] | None =
             return factors
         if not suggested:
             raise SpecError(
-                f'grid.lengths = "{lengths}": the data suggest no length (see sweep suggest); '
+                f'grid.lengths = "{lengths}": the data suggest no length (see sweep.data.suggest); '
                 'give "factors" or a list of lengths instead'
             )
         chosen = set(suggested) | (set(factors) if lengths == "factors+suggested" else set())

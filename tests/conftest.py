@@ -11,9 +11,12 @@ import numpy as np
 import optuna
 import pytest
 
-from sweep import study as studies
-from sweep.storage import open_storage
-from sweep.spec import grid_points, spec_from_dict
+from sweep.store import protocol
+from sweep.store.connection import open_storage
+from sweep.report.summary import Report
+from sweep.report.summary import collect as collect_report
+from sweep.spec import Spec, grid_points, spec_from_dict
+from sweep.store.record import read_results
 
 POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -75,15 +78,15 @@ SYNTHETIC_SCORES = {
 def make_synthetic_study(url: str) -> optuna.Study:
     """Five finished grid points with known scores and one still waiting, as sweep stores them."""
     points = grid_points(SYNTHETIC_SPEC, 6)
-    study = studies.create_or_resume(open_storage(url), SYNTHETIC_SPEC, fingerprint="f", points=points, sequence_length=6)
-    while (trial := studies.claim_next(study)) is not None:
-        point = studies.suggest_point(trial, SYNTHETIC_SPEC, points)
+    study = protocol.create_or_resume(open_storage(url), SYNTHETIC_SPEC, fingerprint="f", points=points, sequence_length=6)
+    while (trial := protocol.claim_next(study)) is not None:
+        point = protocol.suggest_point(trial, SYNTHETIC_SPEC, points)
         if point.key not in SYNTHETIC_SCORES:
-            studies.release_trial(study, trial)
+            protocol.release_trial(study, trial)
             break
         for repeat, score in enumerate(SYNTHETIC_SCORES[point.key]):
-            studies.record_repeat(trial, repeat=repeat, score=score, details={"seed": repeat, "seconds": 1.0})
-        studies.finish_trial(study, trial, summary={"wall_seconds": 2.0}, value=float(np.mean(SYNTHETIC_SCORES[point.key])))
+            protocol.record_repeat(trial, repeat=repeat, score=score, details={"seed": repeat, "seconds": 1.0})
+        protocol.finish_trial(study, trial, summary={"wall_seconds": 2.0}, value=float(np.mean(SYNTHETIC_SCORES[point.key])))
     return study
 
 
@@ -123,3 +126,9 @@ def _fresh_database() -> Iterator[str]:
     with admin.connect() as connection:
         connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
     admin.dispose()
+
+
+def collect(study: optuna.Study, spec: Spec, sequence_length: int) -> Report:
+    """The report's numbers for a study built by hand."""
+    results = read_results(study, maximize=spec.is_maximized, metric=spec.metric, sequence_length=sequence_length)
+    return collect_report(results, spec)

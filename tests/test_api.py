@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import sweep
-from sweep.study import study_spec
+from sweep.store.protocol import study_spec
 
 
 class Recorder:

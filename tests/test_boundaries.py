@@ -11,11 +11,12 @@ import numpy as np
 import optuna
 import pytest
 
-from sweep import study as studies
-from sweep.storage import Liveness, MAX_STALE_RETRIES, open_storage
+from sweep.store import protocol, record
+from sweep.store.connection import Liveness, MAX_STALE_RETRIES, open_storage
 from sweep.errors import DataError, SpecError, StorageError
-from sweep.problems import load_npz
-from sweep.results import point_row, summarize
+from sweep.data.problems import load_npz
+from sweep.data.statistics import summarize
+from sweep.report.table import point_row
 from sweep.spec import NpzProblem, grid_points, spec_from_dict
 from tests.test_cli import sweep_cli, sweep_in_process
 
@@ -194,7 +195,7 @@ def test_an_in_memory_database_is_refused_in_one_line(url: str) -> None:
 
 def test_a_bad_heartbeat_setting_is_named_as_such_not_as_a_bad_url(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="heartbeat interval 0 s") as info:
-        open_storage(f"sqlite:///{tmp_path / 'x.db'}", heartbeat=Liveness(heartbeat_interval=0, grace_period=5))
+        open_storage(f"sqlite:///{tmp_path / 'x.db'}", liveness=Liveness(heartbeat_interval=0, grace_period=5))
     assert "bad storage URL" not in str(info.value)
 
 
@@ -314,10 +315,10 @@ def test_a_stopped_create_holding_the_lock_blocks_no_reader_and_is_named_after_a
         assert sweep_cli("status", "tiny", "--storage", sqlite_url).returncode == 0
         assert sweep_cli("list", "--storage", sqlite_url).returncode == 0
         assert time.perf_counter() - started < 60
-        monkeypatch.setattr("sweep.storage.LOCK_WAIT_SECONDS", 1)
+        monkeypatch.setattr("sweep.store.connection.LOCK_WAIT_SECONDS", 1)
         spec = load_spec(tiny_study)
         with pytest.raises(StorageError, match="locked for 1 s by sweep process other-host:4242"):
-            studies.create_or_resume(open_storage(sqlite_url), spec, fingerprint="f", points=grid_points(spec, 8))
+            protocol.create_or_resume(open_storage(sqlite_url), spec, fingerprint="f", points=grid_points(spec, 8))
 
 
 def _finishes_within(seconds: float, action) -> bool:
@@ -494,16 +495,16 @@ def test_an_interrupted_create_shows_its_grid_in_part_and_a_second_create_finish
 def test_a_point_whose_workers_keep_going_silent_is_queued_again_a_bounded_number_of_times(sqlite_url: str) -> None:
     spec = spec_from_dict({"name": "silent", "repeats": 1, "problem": {"kind": "echo-first", "length": 4},
                            "grid": {"lengths": [4], "modes": ["stateful"]}})
-    storage = open_storage(sqlite_url, heartbeat=Liveness(heartbeat_interval=1, grace_period=2))
-    study = studies.create_or_resume(storage, spec, fingerprint="f", points=grid_points(spec, 4))
+    storage = open_storage(sqlite_url, liveness=Liveness(heartbeat_interval=1, grace_period=2))
+    study = protocol.create_or_resume(storage, spec, fingerprint="f", points=grid_points(spec, 4))
     attempts = 0
-    while (trial := studies.claim_next(study)) is not None and attempts < 10:
+    while (trial := protocol.claim_next(study)) is not None and attempts < 10:
         attempts += 1
         storage.record_heartbeat(trial._trial_id)  # one beat, then the machine is gone
         deadline = time.monotonic() + 10
         while storage.get_trial(trial._trial_id).state.name == "RUNNING" and time.monotonic() < deadline:
             time.sleep(0.5)
-            studies.requeue_stale(study)
+            protocol.requeue_stale(study)
     assert attempts == MAX_STALE_RETRIES + 1
     assert [trial.state.name for trial in optuna.load_study(study_name="silent", storage=sqlite_url).trials] == ["FAIL"] * attempts
 

@@ -15,9 +15,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweep.convergence import Convergence
-from sweep.report import collect, write_html
-from sweep.results import Choice
+from sweep.report.convergence import Convergence
+from sweep.report.html import write_html
+from tests.conftest import collect
+from sweep.report.choice import Choice
 from tests.conftest import SYNTHETIC_SPEC
 
 CHROMIUM = shutil.which("chromium")

@@ -153,7 +153,7 @@ def test_a_study_not_made_by_sweep_is_left_alone(capsys, monkeypatch, tiny_study
 
 
 def test_a_password_file_fills_in_the_password_a_url_leaves_out(monkeypatch, tmp_path: Path) -> None:
-    from sweep.storage import storage_url
+    from sweep.store.connection import storage_url
 
     secret = tmp_path / "db_password.txt"
     secret.write_text("s3cr/et@\n")

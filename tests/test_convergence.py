@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from sweep import Study, spec_from_dict
-from sweep.convergence import ALPHA, check
-from sweep.dashboard import study_note
-from sweep.report import write_html
+from sweep.report.convergence import ALPHA, check
+from sweep.report.dashboard import study_note
+from sweep.report.html import write_html
 
 EPOCHS = np.arange(1, 13)
 

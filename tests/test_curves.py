@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from sweep import Study, spec_from_dict
-from sweep.jobs import PackJob
-from sweep.problems import load_problem
-from sweep.report import write_html
+from sweep.train.jobs import PackJob
+from sweep.data.problems import load_problem
+from sweep.report.html import write_html
 from sweep.spec import LagEchoProblem
 from sweep.train import set_dataset, train_job
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sweep import prepare
-from sweep.jobs import PackJob
-from sweep.problems import Dataset
+from sweep.data import shaping
+from sweep.train.jobs import PackJob
+from sweep.data.problems import Dataset
 from sweep.train import FusedNetwork, KerasNetwork, set_dataset, train_job
 from sweep.train._common import Architecture, initial_weights
 from tests.test_stateful import sequences
@@ -54,7 +54,7 @@ def window_loss(arch: Architecture, outputs: list[tf.Tensor], targets: np.ndarra
     return tf.reduce_sum(losses * weight) / max(weight.sum(), 1.0)
 
 
-def train_step_by_step(arch: Architecture, train: prepare.Chunks, blocks: list[prepare.Block], seed: int, *, k1: int, k2: int) -> list[np.ndarray]:
+def train_step_by_step(arch: Architecture, train: shaping.Chunks, blocks: list[shaping.Block], seed: int, *, k1: int, k2: int) -> list[np.ndarray]:
     """One epoch of TBPTT(k1, k2) on the plan's batches, one step at a time; the final weights."""
     weights = [tf.Variable(w) for w in initial_weights(arch, seed)]
     optimizer = keras.optimizers.Adam(LEARNING_RATE)
@@ -100,7 +100,7 @@ def data(variant: str) -> Dataset:
     return sequences(steps=12, per_step=variant.endswith("per-step"), is_variable=variant.startswith("masked"))
 
 
-def trained_by_sweep(arch: Architecture, train: prepare.Chunks, plans: list[list[prepare.Block]]) -> dict[str, list[list[np.ndarray]]]:
+def trained_by_sweep(arch: Architecture, train: shaping.Chunks, plans: list[list[shaping.Block]]) -> dict[str, list[list[np.ndarray]]]:
     """Each seed's weights after one epoch, from a fused pack and from the one-at-a-time network."""
     fused = FusedNetwork(arch, n_repeats=len(SEEDS), optimizer="adam", learning_rate=LEARNING_RATE)
     fused.reset(list(SEEDS))
@@ -121,11 +121,11 @@ def trained_by_sweep(arch: Architecture, train: prepare.Chunks, plans: list[list
 @pytest.mark.parametrize("variant", ["unmasked-per-sequence", "unmasked-per-step", "masked-per-step", "masked-per-sequence"])
 def test_every_repeat_trains_as_the_step_by_step_reference(k1: int, k2: int, variant: str) -> None:
     dataset = data(variant)
-    train = prepare.chunk(dataset.x_train, dataset.y_train, k1, dataset.train_lengths)
+    train = shaping.chunk(dataset.x_train, dataset.y_train, k1, dataset.train_lengths)
     arch = Architecture.of(dataset, units=UNITS, length=k1, is_masked=train.is_padded, backward=k2)
     assert arch.is_masked == (variant.startswith("masked") or k2 > k1)
     plans = [
-        prepare.plan_batches(train.spans, n_chunks=train.n_chunks, batch_size=BATCH, rng=np.random.default_rng(seed))
+        shaping.plan_batches(train.spans, n_chunks=train.n_chunks, batch_size=BATCH, rng=np.random.default_rng(seed))
         for seed in SEEDS
     ]
     expected = [train_step_by_step(arch, train, blocks, seed, k1=k1, k2=k2) for seed, blocks in zip(SEEDS, plans)]
@@ -138,9 +138,9 @@ def test_every_repeat_trains_as_the_step_by_step_reference(k1: int, k2: int, var
 def test_the_reference_tells_the_gradient_lengths_apart() -> None:
     """The reference is not blind to k2: on the same batches, k2 = 2, 4 and 8 end apart."""
     dataset = data("unmasked-per-step")
-    train = prepare.chunk(dataset.x_train, dataset.y_train, 4, dataset.train_lengths)
+    train = shaping.chunk(dataset.x_train, dataset.y_train, 4, dataset.train_lengths)
     arch = Architecture.of(dataset, units=UNITS, length=4, is_masked=True)
-    blocks = prepare.plan_batches(train.spans, n_chunks=train.n_chunks, batch_size=BATCH, rng=np.random.default_rng(1))
+    blocks = shaping.plan_batches(train.spans, n_chunks=train.n_chunks, batch_size=BATCH, rng=np.random.default_rng(1))
     kernels = [train_step_by_step(arch, train, blocks, 1, k1=4, k2=k2)[1] for k2 in (2, 4, 8)]
     assert min(np.abs(a - b).max() for a, b in [(kernels[0], kernels[1]), (kernels[1], kernels[2])]) > 1e-4
 

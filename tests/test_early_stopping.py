@@ -11,8 +11,8 @@ import pytest
 
 from sweep import Study, spec_from_dict
 from sweep.errors import SpecError
-from sweep.jobs import PackJob
-from sweep.problems import load_problem
+from sweep.train.jobs import PackJob
+from sweep.data.problems import load_problem
 from sweep.spec import LagEchoProblem, Validation
 from sweep.train import set_dataset, train_job
 

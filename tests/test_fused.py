@@ -6,10 +6,10 @@ import keras
 import numpy as np
 import pytest
 
-from sweep import prepare
-from sweep.jobs import PackJob
-from sweep.problems import check_arrays, load_problem
-from sweep.results import summarize
+from sweep.data import shaping
+from sweep.train.jobs import PackJob
+from sweep.data.problems import check_arrays, load_problem
+from sweep.data.statistics import summarize
 from sweep.spec import EchoFirstProblem, LagEchoProblem
 from sweep.train import FusedNetwork, KerasNetwork, set_dataset, train_job
 from sweep.train._common import MAX_UNROLL, XLA_MIN_UNITS, Architecture, initial_weights, seeded_layers
@@ -42,11 +42,11 @@ PROBLEMS = {
 
 def train_both(dataset, *, length: int, mode: str, units: int = 5, batch_size: int = 8):
     """One epoch of a fused pack and of each repeat alone, on the same per-repeat batches."""
-    train = prepare.chunk(dataset.x_train, dataset.y_train, length, dataset.train_lengths)
-    train = prepare.stateless(train) if mode == "stateless" else train
+    train = shaping.chunk(dataset.x_train, dataset.y_train, length, dataset.train_lengths)
+    train = shaping.stateless(train) if mode == "stateless" else train
     arch = Architecture.of(dataset, units=units, length=length, is_masked=train.is_padded)
     plans = [
-        prepare.plan_batches(train.spans, n_chunks=train.n_chunks, batch_size=batch_size, rng=np.random.default_rng(seed))
+        shaping.plan_batches(train.spans, n_chunks=train.n_chunks, batch_size=batch_size, rng=np.random.default_rng(seed))
         for seed in SEEDS
     ]
     fused = FusedNetwork(arch, n_repeats=len(SEEDS), optimizer="adam", learning_rate=0.01)
@@ -70,11 +70,11 @@ def train_both(dataset, *, length: int, mode: str, units: int = 5, batch_size: i
 def test_every_repeat_of_a_pack_ends_with_the_weights_and_predictions_it_gets_alone(problem: str, mode: str) -> None:
     dataset = PROBLEMS[problem]()
     fused, alone, _ = train_both(dataset, length=4, mode=mode)
-    test = prepare.chunk(dataset.x_test, dataset.y_test, 4)
-    assert_repeats_match(fused, alone, prepare.stateless(test) if mode == "stateless" else test)
+    test = shaping.chunk(dataset.x_test, dataset.y_test, 4)
+    assert_repeats_match(fused, alone, shaping.stateless(test) if mode == "stateless" else test)
 
 
-def assert_repeats_match(fused: FusedNetwork, alone: list[KerasNetwork], test: prepare.Chunks) -> None:
+def assert_repeats_match(fused: FusedNetwork, alone: list[KerasNetwork], test: shaping.Chunks) -> None:
     predictions = fused.predict(test.x, test.mask).numpy()
     for repeat, network in enumerate(alone):
         for fused_weight, own_weight in zip(fused.get_weights(repeat), network.get_weights()):
@@ -100,8 +100,8 @@ def test_long_subsequences_and_larger_packs_train_as_each_repeat_alone(problem: 
     fused, alone, _ = train_both(dataset, length=length, mode=mode, units=units)
     assert fused.arch.is_unrolled == (length <= MAX_UNROLL and units < XLA_MIN_UNITS)
     assert fused.arch.is_compiled_with_xla == (units >= XLA_MIN_UNITS)
-    test = prepare.chunk(dataset.x_test, dataset.y_test, length)
-    assert_repeats_match(fused, alone, prepare.stateless(test) if mode == "stateless" else test)
+    test = shaping.chunk(dataset.x_test, dataset.y_test, length)
+    assert_repeats_match(fused, alone, shaping.stateless(test) if mode == "stateless" else test)
 
 
 @pytest.mark.parametrize("mode", ["stateless", "stateful"])
@@ -111,8 +111,8 @@ def test_a_smaller_last_batch_trains_as_each_repeat_alone(mode: str) -> None:
     dataset = PROBLEMS["echo-first padded"]()
     fused, alone, _ = train_both(dataset, length=4, mode=mode, batch_size=7)
     assert fused.train_epoch.experimental_get_tracing_count() == 1
-    test = prepare.chunk(dataset.x_test, dataset.y_test, 4)
-    assert_repeats_match(fused, alone, prepare.stateless(test) if mode == "stateless" else test)
+    test = shaping.chunk(dataset.x_test, dataset.y_test, 4)
+    assert_repeats_match(fused, alone, shaping.stateless(test) if mode == "stateless" else test)
 
 
 @pytest.mark.slow
@@ -149,14 +149,14 @@ def test_initial_weights_leave_tensorflow_seeded_as_it_was() -> None:
 def test_the_reference_network_trains_as_a_keras_sequential_model_does() -> None:
     """Anchor the reference path itself to plain Keras: Sequential, Adam, train_on_batch."""
     dataset = PROBLEMS["echo-first"]()
-    train = prepare.stateless(prepare.chunk(dataset.x_train, dataset.y_train, 4))
+    train = shaping.stateless(shaping.chunk(dataset.x_train, dataset.y_train, 4))
     arch = Architecture.of(dataset, units=5, length=4, is_masked=False)
     network = KerasNetwork(arch, optimizer="adam", learning_rate=0.01)
     network.reset(SEEDS[0])
     model = keras.Sequential([keras.Input((4, 1)), keras.layers.LSTM(5), keras.layers.Dense(1, activation="sigmoid")])
     model.set_weights(initial_weights(arch, SEEDS[0]))
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy", jit_compile=False)
-    for block in prepare.plan_batches(train.spans, n_chunks=1, batch_size=8, rng=np.random.default_rng(1)):
+    for block in shaping.plan_batches(train.spans, n_chunks=1, batch_size=8, rng=np.random.default_rng(1)):
         network.train_epoch(train.x, train.mask, train.y, block.rows, block.first_chunks)
         for rows in block.rows:
             model.train_on_batch(train.x[rows, 0], train.y[rows])

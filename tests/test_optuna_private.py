@@ -9,8 +9,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweep import optuna_private as private
-from sweep.storage import Liveness, open_storage
+from sweep.store import optuna_private as private
+from sweep.store.connection import Liveness, open_storage
 
 # Optuna warns when heartbeats are used outside study.optimize; sweep claims trials itself.
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed
 
 @pytest.fixture
 def study(sqlite_url: str) -> optuna.Study:
-    storage = open_storage(sqlite_url, heartbeat=Liveness(heartbeat_interval=1, grace_period=2))
+    storage = open_storage(sqlite_url, liveness=Liveness(heartbeat_interval=1, grace_period=2))
     return optuna.create_study(study_name="pin", storage=storage)
 
 

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from sweep import prepare
-from sweep.prepare import Chunks, batch_groups, by_sequence, chunk, index_blocks, n_chunks, pad_front, plan_batches, stateless
+from sweep.data import shaping
+from sweep.data.shaping import Chunks, batch_groups, by_sequence, chunk, index_blocks, n_chunks, pad_front, plan_batches, stateless
 
 SMALL = settings(max_examples=60, deadline=None)
 values = st.floats(-100, 100, allow_nan=False, width=32)
@@ -363,7 +363,7 @@ def test_batches_hold_sequences_of_similar_spans() -> None:
 
 def test_windows_of_the_stride_are_the_chunks() -> None:
     x = np.arange(1, 11, dtype=np.float32).reshape(1, 10, 1)
-    windows, chunks = prepare.windows(x, np.zeros((1, 1)), 3, 3), prepare.chunk(x, np.zeros((1, 1)), 3)
+    windows, chunks = shaping.windows(x, np.zeros((1, 1)), 3, 3), shaping.chunk(x, np.zeros((1, 1)), 3)
     assert np.array_equal(windows.x, chunks.x) and np.array_equal(windows.mask, chunks.mask)
 
 
@@ -371,14 +371,14 @@ def test_overlapping_windows_end_every_stride_steps_at_the_sequence_end() -> Non
     """k2 = 5 steps every k1 = 3: the last window ends at the last step, earlier ones 3 steps
     apart, and the steps before the sequence are masked padding."""
     x = np.arange(1, 11, dtype=np.float32).reshape(1, 10, 1)
-    windows = prepare.windows(x, np.zeros((1, 1)), 3, 5)
+    windows = shaping.windows(x, np.zeros((1, 1)), 3, 5)
     assert windows.x[0, :, :, 0].tolist() == [[0, 0, 0, 0, 1], [0, 1, 2, 3, 4], [3, 4, 5, 6, 7], [6, 7, 8, 9, 10]]
     assert windows.mask[0].sum(axis=1).tolist() == [1, 4, 5, 5]
 
 
 def test_windows_further_apart_than_their_width_leave_steps_out() -> None:
     x = np.arange(1, 11, dtype=np.float32).reshape(1, 10, 1)
-    windows = prepare.windows(x, np.zeros((1, 1)), 4, 2)
+    windows = shaping.windows(x, np.zeros((1, 1)), 4, 2)
     assert windows.x[0, :, :, 0].tolist() == [[1, 2], [5, 6], [9, 10]]
     assert windows.mask.all()
 
@@ -388,7 +388,7 @@ def test_stateless_windows_carry_their_targets_and_skip_windows_of_padding_alone
     its start are no samples."""
     x = np.arange(1, 21, dtype=np.float32).reshape(2, 10, 1)
     y = x * 10
-    samples = prepare.stateless(prepare.windows(x, y, 3, 5, lengths=np.array([10, 4])))
+    samples = shaping.stateless(shaping.windows(x, y, 3, 5, lengths=np.array([10, 4])))
     assert samples.x.shape == (6, 1, 5, 1)  # 4 windows of the first sequence, 2 of the second
     assert np.array_equal(samples.y[..., 0], np.where(samples.mask, samples.x[..., 0] * 10, samples.y[..., 0]))
     assert samples.mask[-1, 0].tolist() == [False, True, True, True, True]
@@ -398,8 +398,8 @@ def test_stateless_windows_carry_their_targets_and_skip_windows_of_padding_alone
 @pytest.mark.parametrize(("stride", "width"), [(3, 5), (4, 2), (1, 4), (3, 3)])
 def test_the_padding_share_of_windows_is_that_of_the_windows_made(stride: int, width: int) -> None:
     lengths = np.array([10, 4, 7, 7])
-    windows = prepare.windows(np.ones((4, 10, 1)), np.zeros((4, 1)), stride, width, lengths)
-    samples = prepare.stateless(windows)
-    n_samples, share = prepare.padding_share(lengths, stride, width)
+    windows = shaping.windows(np.ones((4, 10, 1)), np.zeros((4, 1)), stride, width, lengths)
+    samples = shaping.stateless(windows)
+    n_samples, share = shaping.padding_share(lengths, stride, width)
     assert n_samples == samples.x.shape[0]
     assert share == pytest.approx(1.0 - samples.mask.mean())

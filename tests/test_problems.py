@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sweep.errors import DataError
-from sweep.problems import echo_first, lag_echo, load_npz, load_problem
+from sweep.data.problems import echo_first, lag_echo, load_npz, load_problem
 from sweep.spec import EchoFirstProblem, LagEchoProblem, NpzProblem
 
 

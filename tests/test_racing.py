@@ -13,9 +13,9 @@ import optuna
 import pytest
 
 from sweep import Study, spec_from_dict
-from sweep.dashboard import study_note
+from sweep.report.dashboard import study_note
 from sweep.errors import SpecError
-from sweep.racing import Race
+from sweep.run.racing import Race
 from sweep.spec import apply_overrides
 
 STAGES = (5, 10, 20)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sweep.report import collect, write_html
+from sweep.report.html import write_html
+from tests.conftest import collect
 from tests.conftest import SYNTHETIC_SCORES, SYNTHETIC_SPEC
 
 @pytest.fixture
@@ -50,7 +51,7 @@ def test_p_values_are_mann_whitney_against_the_best_adjusted_by_benjamini_hochbe
 
 
 def test_identical_scores_are_not_distinguishable(sqlite_url: str) -> None:
-    from sweep.report import compare_to_best, PointStats
+    from sweep.report.summary import compare_to_best, PointStats
 
     same = [PointStats(number=i, key=str(i), length=1, mode="m", group="m", state="done", scores=(1.0,) * 5,
                        summary={"mean": 1.0}, is_padded=False, padding_fraction=0.0, wall_seconds=None) for i in range(3)]

@@ -14,10 +14,11 @@ import pytest
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
-from sweep import study as studies
-from sweep.storage import open_storage
-from sweep.problems import load_data
-from sweep.runner import MAX_PACK_PARAMETERS, run_study, split_into_packs
+from sweep.store import protocol, record
+from sweep.store.connection import open_storage
+from sweep.data.problems import load_data
+from sweep.run.packs import MAX_PACK_PARAMETERS, split_into_packs
+from sweep.run.runner import run_study
 from sweep.spec import grid_points, load_spec, spec_from_dict
 
 
@@ -26,7 +27,7 @@ def prepared(path: Path, storage_url: str):
     dataset = load_data(spec)
     points = grid_points(spec, dataset.sequence_length)
     storage = open_storage(storage_url)
-    study = studies.create_or_resume(storage, spec, fingerprint=dataset.fingerprint, points=points)
+    study = protocol.create_or_resume(storage, spec, fingerprint=dataset.fingerprint, points=points)
     return spec, dataset, points, study
 
 
@@ -49,10 +50,10 @@ def test_creating_twice_enqueues_each_point_once(tiny_study: Path, sqlite_url: s
 @pytest.mark.slow
 def test_a_released_point_keeps_its_repeats_and_trains_only_the_missing_ones(tiny_study: Path, sqlite_url: str) -> None:
     spec, dataset, points, study = prepared(tiny_study, sqlite_url)
-    trial = studies.claim_next(study)
+    trial = protocol.claim_next(study)
     marker = repeat_details(validation_score=0.123)
-    studies.record_repeat(trial, repeat=1, score=0.123, details=marker)
-    studies.release_trial(study, trial)
+    protocol.record_repeat(trial, repeat=1, score=0.123, details=marker)
+    protocol.release_trial(study, trial)
     assert study.get_trials()[0].state == TrialState.WAITING
 
     run_study(study, spec, dataset, points=points, n_workers=1)
@@ -72,10 +73,10 @@ def test_a_repeat_stored_without_its_score_gets_its_score_back_not_a_second_trai
     # A worker killed between a repeat's two writes (its attribute, then its intermediate value)
     # leaves the repeat with no score; the next run restores the score from the attribute.
     spec, dataset, points, study = prepared(tiny_study, sqlite_url)
-    trial = studies.claim_next(study)
+    trial = protocol.claim_next(study)
     marker = repeat_details(validation_score=0.123)
-    trial.set_user_attr(f"{studies.REPEAT_ATTR}0001", marker)
-    studies.release_trial(study, trial)
+    trial.set_user_attr(f"{record.REPEAT_PREFIX}0001", marker)
+    protocol.release_trial(study, trial)
 
     run_study(study, spec, dataset, points=points, n_workers=1)
 
@@ -95,7 +96,7 @@ def test_a_diverging_point_fails_with_its_reason_and_the_sweep_goes_on(sqlite_ur
     })
     dataset = load_data(spec)
     points = grid_points(spec, dataset.sequence_length)
-    study = studies.create_or_resume(open_storage(sqlite_url), spec, fingerprint=dataset.fingerprint, points=points)
+    study = protocol.create_or_resume(open_storage(sqlite_url), spec, fingerprint=dataset.fingerprint, points=points)
     run_study(study, spec, dataset, points=points, n_workers=1)
     failed, done = sorted(study.get_trials(), key=lambda t: t.params["learning_rate"], reverse=True)
     assert failed.state == TrialState.FAIL and "lower training.learning_rate" in failed.user_attrs["fail_reason"]

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from sweep.prepare import Chunks, chunk
-from sweep.scoring import score_all
+from sweep.data.shaping import Chunks, chunk
+from sweep.data.scoring import score_all
 
 
 def last_steps(predictions: np.ndarray, values: list[list[list[float]]]) -> np.ndarray:

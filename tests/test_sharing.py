@@ -17,18 +17,18 @@ import pytest
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
-from sweep import study as studies
-from sweep.problems import load_data
+from sweep.store import protocol, record
+from sweep.data.problems import load_data
 from sweep.spec import grid_points, load_spec
-from sweep.storage import open_storage
+from sweep.store.connection import open_storage
 
 CLAIM_ALL = """
 import json, sys
-from sweep import study as studies
-from sweep.storage import open_storage
-study = studies.load_study(open_storage(sys.argv[1]), "race")
+from sweep.store import protocol, record
+from sweep.store.connection import open_storage
+study = protocol.load_study(open_storage(sys.argv[1]), "race")
 taken = []
-while (trial := studies.claim_next(study)) is not None:
+while (trial := protocol.claim_next(study)) is not None:
     taken.append(trial.number)
     study.tell(trial, 1.0)
 json.dump(taken, open(sys.argv[2], "w"))
@@ -36,11 +36,11 @@ json.dump(taken, open(sys.argv[2], "w"))
 
 LAUNCH = """
 import sys
-from sweep import study as studies
-from sweep.storage import open_storage
+from sweep.store import protocol, record
+from sweep.store.connection import open_storage
 from sweep.spec import grid_points, load_spec
 spec = load_spec(sys.argv[2])
-studies.create_or_resume(open_storage(sys.argv[1]), spec, fingerprint="f", points=grid_points(spec, 8))
+protocol.create_or_resume(open_storage(sys.argv[1]), spec, fingerprint="f", points=grid_points(spec, 8))
 """
 
 
@@ -56,7 +56,7 @@ def run_python(code: str, *args: str) -> subprocess.Popen:
 @pytest.mark.slow
 def test_eight_processes_take_each_of_a_hundred_points_exactly_once(shared_url: str, tmp_path: Path) -> None:
     study = optuna.create_study(study_name="race", storage=open_storage(shared_url))
-    study.set_user_attr(studies.MARKER_ATTR, studies.FORMAT_VERSION)  # sweep works only on studies it marked
+    study.set_user_attr(record.MARKER, record.FORMAT_VERSION)  # sweep works only on studies it marked
     for number in range(100):
         study.enqueue_trial({"x": number}, user_attrs={"key": str(number)})
     processes = [run_python(CLAIM_ALL, shared_url, str(tmp_path / f"taken{i}.json")) for i in range(8)]
@@ -102,7 +102,7 @@ def test_a_worker_joins_with_the_name_alone_and_refuses_other_data(tmp_path: Pat
     )
     spec = load_spec(study_file)  # machine A creates the study and enqueues its grid
     dataset = load_data(spec)
-    studies.create_or_resume(
+    protocol.create_or_resume(
         open_storage(sqlite_url), spec, fingerprint=dataset.fingerprint,
         points=grid_points(spec, dataset.sequence_length), sequence_length=dataset.sequence_length,
     )
@@ -204,11 +204,11 @@ def test_requeue_puts_failed_points_back_with_their_repeats(sqlite_url: str, tin
     from sweep.spec import load_spec as load
 
     spec = load(tiny_study)
-    study = studies.create_or_resume(open_storage(sqlite_url), spec, fingerprint="f",
+    study = protocol.create_or_resume(open_storage(sqlite_url), spec, fingerprint="f",
                                      points=grid_points(spec, 8), sequence_length=8)
-    trial = studies.claim_next(study)
-    studies.record_repeat(trial, repeat=0, score=0.5, details={"seed": 1, "seconds": 1.0})
-    studies.fail_trial(study, trial, "a repeat diverged")
+    trial = protocol.claim_next(study)
+    protocol.record_repeat(trial, repeat=0, score=0.5, details={"seed": 1, "seconds": 1.0})
+    protocol.fail_trial(study, trial, "a repeat diverged")
     done = subprocess.run([sys.executable, "-m", "sweep", "requeue", "tiny", "--storage", sqlite_url],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "requeued 1 failed point: L=4 stateless" in done.stdout
@@ -225,7 +225,7 @@ def test_two_machines_finish_a_grid_each_point_trained_once(postgres_url: str, t
     from sweep.spec import load_spec as load
 
     spec = load(tiny_study)
-    studies.create_or_resume(open_storage(postgres_url), spec, fingerprint=load_data(spec).fingerprint,
+    protocol.create_or_resume(open_storage(postgres_url), spec, fingerprint=load_data(spec).fingerprint,
                              points=grid_points(spec, 8), sequence_length=8)
     machines = []
     for name in ("a", "b"):

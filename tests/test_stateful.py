@@ -14,9 +14,9 @@ import keras
 import numpy as np
 import pytest
 
-from sweep import prepare
-from sweep.jobs import PackJob
-from sweep.problems import Dataset, load_problem
+from sweep.data import shaping
+from sweep.train.jobs import PackJob
+from sweep.data.problems import Dataset, load_problem
 from sweep.spec import LagEchoProblem
 from sweep.train import FusedNetwork, KerasNetwork, set_dataset, train_job
 from sweep.train._common import Architecture, initial_weights
@@ -72,7 +72,7 @@ def plain_loss(arch: Architecture) -> keras.losses.Loss:
     return keras.losses.BinaryCrossentropy(reduction="mean_with_sample_weight")
 
 
-def train_plain_keras(arch: Architecture, train: prepare.Chunks, blocks: list[prepare.Block], seed: int) -> keras.Sequential:
+def train_plain_keras(arch: Architecture, train: shaping.Chunks, blocks: list[shaping.Block], seed: int) -> keras.Sequential:
     """The reference articles' stateful loop: each batch's subsequences in order, then a reset.
 
     A batch begins at the first chunk in which one of its sequences has a real step.
@@ -93,14 +93,14 @@ def train_plain_keras(arch: Architecture, train: prepare.Chunks, blocks: list[pr
     return model
 
 
-def predict_plain_keras(arch: Architecture, weights: list[np.ndarray], test: prepare.Chunks) -> np.ndarray:
+def predict_plain_keras(arch: Architecture, weights: list[np.ndarray], test: shaping.Chunks) -> np.ndarray:
     """Every step's output, (n, k, L, outputs), the state carried through each test sequence."""
     model = plain_stateful_model(arch, batch=test.n_sequences, return_sequences=True)
     model.set_weights(weights)
     return np.stack([model.predict_on_batch(test.x[:, j]) for j in range(test.n_chunks)], axis=1)
 
 
-def train_with_sweep(implementation: str, arch: Architecture, train: prepare.Chunks, plans: list[list[prepare.Block]]):
+def train_with_sweep(implementation: str, arch: Architecture, train: shaping.Chunks, plans: list[list[shaping.Block]]):
     """Each seed's network after one stateful epoch on its own batches, as sweep trains it."""
     if implementation == "fused":
         fused = FusedNetwork(arch, n_repeats=len(SEEDS), optimizer="adam", learning_rate=LEARNING_RATE)
@@ -130,12 +130,12 @@ def test_stateful_training_is_keras_stateful_lstm_with_train_on_batch(
     implementation: str, per_step: bool, steps: int, is_variable: bool
 ) -> None:
     dataset = sequences(steps=steps, per_step=per_step, is_variable=is_variable)
-    train = prepare.chunk(dataset.x_train, dataset.y_train, LENGTH, dataset.train_lengths)
-    test = prepare.chunk(dataset.x_test, dataset.y_test, LENGTH, dataset.test_lengths)
+    train = shaping.chunk(dataset.x_train, dataset.y_train, LENGTH, dataset.train_lengths)
+    test = shaping.chunk(dataset.x_test, dataset.y_test, LENGTH, dataset.test_lengths)
     assert train.n_chunks == 3 and train.is_padded == (steps % LENGTH != 0 or is_variable)
     arch = Architecture.of(dataset, units=UNITS, length=LENGTH, is_masked=train.is_padded)
     plans = [
-        prepare.plan_batches(train.spans, n_chunks=train.n_chunks, batch_size=BATCH, rng=np.random.default_rng(seed))
+        shaping.plan_batches(train.spans, n_chunks=train.n_chunks, batch_size=BATCH, rng=np.random.default_rng(seed))
         for seed in SEEDS
     ]
     if is_variable:  # batches that begin after the first chunk, and rows that begin later still

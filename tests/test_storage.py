@@ -9,8 +9,8 @@ import optuna
 import pytest
 import sqlalchemy
 
-from sweep import storage as storages
-from sweep.storage import Liveness, open_storage
+from sweep.store import connection as storages
+from sweep.store.connection import Liveness, open_storage
 
 # Optuna warns when heartbeats are used outside study.optimize; sweep claims trials itself.
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed
 def test_every_write_optuna_makes_on_sqlite_begins_under_the_write_lock(sqlite_url: str) -> None:
     # An Optuna upgrade that writes from a method sweep does not know of fails here, not in a
     # race between workers.
-    storage = open_storage(sqlite_url, heartbeat=Liveness(heartbeat_interval=1, grace_period=2))
+    storage = open_storage(sqlite_url, liveness=Liveness(heartbeat_interval=1, grace_period=2))
     unlocked: list[str] = []
 
     @sqlalchemy.event.listens_for(storage.engine, "before_cursor_execute")

@@ -10,10 +10,11 @@ import pytest
 
 from sweep import Study, spec_from_dict
 from sweep.errors import SpecError
-from sweep.problems import Dataset, load_problem
-from sweep.report import collect, write_html
+from sweep.data.problems import Dataset, load_problem
+from sweep.report.html import write_html
+from tests.conftest import collect
 from sweep.spec import LagEchoProblem
-from sweep.suggest import suggest
+from sweep.data.suggest import suggest
 from tests.test_cli import sweep_in_process
 
 

@@ -21,11 +21,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from optuna.trial import TrialState
 
-from sweep import tables
+from sweep.data import tables
 from sweep.errors import DataError
-from sweep.prepare import chunk
-from sweep.problems import Dataset, describe, load_data, load_problem, real_steps
-from sweep.scoring import score_all
+from sweep.data.shaping import chunk
+from sweep.data.problems import Dataset, describe, load_data, load_problem, real_steps
+from sweep.data.scoring import score_all
 from sweep.spec import NpzProblem, SeriesProblem, TableProblem, Validation, load_spec
 from tests.test_cli import sweep_in_process
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from sweep.jobs import PackJob
-from sweep.problems import load_problem
+from sweep.train.jobs import PackJob
+from sweep.data.problems import load_problem
 from sweep.spec import EchoFirstProblem, LagEchoProblem
 
 train = pytest.importorskip("sweep.train")

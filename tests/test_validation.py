@@ -16,11 +16,11 @@ import pandas as pd
 import pytest
 
 from sweep import Study, apply_overrides, load_spec, spec_from_dict
-from sweep import study as studies
+from sweep.store import protocol, record
 from sweep.errors import DataError, SpecError, StorageError
-from sweep.jobs import PackJob
-from sweep.problems import Dataset, hold_out, load_problem
-from sweep.results import stored_point
+from sweep.train.jobs import PackJob
+from sweep.data.problems import Dataset, hold_out, load_problem
+from sweep.store.record import read_point
 from sweep.spec import EchoFirstProblem, LagEchoProblem, SeriesProblem, TableProblem, Validation
 from sweep.train import set_dataset, train_job
 
@@ -154,7 +154,7 @@ def test_points_are_ranked_on_the_validation_data_and_the_test_scores_are_kept_a
     study = Study.create(spec_from_dict(tiny_spec(tmp_path)), storage=f"sqlite:///{tmp_path / 's.db'}")
     study.run(workers=1)
     for trial in study.optuna_study.trials:
-        repeats = studies.finished_repeats(trial)
+        repeats = record.finished_repeats(trial)
         validation = [repeats[i]["validation/accuracy/sample"] for i in sorted(repeats)]
         test = [repeats[i]["accuracy/sample"] for i in sorted(repeats)]
         assert [trial.intermediate_values[i] for i in sorted(repeats)] == validation
@@ -192,7 +192,7 @@ def test_with_the_split_off_the_points_are_ranked_on_the_test_data_and_it_says_s
     study = Study.create(spec_from_dict(tiny_spec(tmp_path, validation={"fraction": 0})), storage=f"sqlite:///{tmp_path / 's.db'}")
     study.run(workers=1)
     trial = study.optuna_study.trials[0]
-    repeats = studies.finished_repeats(trial)
+    repeats = record.finished_repeats(trial)
     assert [trial.intermediate_values[i] for i in sorted(repeats)] == [repeats[i]["accuracy/sample"] for i in sorted(repeats)]
     assert not any(name.startswith("validation") for details in repeats.values() for name in details)
     assert "test" not in trial.user_attrs
@@ -201,9 +201,9 @@ def test_with_the_split_off_the_points_are_ranked_on_the_test_data_and_it_says_s
 
 def strip_validation(study: Study) -> None:
     """Make the stored study look like one stored before the split existed."""
-    raw = json.loads(study.optuna_study.user_attrs[studies.SPEC_ATTR])
+    raw = json.loads(study.optuna_study.user_attrs[record.SPEC])
     del raw["validation"]
-    study.optuna_study.set_user_attr(studies.SPEC_ATTR, json.dumps(raw, sort_keys=True))
+    study.optuna_study.set_user_attr(record.SPEC, json.dumps(raw, sort_keys=True))
 
 
 def test_a_study_made_before_the_split_resumes_from_its_file_without_it(tmp_path: Path) -> None:
@@ -220,7 +220,7 @@ def test_a_study_made_before_the_split_resumes_from_its_file_without_it(tmp_path
     assert not resumed.spec.validation.is_on
     resumed.run(workers=1)
     assert Study.open("old", storage=storage).spec.validation.fraction == 0
-    assert all("validation/accuracy/sample" not in d for t in resumed.optuna_study.trials for d in studies.finished_repeats(t).values())
+    assert all("validation/accuracy/sample" not in d for t in resumed.optuna_study.trials for d in record.finished_repeats(t).values())
     # Data too few to split (2 training sequences) resume too: the split is off before they are loaded.
     tiny_file = tmp_path / "tiny.toml"
     tiny_file.write_text(study_file.read_text().replace('name = "old"', 'name = "tiny"').replace("n_train = 40", "n_train = 2"))
@@ -245,22 +245,22 @@ def test_a_point_still_running_reports_its_test_mean_so_far(tmp_path: Path) -> N
         user_attrs={"key": "L=3 stateful", **{f"repeat/{i:04d}": d for i, d in enumerate(details)}},
         intermediate_values={0: 0.9, 1: 0.8},
     )
-    point = stored_point(trial, metric="accuracy/sample")
+    point = read_point(trial, metric="accuracy/sample")
     assert point.ranked_on == "validation" and point.test_mean == pytest.approx(0.6)
 
 
 def test_a_study_of_a_newer_format_is_refused_with_the_fix(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 's.db'}"
     study = Study.create(spec_from_dict(tiny_spec(tmp_path)), storage=storage)
-    study.optuna_study.set_user_attr(studies.MARKER_ATTR, studies.FORMAT_VERSION + 1)
+    study.optuna_study.set_user_attr(record.MARKER, record.FORMAT_VERSION + 1)
     with pytest.raises(StorageError, match="made by a newer sweep .* upgrade sweep"):
         Study.open("val", storage=storage)
 
 
 def test_the_records_give_an_unfinished_point_s_test_mean_so_far(tmp_path: Path) -> None:
     study = Study.create(spec_from_dict(tiny_spec(tmp_path)), storage=f"sqlite:///{tmp_path / 's.db'}")
-    trial = studies.claim_next(study.optuna_study)
+    trial = protocol.claim_next(study.optuna_study)
     details = {"seed": 1, "seconds": 0.1, "accuracy/sample": 0.4, "validation/accuracy/sample": 0.9}
-    studies.record_repeat(trial, repeat=0, score=0.9, details=details)
+    protocol.record_repeat(trial, repeat=0, score=0.9, details=details)
     running = next(record for record in study.records() if record["state"] == "running")
     assert running["mean"] == pytest.approx(0.9) and running["test_mean"] == pytest.approx(0.4)

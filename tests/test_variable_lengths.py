@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sweep import prepare
-from sweep.jobs import PackJob
-from sweep.problems import Dataset
+from sweep.data import shaping
+from sweep.train.jobs import PackJob
+from sweep.data.problems import Dataset
 from sweep.train import set_dataset, train_job
 from tests.test_fused import assert_repeats_match, train_both
 
@@ -72,14 +72,14 @@ def test_padding_to_20_or_to_40_steps_gives_the_same_weights_and_predictions(mod
     predictions_20 = fused_20.predict(test_20.x, test_20.mask).numpy()
     predictions_40 = fused_40.predict(test_40.x, test_40.mask).numpy()
     if mode == "stateful":  # the real steps are the last 4 chunks of the 8
-        predictions_40, test_40 = predictions_40[:, :, 4:], prepare.Chunks(test_40.x[:, 4:], test_40.mask[:, 4:], test_40.y)
+        predictions_40, test_40 = predictions_40[:, :, 4:], shaping.Chunks(test_40.x[:, 4:], test_40.mask[:, 4:], test_40.y)
     np.testing.assert_array_equal(test_20.mask, test_40.mask)
     np.testing.assert_allclose(predictions_20[:, test_20.mask], predictions_40[:, test_40.mask], atol=TOLERANCE)
 
 
-def _test_chunks(dataset: Dataset, mode: str) -> prepare.Chunks:
-    chunks = prepare.chunk(dataset.x_test, dataset.y_test, 5, dataset.test_lengths)
-    return prepare.stateless(chunks) if mode == "stateless" else chunks
+def _test_chunks(dataset: Dataset, mode: str) -> shaping.Chunks:
+    chunks = shaping.chunk(dataset.x_test, dataset.y_test, 5, dataset.test_lengths)
+    return shaping.stateless(chunks) if mode == "stateless" else chunks
 
 
 @pytest.mark.parametrize("mode", ["stateless", "stateful"])

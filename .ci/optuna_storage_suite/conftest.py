@@ -1,6 +1,6 @@
 """Run Optuna's own storage tests against the storage sweep builds, assertions untouched.
 
-Every RDBStorage the tests make is built by :func:`sweep.storage.build_storage` instead: sweep's
+Every RDBStorage the tests make is built by :func:`sweep.store.connection.build_storage` instead: sweep's
 engine settings and SQLite locking. SWEEP_SUITE_BACKEND=postgresql moves the tests' SQLite
 databases (in memory or in an empty temporary file) to fresh PostgreSQL databases; files that
 hold data (the schema-upgrade assets) stay on SQLite. SWEEP_SUITE_BACKEND=plain leaves
@@ -18,7 +18,7 @@ import optuna.storages
 import pytest
 import sqlalchemy
 
-from sweep.storage import build_storage
+from sweep.store.connection import build_storage
 
 RealRDBStorage = optuna.storages.RDBStorage
 BACKEND = os.environ.get("SWEEP_SUITE_BACKEND", "sqlite")

@@ -13,7 +13,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from sweep.problems import Dataset  # noqa: E402
+from sweep.data.problems import Dataset  # noqa: E402
 
 # Each grid point has its own shapes; tracing once per point is expected, not worth a warning.
 tf.get_logger().setLevel("ERROR")

@@ -11,11 +11,11 @@ from typing import TypeVar
 
 import numpy as np
 
-from sweep import prepare
-from sweep.jobs import PackJob, PackResult, RepeatResult
-from sweep.problems import Dataset
-from sweep.scoring import score_all
-from sweep.spec import MAXIMIZED_METRICS
+from sweep.data import shaping
+from sweep.data.problems import Dataset
+from sweep.data.scoring import score_all
+from sweep.metrics import is_maximized
+from sweep.train.jobs import PackJob, PackResult, RepeatResult
 from sweep.train._common import Architecture
 from sweep.train._fused import FusedNetwork
 from sweep.train._keras_net import KerasNetwork
@@ -79,7 +79,7 @@ def train_job(job: PackJob) -> PackResult:
 
 def _prepare(
     dataset: Dataset, length: int, mode: str, backward: int | None
-) -> tuple[prepare.Chunks, prepare.Chunks, prepare.Chunks | None]:
+) -> tuple[shaping.Chunks, shaping.Chunks, shaping.Chunks | None]:
     """Training samples in the mode's layout, and the test and validation sequences (None
     without a split), sequence-major, for scoring.
 
@@ -87,22 +87,22 @@ def _prepare(
     steps; stateful TBPTT(k1, k2) trains on chunks of k1 steps and reaches back over them itself.
     """
     if mode == "stateless" and backward is not None:
-        def cut(x: np.ndarray, y: np.ndarray, lengths: np.ndarray) -> prepare.Chunks:
-            return prepare.windows(x, y, length, backward, lengths)
+        def cut(x: np.ndarray, y: np.ndarray, lengths: np.ndarray) -> shaping.Chunks:
+            return shaping.windows(x, y, length, backward, lengths)
     else:
-        def cut(x: np.ndarray, y: np.ndarray, lengths: np.ndarray) -> prepare.Chunks:
-            return prepare.chunk(x, y, length, lengths)
+        def cut(x: np.ndarray, y: np.ndarray, lengths: np.ndarray) -> shaping.Chunks:
+            return shaping.chunk(x, y, length, lengths)
     train = cut(dataset.x_train, dataset.y_train, dataset.train_lengths)
     test = cut(dataset.x_test, dataset.y_test, dataset.test_lengths)
     validation = cut(dataset.x_val, dataset.y_val, dataset.val_lengths) if dataset.has_validation else None
-    return (prepare.stateless(train) if mode == "stateless" else train), test, validation
+    return (shaping.stateless(train) if mode == "stateless" else train), test, validation
 
 
 class _Scored:
     """The data a job's networks are scored on: the test data once trained, and the validation
     data, where the study holds some out, after every epoch."""
 
-    def __init__(self, *, test: prepare.Chunks, validation: prepare.Chunks | None, mode: str, score: Callable) -> None:
+    def __init__(self, *, test: shaping.Chunks, validation: shaping.Chunks | None, mode: str, score: Callable) -> None:
         self.mode, self.score = mode, score
         # Each set with its inputs in the mode's layout, made once: the validation data are
         # predicted after every epoch.
@@ -120,14 +120,14 @@ class _Scored:
         return self._all_scores(predict, *self.validation, n_repeats=n_repeats)
 
     def _all_scores(
-        self, predict: Callable, chunks: prepare.Chunks, inputs: prepare.Chunks, *, n_repeats: int | None
+        self, predict: Callable, chunks: shaping.Chunks, inputs: shaping.Chunks, *, n_repeats: int | None
     ) -> list[dict[str, float]]:
         outputs = _predict_all(predict, inputs, n_repeats=n_repeats)
         per_network = outputs if n_repeats is not None else outputs[None]
         return [self.score(_by_sequence(network, chunks, self.mode), chunks) for network in per_network]
 
 
-def _architecture(dataset: Dataset, job: PackJob, train: prepare.Chunks) -> Architecture:
+def _architecture(dataset: Dataset, job: PackJob, train: shaping.Chunks) -> Architecture:
     """The networks' architecture for a job: stateless samples are plain subsequences of their own
     length (a window's k2 steps), stateful training keeps k1 and k2 apart."""
     if job.mode == "stateless":
@@ -135,7 +135,7 @@ def _architecture(dataset: Dataset, job: PackJob, train: prepare.Chunks) -> Arch
     return Architecture.of(dataset, units=job.units, length=job.length, is_masked=train.is_padded, backward=job.backward)
 
 
-def _train_fused(job: PackJob, arch: Architecture, train: prepare.Chunks, scored: _Scored) -> PackResult:
+def _train_fused(job: PackJob, arch: Architecture, train: shaping.Chunks, scored: _Scored) -> PackResult:
     started = time.perf_counter()
     shared = arch.any_length()
     network = _CACHE.get(
@@ -185,7 +185,7 @@ class _EarlyStopping:
 
     def __init__(self, job: PackJob, n_repeats: int) -> None:
         self.patience, self.objective, self.epochs = job.patience, job.objective, job.epochs
-        self.sign = 1.0 if (job.objective or "").split("/")[0] in MAXIMIZED_METRICS else -1.0
+        self.sign = 1.0 if job.objective and is_maximized(job.objective) else -1.0
         self.best = [-math.inf] * n_repeats
         self.best_epoch = [0] * n_repeats
         self.stopped: list[int | None] = [None] * n_repeats
@@ -224,15 +224,15 @@ def _result(
     )
 
 
-def _fused_epoch(network: FusedNetwork, train: prepare.Chunks, batch_size: int, rngs: list, *, epoch: int) -> np.ndarray:
+def _fused_epoch(network: FusedNetwork, train: shaping.Chunks, batch_size: int, rngs: list, *, epoch: int) -> np.ndarray:
     """One epoch of every repeat of the pack, each on its own batches; each repeat's mean loss.
 
-    Every repeat's block b holds batches of the same spans (see :func:`prepare.plan_batches`),
+    Every repeat's block b holds batches of the same spans (see :func:`shaping.plan_batches`),
     so the pack trains the same chunks of each in step.
     """
     spans = train.spans
     plans = [
-        prepare.plan_batches(spans, n_chunks=train.n_chunks, batch_size=batch_size, rng=rng, epoch=epoch)
+        shaping.plan_batches(spans, n_chunks=train.n_chunks, batch_size=batch_size, rng=rng, epoch=epoch)
         for rng in rngs
     ]
     total = np.zeros(len(rngs))
@@ -246,7 +246,7 @@ def _fused_epoch(network: FusedNetwork, train: prepare.Chunks, batch_size: int, 
     return total / n_updates
 
 
-def _train_one_by_one(job: PackJob, arch: Architecture, train: prepare.Chunks, scored: _Scored) -> PackResult:
+def _train_one_by_one(job: PackJob, arch: Architecture, train: shaping.Chunks, scored: _Scored) -> PackResult:
     network = _CACHE.get(
         ("keras", arch, job.optimizer, job.learning_rate),
         lambda: KerasNetwork(arch, optimizer=job.optimizer, learning_rate=job.learning_rate),
@@ -273,9 +273,9 @@ def _train_one_by_one(job: PackJob, arch: Architecture, train: prepare.Chunks, s
     return PackResult(results=tuple(results), failures=tuple(failures))
 
 
-def _keras_epoch(network: KerasNetwork, train: prepare.Chunks, batch_size: int, rng: np.random.Generator, *, epoch: int) -> float:
+def _keras_epoch(network: KerasNetwork, train: shaping.Chunks, batch_size: int, rng: np.random.Generator, *, epoch: int) -> float:
     total, n_updates = 0.0, 0
-    for block in prepare.plan_batches(train.spans, n_chunks=train.n_chunks, batch_size=batch_size, rng=rng, epoch=epoch):
+    for block in shaping.plan_batches(train.spans, n_chunks=train.n_chunks, batch_size=batch_size, rng=rng, epoch=epoch):
         total += float(network.train_epoch(train.x, train.mask, train.y, block.rows, block.first_chunks))
         n_updates += block.n_updates(train.n_chunks)
     return total / n_updates
@@ -288,18 +288,18 @@ def _diverged(job: PackJob, repeat: int, loss: float) -> str:
     )
 
 
-def _as_mode(test: prepare.Chunks, mode: str) -> prepare.Chunks:
-    return prepare.stateless(test) if mode == "stateless" else test
+def _as_mode(test: shaping.Chunks, mode: str) -> shaping.Chunks:
+    return shaping.stateless(test) if mode == "stateless" else test
 
 
-def _by_sequence(outputs: np.ndarray, test: prepare.Chunks, mode: str) -> np.ndarray:
+def _by_sequence(outputs: np.ndarray, test: shaping.Chunks, mode: str) -> np.ndarray:
     """One network's outputs in the layout of the test sequences, (n, k, L, outputs)."""
     if mode == "stateless":
-        return prepare.by_sequence(outputs, test)
+        return shaping.by_sequence(outputs, test)
     return outputs.reshape(*test.mask.shape, -1)
 
 
-def _predict_all(predict: Callable, test: prepare.Chunks, *, n_repeats: int | None) -> np.ndarray:
+def _predict_all(predict: Callable, test: shaping.Chunks, *, n_repeats: int | None) -> np.ndarray:
     """Predictions in batches of sequences; with a pack, the repeat axis comes first."""
     step = _EVAL_BATCH if n_repeats is None else max(1, _EVAL_BATCH // n_repeats)
     parts = [

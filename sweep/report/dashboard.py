@@ -5,15 +5,15 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import warnings
 
 import optuna
 import optuna_dashboard
 
 from sweep.errors import SweepError
-from sweep.convergence import DESCRIPTION as CONVERGENCE_DESCRIPTION
-from sweep.convergence import NOT_CONVERGED
-from sweep.report import TEST_DESCRIPTION, Report
+from sweep.report.convergence import DESCRIPTION as CONVERGENCE_DESCRIPTION
+from sweep.report.convergence import NOT_CONVERGED
+from sweep.report.summary import TEST_DESCRIPTION, Report
+from sweep.store.connection import quiet_experimental
 
 __all__ = ["annotate", "check_address", "serve", "study_note"]
 
@@ -60,8 +60,7 @@ def study_note(report: Report) -> str:
 
 def annotate(study: optuna.Study, report: Report) -> None:
     """Give the study its note and its objective's name in optuna-dashboard."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with quiet_experimental():
         study.set_metric_names([report.metric])
     optuna_dashboard.save_note(study, study_note(report))
 

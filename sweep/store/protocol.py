@@ -4,27 +4,27 @@ and claiming, recording, failing and releasing trials.
 One grid point is one Optuna trial. The whole grid is enqueued up front, one WAITING trial per
 point with its key, so its size and progress are plain to see. A trial's repeats are stored as
 they finish, as intermediate values at step = repeat index, so an interrupted trial goes back to
-WAITING with them and the next run trains only the repeats still missing. How the database is
-reached is :mod:`sweep.storage`'s business.
+WAITING with them and the next run trains only the repeats still missing. This module says when
+and in which transaction things are written; what is written is :mod:`sweep.store.record`'s
+business, and how the database is reached :mod:`sweep.store.connection`'s. Every write retries
+itself through a dropped connection.
 """
 
 from __future__ import annotations
 
-import json
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.trial import FrozenTrial, Trial, TrialState
+from optuna.trial import Trial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
 from sweep.errors import SpecError, StorageError
-from sweep.heartbeat import retrying
-from sweep.optuna_private import fixed_params, put_back, storage_of, stored_trial, take
 from sweep.spec import GridPoint, Spec, is_given, spec_from_dict
-from sweep.storage import WORKER, database_lock
+from sweep.store import record
+from sweep.store.connection import WORKER, database_lock, quiet_experimental, retrying
+from sweep.store.optuna_private import fixed_params, heartbeat_interval, last_heartbeats, put_back, storage_of, stored_trial, take
 
 __all__ = [
     "as_resumed",
@@ -41,48 +41,28 @@ __all__ = [
     "study_spec",
 ]
 
-SPEC_ATTR = "spec"
-MARKER_ATTR = "sweep_format"  # sweep's mark on a study it made: the version of its format
-# 2: specs carry [validation], and points may be ranked on validation data.
-FORMAT_VERSION = 2
-FINGERPRINT_ATTR = "data_fingerprint"
-SEQUENCE_LENGTH_ATTR = "sequence_length"
-GRID_SIZE_ATTR = "n_points"  # the whole grid's size, stored before its points are enqueued
-ENCODING_ATTR = "data_encoding"  # class names and standardization of a user's data
-REPEAT_ATTR = "repeat/"  # + zero-padded repeat index: seed, every metric, seconds, loss per epoch
-LOSS_CURVE = "loss_per_epoch"  # a repeat's mean training loss in each epoch
-VALIDATION_CURVE = "validation_per_epoch"  # a repeat's objective on the validation data after each epoch
-STOPPED_EPOCH = "stopped_epoch"  # early stopping: the epoch at which a repeat ran out of patience and stopped
-TEST_SUMMARY_ATTR = "test"  # ranked on validation data: the point's statistics on the test data
-VALIDATION_PREFIX = "validation/"  # + "<metric>/<scope>": a repeat's final scores on the validation data
-FAIL_KIND_ATTR = "fail_kind"  # DIVERGED or ERRORED; absent for a point whose workers kept dying
-DIVERGED = "diverged"
-ERRORED = "errored"
-SET_ASIDE_ATTR = "set_aside"  # a trial that is no grid point, failed for good
-WORKER_ATTR = "worker"  # host:pid of the process that claimed the point last
-STOPPED_AT_ATTR = "stopped_at"  # a raced point shown worse than the leader: the repeats it stopped at
-SUGGESTION_ATTR = "suggestion"  # the lengths the data suggested, with reasons, ACF and PACF
-
 
 def store_suggestion(study: optuna.Study, suggestion: dict[str, Any]) -> None:
     """Keep the data's suggestion with a study whose grid lengths came from it."""
-    retrying(lambda: study.set_user_attr(SUGGESTION_ATTR, suggestion), what="storing the suggested lengths")
-
-
-def is_sweep_study(user_attrs: Mapping[str, Any]) -> bool:
-    """Whether a study's attributes carry sweep's marker (or, made before the marker, its spec)."""
-    return MARKER_ATTR in user_attrs or SPEC_ATTR in user_attrs
+    if record.SUGGESTION not in study.user_attrs:
+        retrying(lambda: study.set_user_attr(record.SUGGESTION, suggestion), what="storing the suggested lengths")
 
 
 def load_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
     """A study that sweep made; any other is refused, and left as it is."""
     study = _load_any_study(storage, name)
-    if not is_sweep_study(study.user_attrs):
+    if not record.is_sweep_study(study.user_attrs):
         raise StorageError(
             f"study {name!r} was not made by sweep (it has no sweep marker), and sweep leaves it alone; "
             "check the name, or remove it with Optuna (optuna delete-study) if it is yours"
         )
     return study
+
+
+def study_names(storage: optuna.storages.BaseStorage) -> list[tuple[str, bool]]:
+    """Every study in the storage by name, and whether sweep made it."""
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    return sorted((summary.study_name, record.is_sweep_study(summary.user_attrs)) for summary in summaries)
 
 
 def _load_any_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
@@ -103,35 +83,25 @@ def study_exists(study: optuna.Study) -> bool:
 
 
 def study_spec(study: optuna.Study) -> Spec:
-    version = study.user_attrs.get(MARKER_ATTR, FORMAT_VERSION)
-    if isinstance(version, int) and version > FORMAT_VERSION:
+    """The spec a study was made with, in today's form (record.SPEC_UPGRADES)."""
+    version = record.format_version(study.user_attrs)
+    if isinstance(version, int) and version > record.FORMAT_VERSION:
         raise StorageError(
             f"study {study.study_name!r} was made by a newer sweep (format {version}; this one reads up to "
-            f"{FORMAT_VERSION}); upgrade sweep on this machine to work on it"
+            f"{record.FORMAT_VERSION}); upgrade sweep on this machine to work on it"
         )
-    if study.user_attrs.get(SPEC_ATTR) is None:
+    if not record.has_spec(study.user_attrs):
         raise StorageError(f"study {study.study_name!r} was not made by sweep (it has no spec); pick another name")
-    stored = _stored_raw(study)
+    stored = record.raw_spec(study.user_attrs)
     if stored is None:
         raise StorageError(
-            f"study {study.study_name!r} has a damaged spec (user attribute {SPEC_ATTR!r} is not a study's settings); "
+            f"study {study.study_name!r} has a damaged spec (its stored settings are not a study's settings); "
             f"restore it, or remove the study (sweep delete {study.study_name})"
         )
     try:
-        return spec_from_dict(_as_stored(stored), source=f"study {study.study_name!r}")
+        return spec_from_dict(record.upgraded_spec(stored), source=f"study {study.study_name!r}")
     except SpecError as error:
         raise StorageError(f"{error} (the stored spec is damaged: restore it, or sweep delete {study.study_name})") from None
-
-
-def _as_stored(raw: dict) -> dict:
-    """A stored spec with the settings its version had where later versions changed a default:
-    npz data were not standardized before `standardize` existed, and points were ranked on the
-    test data before the validation split."""
-    problem = raw.get("problem")
-    if isinstance(problem, dict) and problem.get("kind") == "npz":
-        problem.setdefault("standardize", False)
-    raw.setdefault("validation", {"fraction": 0.0})
-    return raw
 
 
 def as_resumed(storage: optuna.storages.BaseStorage, spec: Spec) -> Spec:
@@ -143,20 +113,10 @@ def as_resumed(storage: optuna.storages.BaseStorage, spec: Spec) -> Spec:
     if spec.name not in names:
         return spec
     study = _load_any_study(storage, spec.name)
-    stored = _stored_raw(study)
-    if not is_sweep_study(study.user_attrs) or stored is None or "validation" in stored:
+    stored = record.raw_spec(study.user_attrs)
+    if not record.is_sweep_study(study.user_attrs) or stored is None or "validation" in stored:
         return spec  # not sweep's, damaged, or made since the split: compared as it is
     return spec.model_copy(update={"validation": study_spec(study).validation})
-
-
-def _stored_raw(study: optuna.Study) -> dict | None:
-    """The stored spec as its JSON holds it, keys left out included; None where it is no object."""
-    raw = study.user_attrs.get(SPEC_ATTR)
-    try:
-        stored = json.loads(raw) if isinstance(raw, str) else None
-    except json.JSONDecodeError:
-        return None
-    return stored if isinstance(stored, dict) else None
 
 
 def create_or_resume(
@@ -192,7 +152,7 @@ def _create_or_resume(
     names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     if spec.name in names:
         study = _load_any_study(storage, spec.name)
-        if not is_sweep_study(study.user_attrs):
+        if not record.is_sweep_study(study.user_attrs):
             raise StorageError(
                 f"study {spec.name!r} exists but was not made by sweep, and sweep leaves it alone; "
                 "give this one another name (--name)"
@@ -205,20 +165,15 @@ def _create_or_resume(
             direction=spec.direction,
             sampler=optuna.samplers.RandomSampler(),
         )
-    if SPEC_ATTR not in study.user_attrs:
-        if sequence_length is not None:
-            study.set_user_attr(SEQUENCE_LENGTH_ATTR, sequence_length)
-        if encoding:
-            study.set_user_attr(ENCODING_ATTR, encoding)
-        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
-        study.set_user_attr(SPEC_ATTR, json.dumps(spec.model_dump(mode="json"), sort_keys=True))
-        study.set_user_attr(MARKER_ATTR, FORMAT_VERSION)
-    if study.user_attrs.get(GRID_SIZE_ATTR) != len(points):
+    if not record.has_spec(study.user_attrs):
+        attrs = record.study_attrs(spec, fingerprint=fingerprint, sequence_length=sequence_length, encoding=encoding)
+        for name, value in attrs.items():
+            study.set_user_attr(name, value)
+    if record.grid_size(study.user_attrs) != len(points):
         # Stored before the points, so that a grid whose enqueuing was cut short shows as such.
-        study.set_user_attr(GRID_SIZE_ATTR, len(points))
+        study.set_user_attr(*record.grid_size_attr(len(points)))
     enqueue_grid(study, points)
     return study
-
 
 
 def _check_same_study(study: optuna.Study, spec: Spec, fingerprint: str) -> None:
@@ -232,10 +187,11 @@ def _check_same_study(study: optuna.Study, spec: Spec, fingerprint: str) -> None
             f"study {spec.name!r} already exists with {key} = {old!r}, not {new!r}; resume it as it is, "
             f"or give this one another name (--name) or remove the old one (sweep delete {spec.name})"
         )
-    if study.user_attrs.get(FINGERPRINT_ATTR) != fingerprint:
+    stored_fingerprint = record.fingerprint(study.user_attrs)
+    if stored_fingerprint != fingerprint:
         raise StorageError(
             f"study {spec.name!r} was made with different data (fingerprint "
-            f"{study.user_attrs.get(FINGERPRINT_ATTR)}, here {fingerprint}); use the same data file or another name"
+            f"{stored_fingerprint}, here {fingerprint}); use the same data file or another name"
         )
 
 
@@ -251,10 +207,10 @@ def _first_difference(old: Any, new: Any, prefix: str = "") -> tuple[str, Any, A
 
 def enqueue_grid(study: optuna.Study, points: Sequence[GridPoint]) -> int:
     """Enqueue the grid points that have no trial yet; returns how many were added."""
-    taken = {trial.user_attrs.get("key") for trial in study.get_trials(deepcopy=False)}
+    taken = record.keys_taken(study.get_trials(deepcopy=False))
     missing = [point for point in points if point.key not in taken]
     for point in missing:
-        study.enqueue_trial(point.params, user_attrs={"key": point.key})
+        study.enqueue_trial(point.params, user_attrs=record.grid_point_attrs(point.key))
     return len(missing)
 
 
@@ -272,46 +228,60 @@ def claim_next(study: optuna.Study, *, fewest_repeats_first: bool = False) -> Tr
 def _claim_next(study: optuna.Study, fewest_repeats_first: bool) -> Trial | None:
     queue = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     if fewest_repeats_first:
-        queue = sorted(queue, key=lambda trial: (len(finished_repeats(trial)), trial.number))
+        queue = sorted(queue, key=lambda trial: (len(record.finished_repeats(trial)), trial.number))
     for waiting in queue:
         try:
             trial = take(study, waiting)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
         if trial is not None:
-            trial.set_user_attr(WORKER_ATTR, WORKER)
-            if waiting.user_attrs.get("fail_reason"):
-                trial.set_user_attr("fail_reason", "")  # a requeued point starts afresh
+            for name, value in record.claim(waiting, worker=WORKER).items():
+                trial.set_user_attr(name, value)
             return trial
     return None
 
 
-def requeue_failed(study: optuna.Study, current: Sequence[FrozenTrial]) -> tuple[list[str], list[str]]:
-    """Queue again every failed point among `current` (one trial per point), with its repeats.
+def requeue_failed(study: optuna.Study) -> tuple[list[str], list[str]]:
+    """Queue again every failed grid point (its latest trial), with its repeats.
 
     Returns the keys requeued, and those left failed because they diverged: the same settings
     and seeds would diverge again.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with quiet_experimental():
         retry = RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)
-    failed = [trial for trial in current if trial.state == TrialState.FAIL and not trial.user_attrs.get(SET_ASIDE_ATTR)]
-    diverged = [trial for trial in failed if trial.user_attrs.get(FAIL_KIND_ATTR) == DIVERGED]
+    current = record.current_trials(study)
+    failed = [trial for trial in current if trial.state == TrialState.FAIL and not record.is_set_aside(trial)]
+    diverged = [trial for trial in failed if record.is_diverged(trial)]
     for trial in failed:
         if trial not in diverged:
             retry(study, trial)
-    keys = [trial.user_attrs.get("key", f"#{trial.number}") for trial in failed if trial not in diverged]
-    return keys, [trial.user_attrs.get("key", f"#{trial.number}") for trial in diverged]
+    keys = [record.key_of(trial) for trial in failed if trial not in diverged]
+    return keys, [record.key_of(trial) for trial in diverged]
 
 
 def requeue_stale(study: optuna.Study) -> None:
     """Fail the points whose worker stopped beating and queue them again with their repeats."""
     def fail_stale() -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with quiet_experimental():
             optuna.storages.fail_stale_trials(study)
 
     retrying(fail_stale, what="checking for dead workers")
+
+
+def others_alive(study: optuna.Study) -> bool:
+    """Queue again the points of dead workers; True while a point is waiting or has a live worker."""
+    requeue_stale(study)
+    active = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+    if any(trial.state == TrialState.WAITING for trial in active):
+        return True
+    # A point claimed before heartbeats were on never goes stale; do not wait for it forever.
+    beating = last_heartbeats(study)
+    return any(trial.number in beating for trial in active)
+
+
+def liveness_interval(study: optuna.Study) -> int | None:
+    """Seconds between a claimed point's heartbeats; None with heartbeats off."""
+    return heartbeat_interval(study)
 
 
 def suggest_point(trial: Trial, spec: Spec, points: Sequence[GridPoint]) -> GridPoint | None:
@@ -334,21 +304,15 @@ def suggest_point(trial: Trial, spec: Spec, points: Sequence[GridPoint]) -> Grid
     return GridPoint.from_params(fixed)
 
 
-def finished_repeats(trial: Trial | FrozenTrial) -> dict[int, dict[str, Any]]:
-    """The repeats already stored on a trial, by index."""
-    attrs = trial.user_attrs
-    return {int(name.removeprefix(REPEAT_ATTR)): value for name, value in attrs.items() if name.startswith(REPEAT_ATTR)}
-
-
 def record_repeat(trial: Trial, *, repeat: int, score: float, details: Mapping[str, Any]) -> None:
     """Store one finished repeat: every metric as an attribute, then its objective score as an
     intermediate value (in that order, so that :func:`restore_missing_scores` can mend a cut)."""
 
-    def record() -> None:
-        trial.set_user_attr(f"{REPEAT_ATTR}{repeat:04d}", dict(details))
+    def store() -> None:
+        trial.set_user_attr(record.repeat_attr(repeat), dict(details))
         trial.report(score, step=repeat)
 
-    retrying(record, what=f"recording repeat {repeat} of trial {trial.number}")
+    retrying(store, what=f"recording repeat {repeat} of trial {trial.number}")
 
 
 def restore_missing_scores(trial: Trial, metric: str) -> None:
@@ -356,7 +320,7 @@ def restore_missing_scores(trial: Trial, metric: str) -> None:
     two writes leaves its attribute (written first, with every metric) without the score."""
     def restore() -> None:
         stored = stored_trial(trial)
-        for repeat, details in sorted(finished_repeats(stored).items()):
+        for repeat, details in sorted(record.finished_repeats(stored).items()):
             if repeat not in stored.intermediate_values:
                 trial.report(details[metric], step=repeat)
 
@@ -365,7 +329,7 @@ def restore_missing_scores(trial: Trial, metric: str) -> None:
 
 def stored_repeats(trial: Trial) -> dict[int, dict[str, Any]]:
     """The repeats stored on a trial now, by every worker that held it."""
-    return finished_repeats(retrying(lambda: stored_trial(trial), what=f"reading trial {trial.number}"))
+    return record.finished_repeats(retrying(lambda: stored_trial(trial), what=f"reading trial {trial.number}"))
 
 
 def finish_trial(study: optuna.Study, trial: Trial, *, summary: Mapping[str, Any], value: float) -> None:
@@ -384,19 +348,19 @@ def finish_trial(study: optuna.Study, trial: Trial, *, summary: Mapping[str, Any
 def set_aside(study: optuna.Study, trial: Trial) -> None:
     """Fail a trial that is none of the grid's points, for good: requeue leaves it be."""
     fixed = retrying(lambda: fixed_params(trial), what=f"reading trial {trial.number}")
-    retrying(lambda: trial.set_user_attr(SET_ASIDE_ATTR, True), what=f"setting aside trial {trial.number}")
+    retrying(lambda: trial.set_user_attr(*record.set_aside_attr()), what=f"setting aside trial {trial.number}")
     fail_trial(study, trial, f"set aside: parameters {fixed} are none of this study's grid points")
 
 
 def fail_trial(study: optuna.Study, trial: Trial, reason: str, *, kind: str = "") -> None:
-    """Fail the trial with its reason; safe to repeat after a lost connection."""
+    """Fail the trial with its reason (and kind: record.DIVERGED, record.ERRORED); safe to repeat
+    after a lost connection."""
 
     def fail() -> None:
         if stored_trial(trial).state.is_finished():
             return
-        trial.set_user_attr("fail_reason", reason)
-        if kind:
-            trial.set_user_attr(FAIL_KIND_ATTR, kind)
+        for name, value in record.failure(reason, kind=kind).items():
+            trial.set_user_attr(name, value)
         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
 
     retrying(fail, what=f"recording the failure of trial {trial.number}")

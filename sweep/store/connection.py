@@ -1,9 +1,16 @@
 """The connection to the study database: storage URLs and passwords, engine settings, SQLite's
-locking, and one-line descriptions of what goes wrong with a database.
+locking, retries through a dropped connection, the liveness of workers on a shared study, and
+one-line descriptions of what goes wrong with a database.
 
 Optuna's ``RDBStorage`` does the storing; this module decides how it connects. On SQLite, a
 transaction that will write takes the write lock when it begins, so that a claim reads and
 updates a trial under one lock; reads take no lock at all (see :class:`SweepRDBStorage`).
+
+Liveness: a worker that holds a point records a heartbeat every few seconds in the study's
+storage (:func:`kept_alive`). When a machine dies, its heartbeats stop, and after the grace
+period any other worker fails the point as stale and puts a copy back in the queue with the
+repeats already finished (Optuna's ``RetryHeartbeatStaleTrialCallback`` with
+``inherit_intermediate_values``), so only the missing repeats are trained again.
 """
 
 from __future__ import annotations
@@ -13,8 +20,10 @@ import contextvars
 import fcntl
 import functools
 import hashlib
+import logging
 import os
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -28,8 +37,8 @@ import sqlalchemy.event
 import sqlalchemy.exc
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-from sweep.errors import StorageError
-from sweep.optuna_private import RDB_WRITING_METHODS
+from sweep.errors import StorageError, first_line
+from sweep.store.optuna_private import RDB_WRITING_METHODS, record_heartbeat
 
 __all__ = [
     "DEFAULT_STORAGE",
@@ -41,8 +50,10 @@ __all__ = [
     "database_lock",
     "describe_database_error",
     "display_url",
-    "is_permanent_database_error",
+    "kept_alive",
     "open_storage",
+    "quiet_experimental",
+    "retrying",
     "storage_url",
 ]
 
@@ -56,9 +67,21 @@ LOCK_WAIT_SECONDS = 30
 # one machine, dead worker processes stop a point after three attempts likewise.
 MAX_STALE_RETRIES = 2
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # this process, host:pid
+# Errors a dropped connection or a restarting server produce; Optuna wraps SQLAlchemy's own.
+TRANSIENT = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
+RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30, 30, 30)  # about two minutes in all
 _T = TypeVar("_T")
+log = logging.getLogger("sweep")
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@contextlib.contextmanager
+def quiet_experimental() -> Iterator[None]:
+    """Optuna's heartbeat and note features warn that they are experimental: noise to users."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 def storage_url(url: str | None) -> str:
@@ -90,9 +113,9 @@ def _with_password(url: str, password_file: Path) -> str:
 
 
 def open_storage(
-    url: str | None, *, heartbeat: Liveness | None = None, must_exist: bool = False
+    url: str | None, *, liveness: Liveness | None = None, must_exist: bool = False
 ) -> optuna.storages.RDBStorage:
-    """The study database. With `heartbeat`, claimed points record heartbeats, and points whose
+    """The study database. With `liveness`, claimed points record heartbeats, and points whose
     heartbeats stopped are failed and queued again with their finished repeats. With
     `must_exist`, a SQLite file that is not there is an error, not created: commands that only
     read or join a study never leave a database behind."""
@@ -108,10 +131,10 @@ def open_storage(
             "processes; use a file, e.g. sqlite:///sweep.db"
         )
     try:
-        storage = _new_storage(url, heartbeat)
+        storage = _new_storage(url, liveness)
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as error:
         raise StorageError(
-            f"bad storage URL {_redacted(url)!r} ({_first_line(error)}); use sqlite:///FILE.db or "
+            f"bad storage URL {_redacted(url)!r} ({first_line(error)}); use sqlite:///FILE.db or "
             "postgresql+psycopg://USER@HOST/DB"
         ) from None
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as error:
@@ -128,7 +151,7 @@ _PERMANENT = ("readonly", "read-only", "permission denied", "not a database", "m
 
 
 def is_permanent_database_error(error: BaseException) -> bool:
-    return any(marker in _first_line(_root_cause(error)).lower() for marker in _PERMANENT)
+    return any(marker in first_line(_root_cause(error)).lower() for marker in _PERMANENT)
 
 
 def _root_cause(error: BaseException) -> BaseException:
@@ -142,7 +165,7 @@ def _root_cause(error: BaseException) -> BaseException:
 
 def describe_database_error(error: BaseException, url: str | None = None) -> str:
     """One line for a database that cannot be used: which (if `url` is known), why, and what to do."""
-    cause = _first_line(_root_cause(error))
+    cause = first_line(_root_cause(error))
     where = f" {_sqlite_file(url) or _redacted(url)}" if url is not None else ""
     for markers, problem, fix in _DATABASE_PROBLEMS:
         if any(marker in cause.lower() for marker in markers):
@@ -205,20 +228,71 @@ class Liveness:
                 "longer; a few intervals is usual"
             )
 
-
-def _new_storage(url: str, heartbeat: Liveness | None, attempts: int = 5) -> SweepRDBStorage:
-    """Optuna's storage; processes that create the same new database at once collide on its
-    tables and version stamp, and the loser finds them made when it tries again."""
-    liveness: dict[str, Any] = {}
-    if heartbeat is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    def storage_options(self) -> dict[str, Any]:
+        """RDBStorage's options for these settings: a point silent for the grace period is failed
+        and queued again with its finished repeats, at most MAX_STALE_RETRIES times."""
+        with quiet_experimental():
             retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_STALE_RETRIES, inherit_intermediate_values=True)
-        liveness = {
-            "heartbeat_interval": heartbeat.heartbeat_interval,
-            "grace_period": heartbeat.grace_period,
+        return {
+            "heartbeat_interval": self.heartbeat_interval,
+            "grace_period": self.grace_period,
             "heartbeat_stale_trial_callback": retry,
         }
+
+
+@contextlib.contextmanager
+def kept_alive(trial: optuna.Trial, *, interval: float | None) -> Iterator[None]:
+    """Record the trial's heartbeat every `interval` seconds on a thread while the block runs
+    (nothing with heartbeats off, `interval` None).
+
+    Optuna's own heartbeat thread dies at the first database error, and the trial then looks dead
+    to every other worker; this one logs the error and beats again at the next interval.
+    """
+    if interval is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                record_heartbeat(trial)
+            except Exception as error:  # noqa: BLE001 (any failure: beat again next time)
+                log.warning("heartbeat of trial %s not recorded (%s); trying again", trial.number, error)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def retrying(action: Callable[[], _T], *, what: str, delays: tuple[float, ...] = RETRY_DELAYS) -> _T:
+    """Run a storage write, retrying through transient database errors; give up with a clear line."""
+    for delay in (*delays, None):
+        try:
+            return action()
+        except TRANSIENT as error:
+            if is_permanent_database_error(error):
+                raise StorageError(describe_database_error(error)) from None
+            if delay is None:
+                raise StorageError(
+                    f"lost the study database while {what} ({first_line(error)}); the finished repeats are "
+                    "stored, run the same command again once the database is back"
+                ) from None
+            log.warning("database error while %s (%s); retrying in %s s", what, first_line(error), delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _new_storage(url: str, liveness: Liveness | None, attempts: int = 5) -> SweepRDBStorage:
+    """Optuna's storage; processes that create the same new database at once collide on its
+    tables and version stamp, and the loser finds them made when it tries again."""
+    options = liveness.storage_options() if liveness is not None else {}
     # The lock keeps processes that make a new database at once apart; an existing one needs none
     # (and a read must not wait on a stopped `sweep create`).
     database = _sqlite_file(url)
@@ -226,7 +300,7 @@ def _new_storage(url: str, heartbeat: Liveness | None, attempts: int = 5) -> Swe
     for attempt in range(attempts):
         try:
             with _sqlite_file_lock(url) if is_new else contextlib.nullcontext():
-                return build_storage(url, **liveness)
+                return build_storage(url, **options)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             if attempt == attempts - 1:
                 raise
@@ -237,8 +311,7 @@ def _new_storage(url: str, heartbeat: Liveness | None, attempts: int = 5) -> Swe
 def build_storage(url: str, *, engine_kwargs: dict[str, Any] | None = None, **options: Any) -> SweepRDBStorage:
     """Optuna's storage as sweep connects it: sweep's engine settings (`engine_kwargs` override
     them) and SQLite's locking; `options` go to RDBStorage as they are. No checks: see open_storage."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: noise to users
+    with quiet_experimental():
         storage = SweepRDBStorage(url, engine_kwargs={**_engine_kwargs(url), **(engine_kwargs or {})}, **options)
     _lock_sqlite_writes_up_front(storage.engine)
     return storage
@@ -315,10 +388,6 @@ def _lock_sqlite_writes_up_front(engine: sqlalchemy.engine.Engine) -> None:
     engine.dispose()
 
 
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
 def display_url(url: str | None) -> str:
     """The storage URL to show: the one in use, with any password hidden."""
     return _redacted(storage_url(url))
@@ -344,11 +413,11 @@ def database_lock(storage: optuna.storages.BaseStorage, name: str) -> Iterator[N
     if engine is not None and engine.dialect.name == "postgresql":
         key = int.from_bytes(hashlib.sha256(f"sweep:{name}".encode()).digest()[:8], "big", signed=True)
         with engine.connect() as connection:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:lock_id)"), {"lock_id": key})
             try:
                 yield
             finally:
-                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:lock_id)"), {"lock_id": key})
                 connection.commit()
         return
     with _sqlite_file_lock(str(engine.url) if engine is not None else ""):

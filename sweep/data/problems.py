@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from sweep.errors import DataError
-from sweep.prepare import padding_share
+from sweep.data.shaping import padding_share
 from sweep.spec import EchoFirstProblem, LagEchoProblem, NpzProblem, SeriesProblem, Spec, TableProblem, Validation
 
 __all__ = ["DataSummary", "Dataset", "describe", "hold_out", "load_data", "load_problem", "real_steps", "standardize"]
@@ -339,7 +339,7 @@ def _finite_targets(array: np.ndarray, name: str, source: str) -> np.ndarray:
 
 
 def load_table(problem: TableProblem) -> Dataset:
-    from sweep import tables
+    from sweep.data import tables
 
     frame = tables.read_table(problem.train, key="problem.train")
     if problem.test is not None:
@@ -358,7 +358,7 @@ def load_table(problem: TableProblem) -> Dataset:
 def load_series(problem: SeriesProblem, *, validation_fraction: float = 0.0) -> Dataset:
     """Long series split by time: the last `test_fraction` of each is its test sequence and, with
     `validation_fraction`, that share of the steps before it its validation sequence."""
-    from sweep import tables
+    from sweep.data import tables
 
     if Path(problem.path).suffix.lower() == ".npz":
         frame = tables.series_frame(read_npz(Path(problem.path)), source=problem.path, series=problem.series or SERIES_COLUMN)

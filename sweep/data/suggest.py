@@ -20,7 +20,7 @@ from statsmodels.tools.sm_exceptions import ValueWarning
 from statsmodels.tsa.ar_model import ar_select_order
 from statsmodels.tsa.stattools import acovf, ccovf, levinson_durbin
 
-from sweep.problems import Dataset
+from sweep.data.problems import Dataset
 
 __all__ = ["Correlogram", "Suggestion", "suggest"]
 

@@ -1,7 +1,7 @@
 """Worker processes that train repeats.
 
 Workers are started with ``spawn`` (TensorFlow is not fork-safe), receive the study's data once,
-and then take plain :class:`~sweep.jobs.PackJob` objects and return plain results. They never
+and then take plain :class:`~sweep.train.jobs.PackJob` objects and return plain results. They never
 touch the study database: only the main process records anything.
 """
 
@@ -18,10 +18,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
 
-from sweep.problems import Dataset
+from sweep.data.problems import Dataset
 
 if TYPE_CHECKING:
-    from sweep.jobs import PackJob, PackResult
+    from sweep.train.jobs import PackJob, PackResult
 
 __all__ = ["RepeatPool", "WorkerDied", "default_workers"]
 
@@ -61,15 +61,15 @@ def _start_worker(dataset: Dataset, n_threads: int) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with _quiet_stderr():
         # TensorFlow's native start-up chatter goes straight to file descriptor 2.
-        from sweep import train
-    train.limit_threads(n_threads)
-    train.set_dataset(dataset)
+        from sweep.train import _common, _worker
+    _common.limit_threads(n_threads)
+    _worker.set_dataset(dataset)
 
 
 def _train(job: PackJob) -> PackResult:
-    from sweep import train
+    from sweep.train import _worker
 
-    return train.train_job(job)
+    return _worker.train_job(job)
 
 
 @contextlib.contextmanager

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from sweep.prepare import Chunks
+from sweep.data.shaping import Chunks
+from sweep.metrics import metric_names
 
-__all__ = ["METRICS", "score_all"]
+__all__ = ["score_all"]
 
-METRICS = {"classification": ("accuracy", "log_loss"), "regression": ("rmse", "mae")}
 _EPSILON = 1e-7
 
 
@@ -36,7 +36,7 @@ def score_all(
     scores: dict[str, float] = {}
     for scope in ("sample", "sequence"):
         predicted, target, weight = _select(predictions, chunks, scope)
-        for metric in METRICS[task]:
+        for metric in metric_names(task):
             scores[f"{metric}/{scope}"] = _metric(metric, predicted, target, weight)
     return scores
 

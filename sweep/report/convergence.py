@@ -26,7 +26,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import stats
 
-__all__ = ["ALPHA", "DESCRIPTION", "MATERIAL_SHARE", "NOT_CONVERGED", "Convergence", "check"]
+from sweep.store.record import StoredPoint
+
+__all__ = ["ALPHA", "DESCRIPTION", "MATERIAL_SHARE", "NOT_CONVERGED", "Convergence", "check", "point_convergence"]
 
 ALPHA = 0.01
 MATERIAL_SHARE = 0.1
@@ -112,3 +114,18 @@ def _p_rising(gains: np.ndarray) -> float:
         return 1.0
     result = stats.wilcoxon(gains, alternative="greater", zero_method="wilcox")
     return float(result.pvalue) if math.isfinite(result.pvalue) else 1.0
+
+
+def point_convergence(point: StoredPoint, *, maximize: bool) -> Convergence | None:
+    """The check over a point's repeats' curves: the objective on the validation data where
+    every repeat stored it, else the training loss; None where the repeats stored neither, or
+    the check cannot say."""
+    if point.has_curves(validation=True):
+        trained_on = [repeat for repeat in sorted(point.repeats) if not point.was_stopped_early(repeat)]
+        return check(
+            point.curves(validation=True, repeats=trained_on), maximize=maximize,
+            curve=f"validation {point.metric or 'objective'}", n_stopped_early=len(point.repeats) - len(trained_on),
+        )
+    if point.has_curves():
+        return check(point.curves(), maximize=False, curve="training loss")
+    return None

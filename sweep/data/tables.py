@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sweep.errors import DataError
+from sweep.errors import DataError, first_line
 from sweep.spec import SeriesProblem, TableProblem
 
 __all__ = [
@@ -64,7 +64,7 @@ def read_table(path: str | Path, *, key: str) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty; {key} needs a header row and one row per step") from None
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
-        raise DataError(f"{path}: not a readable {suffix[1:]} table ({_first_line(error)}); check the file") from None
+        raise DataError(f"{path}: not a readable {suffix[1:]} table ({first_line(error)}); check the file") from None
     if frame.empty:
         raise DataError(f"{path}: the table has a header but no rows; {key} needs one row per step")
     frame.columns = [str(column) for column in frame.columns]
@@ -345,9 +345,6 @@ def _per_sequence(target: np.ndarray, codes: np.ndarray, names: np.ndarray, *, c
     return frame.groupby("code", sort=True)["value"].first().to_numpy()
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def frame(records: list[dict[str, Any]]) -> pd.DataFrame:

@@ -1,0 +1,47 @@
+"""The statistics of a grid point's repeat scores: what a finished point stores, and what any
+view shows of a point's scores so far. NumPy and SciPy."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+from sweep.metrics import metric as metric_of
+
+__all__ = ["SUMMARY_KEYS", "summarize"]
+
+SUMMARY_KEYS = ("n", "mean", "std", "sem", "ci95_low", "ci95_high", "median", "min", "max")
+
+
+def summarize(
+    scores: Sequence[float], confidence: float = 0.95, *, metric: str | None = None
+) -> dict[str, float | int | None]:
+    """n, mean, std (n - 1), standard error, a Student-t confidence interval, median, min, max.
+
+    With `metric` (``"accuracy"`` or ``"accuracy/sample"``), the interval is cut to the values the
+    metric can take: with few repeats near 1.0, Student's t would reach past an accuracy of 1.
+    """
+    values = np.asarray(scores, dtype=float)
+    n = len(values)
+    mean = float(values.mean())
+    if n > 1:
+        std = float(values.std(ddof=1))
+        sem = std / math.sqrt(n)
+        low, high = (mean, mean) if sem == 0 else stats.t.interval(confidence, df=n - 1, loc=mean, scale=sem)
+    else:
+        std = sem = low = high = math.nan
+    if metric is not None and math.isfinite(low):
+        entry = metric_of(metric)
+        if entry.holds(float(values.min()), float(values.max())):  # scores of that metric indeed
+            low, high = entry.clip(float(low)), entry.clip(float(high))
+    return dict(zip(SUMMARY_KEYS, (
+        n, mean, _finite(std), _finite(sem), _finite(float(low)), _finite(float(high)),
+        float(np.median(values)), float(values.min()), float(values.max()),
+    )))
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None

@@ -1,0 +1,49 @@
+"""The chosen point: which grid point a study names as its result, on which data it was chosen,
+and the score to report for it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sweep.store.record import StoredPoint
+
+__all__ = ["Choice", "chosen_point"]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The best finished point, and what its score on data that played no part in choosing it is."""
+
+    key: str
+    metric: str
+    ranked_on: str  # "validation" or "test"
+    mean: float  # the objective's mean on the data it was ranked on
+    test: dict[str, Any] | None  # ranked on validation data: its statistics on the test data
+
+    def describe(self) -> str:
+        """Which point was chosen on which data, the score to report, and why."""
+        if self.test is None:
+            return (
+                f"chosen on the test data: {self.key}, {self.metric} {self.mean:.4g}. The test data both chose it and "
+                "score it, which flatters it: hold out validation data (validation.fraction) to score it honestly."
+            )
+        low, high = self.test.get("ci95_low"), self.test.get("ci95_high")
+        interval = f", 95% CI {low:.4g}..{high:.4g}" if low is not None and high is not None else ""
+        return (
+            f"chosen on the validation data: {self.key}, {self.metric} {self.mean:.4g} there. Its test score, "
+            f"{self.test['mean']:.4g}{interval} over {self.test['n']} repeats, is the one to report: the test data "
+            "played no part in choosing it, so the choice does not flatter it."
+        )
+
+
+def chosen_point(points: Sequence[StoredPoint]) -> Choice | None:
+    """The best finished point of a snapshot's points, best first (None before any is done)."""
+    if not points or points[0].state != "done":
+        return None
+    best = points[0]
+    return Choice(
+        key=best.key, metric=best.metric or "objective", ranked_on=best.ranked_on,
+        mean=best.summary["mean"], test=best.test_summary if best.ranked_on == "validation" else None,
+    )

@@ -1,0 +1,234 @@
+"""Working through a study: claim a grid point, train its missing repeats on the worker pool,
+record each as it finishes, then store the point's record. Only this process writes to the study.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import optuna
+
+from sweep.data.problems import Dataset
+from sweep.errors import StorageError
+from sweep.run.packs import pack_jobs
+from sweep.run.racing import Race
+from sweep.spec import GridPoint, Spec
+from sweep.store import protocol, record
+from sweep.store.connection import WORKER, kept_alive
+from sweep.train.jobs import PackJob, PackResult
+from sweep.train.pool import RepeatPool, WorkerDied
+
+__all__ = ["Progress", "Run", "run_study"]
+
+# A worker that dies (killed, out of memory) gets its repeats run again this many times before
+# the point is failed; what finished before is kept either way.
+MAX_WORKER_DEATHS = 2
+
+
+class Progress(Protocol):
+    def point_started(self, key: str, *, n_repeats: int, n_finished: int) -> None: ...
+
+    def repeat_finished(self) -> None: ...
+
+    def point_finished(self, key: str, *, is_complete: bool) -> None: ...
+
+    def point_paused(self, key: str, *, n_finished: int) -> None: ...
+
+
+class NoProgress:
+    def point_started(self, key: str, *, n_repeats: int, n_finished: int) -> None:
+        pass
+
+    def repeat_finished(self) -> None:
+        pass
+
+    def point_finished(self, key: str, *, is_complete: bool) -> None:
+        pass
+
+    def point_paused(self, key: str, *, n_finished: int) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Run:
+    """Everything one run works with, built once: the study and its spec, the data, the grid,
+    the worker pool, how repeats train (`is_fused`), the race (None: not raced), and who hears
+    of progress."""
+
+    study: optuna.Study
+    spec: Spec
+    dataset: Dataset
+    points: Sequence[GridPoint]
+    pool: RepeatPool
+    is_fused: bool
+    race: Race | None
+    progress: Progress
+
+    @property
+    def ranked_by(self) -> str:
+        """The key of the score a repeat is ranked by."""
+        return record.objective_key(self.spec)
+
+
+def run_study(
+    study: optuna.Study,
+    spec: Spec,
+    dataset: Dataset,
+    *,
+    points: Sequence[GridPoint],
+    n_workers: int,
+    is_fused: bool = True,
+    progress: Progress | None = None,
+) -> int:
+    """Train grid points until none is waiting or running; returns how many this call finished.
+
+    With heartbeats on, a worker that finds nothing waiting keeps watching the points other
+    workers run: one whose worker died is failed after the grace period and queued again with
+    its finished repeats, and this worker takes it over.
+    """
+    if spec.validation.is_on != dataset.has_validation:
+        raise ValueError("the dataset's validation split is not the spec's: load the data with sweep.data.problems.load_data(spec)")
+    try:
+        with RepeatPool(dataset, n_workers=n_workers) as pool:
+            run = Run(
+                study=study, spec=spec, dataset=dataset, points=points, pool=pool, is_fused=is_fused,
+                race=race_of(spec, len(points)), progress=progress or NoProgress(),
+            )
+            return _work_through(run)
+    except (KeyError, optuna.exceptions.OptunaError, StorageError):
+        if not protocol.study_exists(study):
+            raise StorageError(
+                f"study {study.study_name!r} was deleted while this run worked on it; there is nothing left to train"
+            ) from None
+        raise
+
+
+def _work_through(run: Run) -> int:
+    interval = protocol.liveness_interval(run.study)
+    n_points = 0
+    while True:
+        trial = protocol.claim_next(run.study, fewest_repeats_first=run.race is not None)
+        if trial is None:
+            if interval is None or not protocol.others_alive(run.study):
+                return n_points
+            time.sleep(min(interval, 5))
+            continue
+        with kept_alive(trial, interval=interval):
+            try:
+                is_finished = run_point(run, trial)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # Silent too long (a network partition): another worker has taken the point over.
+                continue
+            except BaseException:
+                # Interrupted: the point goes back to the queue with the repeats it finished.
+                protocol.release_trial(run.study, trial)
+                raise
+        n_points += is_finished
+
+
+def race_of(spec: Spec, n_points: int) -> Race | None:
+    """The study's race, or None when its repeats are not raced."""
+    if spec.racing is None:
+        return None
+    return Race(
+        stages=tuple(spec.racing.stages), repeats=spec.repeats, alpha=spec.racing.alpha,
+        n_points=n_points, maximize=spec.is_maximized,
+    )
+
+
+def run_point(run: Run, trial: optuna.Trial) -> bool:
+    """Train the claimed point's missing repeats and store its record; False when a race only
+    paused it at a stage, back in the queue."""
+    started = time.perf_counter()
+    point = protocol.suggest_point(trial, run.spec, run.points)
+    if point is None:  # enqueued by hand with Optuna: no point of this grid
+        protocol.set_aside(run.study, trial)
+        return True
+    protocol.restore_missing_scores(trial, run.ranked_by)
+    finished = record.finished_repeats(trial)
+    if run.race is not None and run.race.is_boundary(len(finished)):
+        verdict = run.race.judge(point.key, _contenders(run))
+        if verdict.is_stopped:
+            _finish(run, trial, point, finished, started=started, stop=verdict)
+            return True
+    target = run.race.target(len(finished)) if run.race is not None else run.spec.repeats
+    missing = [repeat for repeat in range(target) if repeat not in finished]
+    run.progress.point_started(point.key, n_repeats=run.spec.repeats, n_finished=len(finished))
+    if not _train_missing(run, trial, point, missing):
+        return True
+    if target < run.spec.repeats:
+        # A stage of a race: back to the queue, to be judged once the other points reach it too.
+        protocol.release_trial(run.study, trial)
+        run.progress.point_paused(point.key, n_finished=target)
+        return False
+    _finish(run, trial, point, protocol.stored_repeats(trial), started=started)
+    return True
+
+
+def _train_missing(run: Run, trial: optuna.Trial, point: GridPoint, missing: list[int]) -> bool:
+    """Train the `missing` repeats, each stored as it finishes, running again the jobs of workers
+    that died; False when the point failed instead (stored as such)."""
+    jobs = pack_jobs(
+        run.spec, point, missing, n_features=run.dataset.n_features, n_workers=run.pool.n_workers, is_fused=run.is_fused,
+    )
+    for _ in range(MAX_WORKER_DEATHS + 1):
+        jobs, failure, kind = _train_jobs(run, trial, jobs)
+        if failure is not None:
+            _fail(run, trial, point, failure, kind=kind)
+            return False
+        if not jobs:
+            return True
+    _fail(run, trial, point, f"worker processes died {MAX_WORKER_DEATHS + 1} times training this point")
+    return False
+
+
+def _contenders(run: Run) -> dict[str, list[float]]:
+    """Every point still in the race, by key, with its scores in repeat order: not failed, not
+    stopped at an earlier stage."""
+    return {
+        point.key: list(point.scores)
+        for point in record.read_points(run.study, maximize=run.spec.is_maximized, metric=run.spec.metric)
+        if point.state != "failed" and not point.stopped
+    }
+
+
+def _finish(
+    run: Run, trial: optuna.Trial, point: GridPoint, repeats: dict[int, dict], *, started: float,
+    stop: record.Stop | None = None,
+) -> None:
+    """Store the point's record over `repeats` and complete it."""
+    summary = record.point_summary(
+        repeats, spec=run.spec, dataset=run.dataset, point=point, wall_seconds=time.perf_counter() - started, stop=stop,
+    )
+    protocol.finish_trial(run.study, trial, summary=summary, value=summary["mean"])
+    run.progress.point_finished(point.key, is_complete=True)
+
+
+def _fail(run: Run, trial: optuna.Trial, point: GridPoint, reason: str, *, kind: str = "") -> None:
+    protocol.fail_trial(run.study, trial, reason, kind=kind)
+    run.progress.point_finished(point.key, is_complete=False)
+
+
+def _train_jobs(run: Run, trial: optuna.Trial, jobs: list[PackJob]) -> tuple[list[PackJob], str | None, str]:
+    """Train `jobs`, storing each finished repeat at once. Returns the jobs lost to dead workers,
+    and a failure reason and kind if a repeat failed (the jobs not yet started are then cancelled):
+    record.DIVERGED for a repeat whose loss became infinite, which its seed makes certain again."""
+    lost: list[PackJob] = []
+    with contextlib.closing(run.pool.run(jobs)) as outcomes:
+        for job, outcome in outcomes:
+            if isinstance(outcome, WorkerDied):
+                lost.append(job)
+                continue
+            if not isinstance(outcome, PackResult):
+                return lost, f"{job.key} repeats {list(job.repeats)}: {type(outcome).__name__}: {outcome}", record.ERRORED
+            for result in outcome.results:
+                details = record.repeat_details(result, worker=WORKER)
+                protocol.record_repeat(trial, repeat=result.repeat, score=details[run.ranked_by], details=details)
+                run.progress.repeat_finished()
+            if outcome.failures:
+                return lost, outcome.failures[0][1], record.DIVERGED
+    return lost, None, ""
