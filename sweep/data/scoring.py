@@ -29,15 +29,18 @@ def score_all(
     Standardized regression targets are scored in their own units: `target_scale` is their mean
     and standard deviation.
     """
-    if target_scale is not None:
-        mean, std = target_scale
-        predictions = predictions * std + mean
-        chunks = Chunks(x=chunks.x, mask=chunks.mask, y=chunks.y * std + mean)
-    scores: dict[str, float] = {}
-    for scope in ("sample", "sequence"):
-        predicted, target, weight = _select(predictions, chunks, scope)
-        for metric in metric_names(task):
-            scores[f"{metric}/{scope}"] = _metric(metric, predicted, target, weight)
+    # A network that blew up predicts infinities or NaN: its scores are then no finite numbers, the
+    # worker fails the repeat as diverged, and NumPy need not warn of it on the terminal.
+    with np.errstate(all="ignore"):
+        if target_scale is not None:
+            mean, std = target_scale
+            predictions = predictions * std + mean
+            chunks = Chunks(x=chunks.x, mask=chunks.mask, y=chunks.y * std + mean)
+        scores: dict[str, float] = {}
+        for scope in ("sample", "sequence"):
+            predicted, target, weight = _select(predictions, chunks, scope)
+            for metric in metric_names(task):
+                scores[f"{metric}/{scope}"] = _metric(metric, predicted, target, weight)
     return scores
 
 

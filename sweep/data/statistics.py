@@ -25,6 +25,13 @@ def summarize(
     metric can take: with few repeats near 1.0, Student's t would reach past an accuracy of 1.
     """
     values = np.asarray(scores, dtype=float)
+    if not np.isfinite(values).all():  # a study stored by a version that let a diverged repeat count
+        with np.errstate(all="ignore"):
+            return _summary(values)
+    return _summary(values, confidence, metric)
+
+
+def _summary(values: np.ndarray, confidence: float = 0.95, metric: str | None = None) -> dict[str, float | int | None]:
     n = len(values)
     mean = float(values.mean())
     if n > 1:

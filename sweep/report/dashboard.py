@@ -32,7 +32,7 @@ def study_note(report: Report) -> str:
         "",
     ]
     finished = report.finished_points
-    if finished:
+    if finished and report.choice is not None:
         best = finished[0]
         s = best.summary
         interval = f", 95% CI {s['ci95_low']:.4f} .. {s['ci95_high']:.4f}" if s.get("ci95_low") is not None else ""

@@ -128,7 +128,8 @@ def compare_to_best(done: list[PointStats]) -> list[PointStats]:
     if not done:
         return []
     best, others = done[0], done[1:]
-    raw = [_p_value(best.scores, point.scores) for point in others]
+    # At equal repeat counts: a point a race stopped meets the best's first repeats as many as its own.
+    raw = [_p_value(best.scores[: len(point.scores)], point.scores[: len(best.scores)]) for point in others]
     adjusted = list(stats.false_discovery_control(raw, method="bh")) if raw else []
     return [replace(best, is_best=True)] + [replace(point, p_value=float(p)) for point, p in zip(others, adjusted)]
 

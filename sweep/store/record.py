@@ -339,6 +339,12 @@ class StoredPoint:
         return str(self.params.get("mode", ""))
 
     @property
+    def is_complete(self) -> bool:
+        """Finished with its full count of repeats (not stopped by a race) and a finite mean."""
+        mean = self.summary.get("mean")
+        return self.state == "done" and self.stopped_at is None and mean is not None and math.isfinite(mean)
+
+    @property
     def test_mean(self) -> float | None:
         """The mean of its repeats' objective on the test data (so far, for an unfinished point)."""
         if self.ranked_on == "test":
@@ -377,12 +383,22 @@ class _Context:
 def read_points(
     study: optuna.Study, *, maximize: bool, metric: str | None = None, sequence_length: int | None = None
 ) -> list[StoredPoint]:
-    """Every grid point, finished ones from best to worst, then the rest in grid order. `metric`
-    and `sequence_length` serve studies that stored neither."""
+    """Every grid point, finished ones from best to worst (see :func:`rank`), then the rest in
+    grid order. `metric` and `sequence_length` serve studies that stored neither."""
     points = [read_point(trial, metric=metric, sequence_length=sequence_length) for trial in current_trials(study)]
-    sign = -1 if maximize else 1
-    done = sorted((p for p in points if p.state == "done"), key=lambda p: (sign * p.summary["mean"], p.number))
-    return done + [p for p in points if p.state != "done"]
+    done = sorted((point for point in points if point.state == "done"), key=lambda point: rank(point, maximize=maximize))
+    return done + [point for point in points if point.state != "done"]
+
+
+def rank(point: StoredPoint, *, maximize: bool) -> tuple:
+    """Where a finished point stands, lower first: the points that trained their full count by
+    their mean, then those a race stopped (the later their stage, the higher; then by mean), and
+    last any whose mean is not a number (stored by versions that let a diverged repeat count).
+    A stopped point's mean rests on fewer repeats than the others': it never ranks above them."""
+    mean = point.summary.get("mean")
+    is_finite = mean is not None and math.isfinite(mean)
+    stage = point.stopped_at
+    return (not is_finite, stage is not None, -(stage or 0), (-mean if maximize else mean) if is_finite else 0.0, point.number)
 
 
 def read_point(trial: FrozenTrial, *, metric: str | None = None, sequence_length: int | None = None) -> StoredPoint:

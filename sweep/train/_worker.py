@@ -165,11 +165,13 @@ def _train_fused(job: PackJob, arch: Architecture, train: shaping.Chunks, scored
     for index, (repeat, seed) in enumerate(zip(job.repeats, job.seeds)):
         trained = stopping.epochs_trained(index, len(losses))
         curve = tuple(float(epoch_losses[index]) for epoch_losses in losses[:trained])
-        if not math.isfinite(curve[-1]):
-            failures.append((repeat, _diverged(job, repeat, curve[-1])))
-            continue
         per_epoch = [epoch[index] for epoch in validation[:trained]]
-        results.append(_result(job, repeat, seed, test_scores[index], seconds, curve, per_epoch, stopping.stopped[index]))
+        result = _result(job, repeat, seed, test_scores[index], seconds, curve, per_epoch, stopping.stopped[index])
+        reason = _divergence(job, result)
+        if reason:
+            failures.append((repeat, reason))
+        else:
+            results.append(result)
     return PackResult(results=tuple(results), failures=tuple(failures))
 
 
@@ -263,13 +265,13 @@ def _train_one_by_one(job: PackJob, arch: Architecture, train: shaping.Chunks, s
             validation.append(scored.validation_scores(network.predict, n_repeats=None)[0])
             if stopping.update(epoch, validation[-1:]):
                 break
-        if not math.isfinite(losses[-1]):
-            failures.append((repeat, _diverged(job, repeat, losses[-1])))
-            continue
         scores = scored.test_scores(network.predict, n_repeats=None)[0]
-        results.append(
-            _result(job, repeat, seed, scores, time.perf_counter() - started, tuple(losses), validation, stopping.stopped[0])
-        )
+        result = _result(job, repeat, seed, scores, time.perf_counter() - started, tuple(losses), validation, stopping.stopped[0])
+        reason = _divergence(job, result)
+        if reason:
+            failures.append((repeat, reason))
+        else:
+            results.append(result)
     return PackResult(results=tuple(results), failures=tuple(failures))
 
 
@@ -281,9 +283,23 @@ def _keras_epoch(network: KerasNetwork, train: shaping.Chunks, batch_size: int, 
     return total / n_updates
 
 
-def _diverged(job: PackJob, repeat: int, loss: float) -> str:
+def _divergence(job: PackJob, result: RepeatResult) -> str:
+    """Why a repeat diverged ("" if it did not): a training loss, or a score on the test or
+    validation data, that is no finite number. A network that blows up on its last update keeps
+    a finite loss curve and scores infinity: that is no score to rank."""
+    if not math.isfinite(result.train_loss):
+        what = f"the training loss became {result.train_loss}"
+    else:
+        broken = [
+            (f"{part} {name}", score)
+            for part, scores in (("test", result.scores), ("validation", result.validation_scores))
+            for name, score in scores.items() if not math.isfinite(score)
+        ]
+        if not broken:
+            return ""
+        what = f"its {broken[0][0]} score became {broken[0][1]} (its network blew up)"
     return (
-        f"{job.key} repeat {repeat}: the training loss became {loss}; a study's settings are fixed, so run the "
+        f"{job.key} repeat {result.repeat}: {what}; a study's settings are fixed, so run the "
         "study file with a lower training.learning_rate (or grid.learning_rate) under a new --name"
     )
 
