@@ -176,3 +176,42 @@ def test_networks_that_blow_up_on_their_last_update_fail_and_nothing_is_chosen(t
     assert all("score became" in trial.user_attrs["fail_reason"] for trial in trials)
     requeued = sweep_cli("requeue", "blow-up", "--storage", url, cwd=tmp_path)
     assert "not requeued, since the same settings and seeds would diverge again" in requeued.stdout
+
+
+def points_of(scores: dict[str, list[float]], *, maximize: bool = True) -> list:
+    """Finished points with these repeat scores, ranked as a study's are."""
+    points = []
+    for number, (key, values) in enumerate(scores.items()):
+        length = int(key.split()[0].removeprefix("L="))
+        trial = optuna.trial.create_trial(
+            value=sum(values) / len(values), params={"length": length, "mode": key.split()[1]},
+            distributions={"length": optuna.distributions.IntDistribution(1, 20),
+                           "mode": optuna.distributions.CategoricalDistribution(["stateless", "stateful"])},
+            user_attrs={"key": key, "metric": "accuracy/sample", "ci95_low": 0.0, "ci95_high": 1.0, "n": len(values)},
+            intermediate_values=dict(enumerate(values)),
+        )
+        trial.number = number
+        points.append(read_point(trial))
+    return sorted(points, key=lambda point: record.rank(point, maximize=maximize))
+
+
+def test_points_that_tie_are_named_with_the_rule_that_picked_one() -> None:
+    """Three points at 1.0 tie; the shortest length is chosen, whatever the grid's order; a point
+    close below them is counted as not significantly worse, a clearly worse one is not."""
+    points = points_of({
+        "L=10 stateful": [1.0] * 6, "L=5 stateful": [1.0] * 6, "L=20 stateful": [1.0] * 6,
+        "L=4 stateful": [1.0, 1.0, 1.0, 1.0, 1.0, 0.95], "L=1 stateless": [0.5] * 6,
+    })
+    choice = chosen_point(points)
+    assert choice.key == "L=5 stateful"
+    assert choice.tied == ("L=10 stateful", "L=20 stateful")
+    assert choice.n_not_worse == 1
+    sentence = choice.describe()
+    assert "It ties with 2 other points at 1 (L=10 stateful, L=20 stateful)" in sentence
+    assert "the one with the shortest forward length k1 is chosen" in sentence
+    assert "1 more not significantly worse" in sentence
+
+
+def test_a_point_alone_at_the_top_names_no_tie() -> None:
+    choice = chosen_point(points_of({"L=5 stateful": [1.0] * 6, "L=1 stateless": [0.5] * 6}))
+    assert choice.tied == () and "ties" not in choice.describe()

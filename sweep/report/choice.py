@@ -8,9 +8,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sweep.store.record import StoredPoint
+from sweep.metrics import metric as metric_of
+from sweep.report.comparison import ALPHA, adjusted_p_values
+from sweep.store.record import StoredPoint, shown_mean
 
-__all__ = ["Choice", "chosen_point"]
+__all__ = ["TIE_RULE", "Choice", "chosen_point"]
+
+TIE_RULE = (
+    "of points whose means tie (equal as shown, to 4 decimals), the one with the shortest forward length k1 is "
+    "chosen, then the shortest backward length k2, then the first in the grid's order"
+)
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,20 @@ class Choice:
     n: int = 0  # the repeats its mean is over
     # Why the chosen point has fewer repeats than the grid's full count ("": it has them all).
     shortfall: str = ""
+    tied: tuple[str, ...] = ()  # the other points whose means tie with its own
+    rule: str = TIE_RULE  # how one of tied points is chosen
+    n_not_worse: int = 0  # other points not significantly worse, besides the tied ones
+
+    def describe_ties(self) -> str:
+        """What else is as good: the points that tie, the rule that picked this one among them,
+        and how many more are not significantly worse ("" where none is)."""
+        parts = []
+        if self.tied:
+            others = f"{len(self.tied)} other point{'s' if len(self.tied) != 1 else ''}"
+            parts.append(f"It ties with {others} at {self.mean:.4g} ({', '.join(self.tied)}); {self.rule}.")
+        if self.n_not_worse:
+            parts.append(f"{self.n_not_worse} more not significantly worse (two-sided Mann-Whitney, adjusted p >= {ALPHA:g}).")
+        return " ".join(parts)
 
     def describe(self) -> str:
         """Which point was chosen on which data, the score to report, and why."""
@@ -35,17 +56,20 @@ class Choice:
                 "is fixed, sweep requeue the failed points and run again."
             )
         if self.test is None:
-            return (
+            sentence = (
                 f"chosen on the test data: {self.key}, {self.metric} {self.mean:.4g}. The test data both chose it and "
                 "score it, which flatters it: hold out validation data (validation.fraction) to score it honestly."
             )
-        low, high = self.test.get("ci95_low"), self.test.get("ci95_high")
-        interval = f", 95% CI {low:.4g}..{high:.4g}" if low is not None and high is not None else ""
-        return (
-            f"chosen on the validation data: {self.key}, {self.metric} {self.mean:.4g} there. Its test score, "
-            f"{self.test['mean']:.4g}{interval} over {self.test['n']} repeats, is the one to report: the test data "
-            "played no part in choosing it, so the choice does not flatter it."
-        )
+        else:
+            low, high = self.test.get("ci95_low"), self.test.get("ci95_high")
+            interval = f", 95% CI {low:.4g}..{high:.4g}" if low is not None and high is not None else ""
+            sentence = (
+                f"chosen on the validation data: {self.key}, {self.metric} {self.mean:.4g} there. Its test score, "
+                f"{self.test['mean']:.4g}{interval} over {self.test['n']} repeats, is the one to report: the test data "
+                "played no part in choosing it, so the choice does not flatter it."
+            )
+        ties = self.describe_ties()
+        return f"{sentence} {ties}" if ties else sentence
 
 
 def chosen_point(points: Sequence[StoredPoint]) -> Choice | None:
@@ -58,10 +82,14 @@ def chosen_point(points: Sequence[StoredPoint]) -> Choice | None:
     if best is None:
         return None
     shortfall = "" if complete else f"the race stopped each of the {len(stopped)} finished points, and no point it spared finished"
+    rivals = [point for point in (complete or stopped) if point is not best]
+    tied = [point.key for point in rivals if shown_mean(point) == shown_mean(best)]
+    adjusted = adjusted_p_values(best.scores, [point.scores for point in rivals])
+    n_not_worse = sum(p >= ALPHA for point, p in zip(rivals, adjusted) if point.key not in tied)
     return Choice(
         key=best.key, metric=best.metric or "objective", ranked_on=best.ranked_on,
         mean=best.summary["mean"], test=best.test_summary if best.ranked_on == "validation" else None,
-        n=int(best.summary.get("n") or len(best.scores)), shortfall=shortfall,
+        n=int(best.summary.get("n") or len(best.scores)), shortfall=shortfall, tied=tuple(tied), n_not_worse=n_not_worse,
     )
 
 

@@ -12,7 +12,8 @@ import optuna_dashboard
 from sweep.errors import SweepError
 from sweep.report.convergence import DESCRIPTION as CONVERGENCE_DESCRIPTION
 from sweep.report.convergence import NOT_CONVERGED
-from sweep.report.summary import TEST_DESCRIPTION, Report
+from sweep.report.comparison import TEST_DESCRIPTION
+from sweep.report.summary import Report
 from sweep.store.connection import quiet_experimental
 
 __all__ = ["annotate", "check_address", "serve", "study_note"]

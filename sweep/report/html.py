@@ -10,7 +10,8 @@ from sweep.errors import SweepError
 from sweep.report.convergence import DESCRIPTION as CONVERGENCE_DESCRIPTION
 from sweep.report.convergence import NOT_CONVERGED
 from sweep.report.figures import box_figure, correlogram_figure, curve_figure, mean_figure
-from sweep.report.summary import TEST_DESCRIPTION, PointStats, Report
+from sweep.report.comparison import TEST_DESCRIPTION
+from sweep.report.summary import PointStats, Report
 from sweep.run.racing import DESCRIPTION as RACING_DESCRIPTION
 
 __all__ = ["write_html"]

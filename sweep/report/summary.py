@@ -11,21 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from scipy import stats
-
 from sweep.report.choice import Choice, chosen_point
+from sweep.report.comparison import ALPHA, TEST_DESCRIPTION, adjusted_p_values
 from sweep.report.convergence import Convergence, point_convergence
 from sweep.spec import Spec, describe_spec
 from sweep.store.record import Results, StoredPoint
 
 __all__ = ["ALPHA", "PointStats", "Report", "TEST_DESCRIPTION", "collect", "compare_to_best"]
 
-ALPHA = 0.05
-TEST_DESCRIPTION = (
-    "two-sided Mann-Whitney U test of each point's repeat scores against the best point's, "
-    "p-values adjusted for the number of comparisons with the Benjamini-Hochberg procedure "
-    f"(false discovery rate {ALPHA:g}); a point is distinguishable from the best when its adjusted p < {ALPHA:g}"
-)
 
 
 @dataclass(frozen=True)
@@ -128,13 +121,5 @@ def compare_to_best(done: list[PointStats]) -> list[PointStats]:
     if not done:
         return []
     best, others = done[0], done[1:]
-    # At equal repeat counts: a point a race stopped meets the best's first repeats as many as its own.
-    raw = [_p_value(best.scores[: len(point.scores)], point.scores[: len(best.scores)]) for point in others]
-    adjusted = list(stats.false_discovery_control(raw, method="bh")) if raw else []
-    return [replace(best, is_best=True)] + [replace(point, p_value=float(p)) for point, p in zip(others, adjusted)]
-
-
-def _p_value(best: tuple[float, ...], other: tuple[float, ...]) -> float:
-    if len(best) < 2 or len(other) < 2 or len(set(best) | set(other)) == 1:
-        return 1.0  # nothing to tell apart: too few repeats, or every score the same
-    return float(stats.mannwhitneyu(best, other, alternative="two-sided").pvalue)
+    adjusted = adjusted_p_values(best.scores, [point.scores for point in others])
+    return [replace(best, is_best=True)] + [replace(point, p_value=p) for point, p in zip(others, adjusted)]

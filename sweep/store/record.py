@@ -390,15 +390,28 @@ def read_points(
     return done + [point for point in points if point.state != "done"]
 
 
+# Means are shown, and tie, to this many decimals.
+MEAN_DECIMALS = 4
+
+
+def shown_mean(point: StoredPoint) -> float | None:
+    """A point's mean as shown: two points whose shown means are equal tie."""
+    mean = point.summary.get("mean")
+    return round(mean, MEAN_DECIMALS) if mean is not None and math.isfinite(mean) else None
+
+
 def rank(point: StoredPoint, *, maximize: bool) -> tuple:
     """Where a finished point stands, lower first: the points that trained their full count by
     their mean, then those a race stopped (the later their stage, the higher; then by mean), and
     last any whose mean is not a number (stored by versions that let a diverged repeat count).
-    A stopped point's mean rests on fewer repeats than the others': it never ranks above them."""
-    mean = point.summary.get("mean")
-    is_finite = mean is not None and math.isfinite(mean)
+    A stopped point's mean rests on fewer repeats than the others': it never ranks above them.
+    Points whose means tie as shown stand by their forward length, then their backward length,
+    then the grid's order."""
+    mean = shown_mean(point)
     stage = point.stopped_at
-    return (not is_finite, stage is not None, -(stage or 0), (-mean if maximize else mean) if is_finite else 0.0, point.number)
+    by_mean = (-mean if maximize else mean) if mean is not None else 0.0
+    backward = point.params.get("backward") or point.length
+    return (mean is None, stage is not None, -(stage or 0), by_mean, point.length, backward, point.number)
 
 
 def read_point(trial: FrozenTrial, *, metric: str | None = None, sequence_length: int | None = None) -> StoredPoint:
