@@ -14,17 +14,19 @@ The command line is a thin layer over this module: what it does, a notebook can 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from sweep.data.baselines import score_baselines
 from sweep.data.problems import Dataset, DataSummary, describe, load_data
 from sweep.data.suggest import Suggestion, suggest
-from sweep.errors import StorageError
+from sweep.errors import StorageError, SweepError
 from sweep.report.choice import Choice, chosen_point
 from sweep.report.convergence import Convergence, point_convergence
+from sweep.report.skill import Yardstick, yardstick_of
 from sweep.report.table import PointRow, point_row, rows
 from sweep.run.runner import NoProgress, Progress, run_study
 from sweep.spec import GridPoint, Spec, grid_points, uses_suggestion
@@ -78,6 +80,8 @@ class StudySummary:
     counts: dict[str, int] | None = None
     best_key: str | None = None
     best_mean: float | None = None
+    best_skill: float | None = None  # against the best baseline (None: no baseline)
+    is_below_baseline: bool = False
     problem: str = ""  # why it cannot be read (a damaged spec, a newer format)
 
 
@@ -168,10 +172,26 @@ class Study:
     def _read(self, *, with_heartbeats: bool = False, sequence_length: int | None = None) -> Results:
         if sequence_length is None and self._data is not None:
             sequence_length = self._data[0].sequence_length
-        return read_results(
+        results = read_results(
             self.optuna_study, maximize=self.spec.is_maximized, metric=self.spec.metric,
             sequence_length=sequence_length, with_heartbeats=with_heartbeats,
         )
+        if results.baselines is None:  # a study made before baselines were kept: score them, writing nothing
+            results = replace(results, baselines=self._baselines_on_read())
+        return results
+
+    def _baselines_on_read(self) -> dict[str, Any] | None:
+        """The baselines of a study that stored none, where its data are at hand here; else None."""
+        try:
+            dataset = self._data[0] if self._data is not None else load_data(self.spec)
+        except SweepError:
+            return None
+        return _baselines(self.spec, dataset)
+
+    def yardstick(self, *, results: Results | None = None) -> Yardstick | None:
+        """The best naive forecast on the data the points are ranked on, which every point's
+        skill is measured against (None: no baseline stored, nor data here to score one)."""
+        return yardstick_of(results or self.results(), self.spec)
 
     def counts(self, *, results: Results | None = None) -> dict[str, int]:
         """How many grid points are done, running, waiting and failed."""
@@ -179,15 +199,18 @@ class Study:
 
     def rows(self, *, with_heartbeats: bool = False, results: Results | None = None) -> list[PointRow]:
         """Every grid point as the results table shows it, finished ones best first."""
-        return rows(results or self.results(with_heartbeats=with_heartbeats), maximize=self.spec.is_maximized)
+        results = results or self.results(with_heartbeats=with_heartbeats)
+        return rows(results, maximize=self.spec.is_maximized, yardstick=self.yardstick(results=results))
 
     def stored_points(self, *, results: Results | None = None) -> list[StoredPoint]:
         """Every grid point as stored (settings, scores, repeats, statistics), finished ones best first."""
         return (results or self.results()).points
 
     def chosen(self, *, results: Results | None = None) -> Choice | None:
-        """The best finished point, the data it was chosen on, and its score on the test data."""
-        return chosen_point((results or self.results()).points)
+        """The best finished point, the data it was chosen on, its score on the test data, the
+        points it ties with and the rule that picked it, and its skill against the best baseline."""
+        results = results or self.results()
+        return chosen_point(results.points, yardstick=self.yardstick(results=results))
 
     def convergence(self, *, results: Results | None = None) -> dict[str, Convergence | None]:
         """The capacity check of every finished point, by key (see :mod:`sweep.report.convergence`)."""
@@ -198,13 +221,15 @@ class Study:
         """One plain record per grid point, best first: its settings, state and statistics (on
         the data it was ranked on), and its mean score on the test data."""
         maximize = self.spec.is_maximized
+        results = results or self.results()
+        stick = self.yardstick(results=results)
         return [
             {
-                **point.params, **asdict(point_row(point, maximize=maximize)),
+                **point.params, **asdict(point_row(point, maximize=maximize, yardstick=stick)),
                 record.PADDING_FRACTION: point.padding_fraction,
                 "test_mean": point.test_mean,
             }
-            for point in (results or self.results()).points
+            for point in results.points
         ]
 
     def repeat_records(self, *, results: Results | None = None) -> list[dict[str, Any]]:
@@ -286,16 +311,17 @@ def describe_data(spec: Spec) -> DataSummary:
 def suggest_lengths(spec: Spec) -> Suggestion:
     """Candidate subsequence lengths read off the study's training data, each with its reasons,
     and the ACF and PACF they come from (what ``sweep suggest`` shows). Trains and writes nothing."""
-    return _suggestion(load_data(spec))
+    return _suggestion(spec, load_data(spec))
 
 
-def _suggestion(dataset: Dataset) -> Suggestion:
-    return suggest(dataset, dataset.encoding.get("features"))
+def _suggestion(spec: Spec, dataset: Dataset) -> Suggestion:
+    target = spec.problem.target if spec.problem.kind == "series" else None
+    return suggest(dataset, dataset.encoding.get("features"), target_name=target)
 
 
 def _grid(spec: Spec, dataset: Dataset) -> tuple[list[GridPoint], Suggestion | None]:
     """The grid's points, and the data's suggestion where the grid's lengths name it."""
-    suggestion = _suggestion(dataset) if uses_suggestion(spec.grid) else None
+    suggestion = _suggestion(spec, dataset) if uses_suggestion(spec.grid) else None
     return grid_points(spec, dataset.sequence_length, suggestion.lengths if suggestion else None), suggestion
 
 
@@ -319,6 +345,7 @@ def list_studies(storage: StorageLike = None) -> list[StudySummary]:
         summaries.append(StudySummary(
             name, is_sweep=True, n_points=len(results.points), counts=results.counts,
             best_key=choice.key if choice else None, best_mean=choice.mean if choice else None,
+            best_skill=choice.skill if choice else None, is_below_baseline=bool(choice and choice.is_below_baseline),
         ))
     return summaries
 
@@ -326,8 +353,14 @@ def list_studies(storage: StorageLike = None) -> list[StudySummary]:
 def _enqueued(storage: optuna.storages.BaseStorage, spec: Spec, dataset: Dataset, points: list[GridPoint]) -> optuna.Study:
     return protocol.create_or_resume(
         storage, spec, fingerprint=dataset.fingerprint, points=points,
-        sequence_length=dataset.sequence_length, encoding=dataset.encoding,
+        sequence_length=dataset.sequence_length, encoding=dataset.encoding, baselines=_baselines(spec, dataset),
     )
+
+
+def _baselines(spec: Spec, dataset: Dataset) -> dict[str, Any]:
+    """The naive forecasts' scores on the study's data, as a study keeps them."""
+    target = getattr(spec.problem, "target", None) if spec.problem.kind == "series" else None
+    return {baseline.name: baseline.to_dict() for baseline in score_baselines(dataset, target=target)}
 
 
 class _Annotating:

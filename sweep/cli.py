@@ -22,6 +22,7 @@ from sweep.api import Study
 from sweep.data.problems import DataSummary
 from sweep.data.suggest import Suggestion
 from sweep.errors import SweepError
+from sweep.report.skill import NO_BASELINE
 from sweep.spec import Spec, apply_overrides, load_spec
 from sweep.store.connection import Liveness, database_exists, describe_database_error, display_url, open_storage
 from sweep.train.pool import default_workers
@@ -192,7 +193,7 @@ def suggest(
 
     The ACF and PACF of the target (regression with a target per step) or of each input, pooled
     over the training sequences, with the band noise stays in; the lags at which each input
-    correlates with the target; the dominant period; the AR order BIC prefers; and the candidate
+    correlates with the target; the periods; the AR order BIC prefers; and the candidate
     lengths these imply, each with its reason. grid.lengths = "suggested" (or
     "factors+suggested") sweeps them.
 
@@ -205,8 +206,10 @@ def suggest(
 def _print_suggestion(spec: Spec, suggestion: Suggestion, n_lags: int) -> None:
     console.print(f"[bold]{spec.name}[/]: {suggestion.n_steps} training steps")
     for gram in suggestion.correlograms:
+        console.print(gram.describe_stationarity(), highlight=False)
         shown = min(n_lags, len(gram.acf) - 1)
-        table = _numbers_table("lag", "ACF", "PACF", "band", title=f"{gram.name}: ACF, PACF (* significant)")
+        of = " of its differences" if gram.differenced else ""
+        table = _numbers_table("lag", "ACF", "PACF", "band", title=f"{gram.name}: ACF, PACF{of} (* significant)")
         for lag in range(1, shown + 1):
             band = gram.band[lag]
             table.add_row(
@@ -216,8 +219,8 @@ def _print_suggestion(spec: Spec, suggestion: Suggestion, n_lags: int) -> None:
                 "" if band is None else f"±{band:.3f}",
             )
         console.print(table)
-        period = f"dominant period {gram.period}" if gram.period else "no dominant period"
-        console.print(f"{gram.name}: {period}; AR order by BIC {gram.ar_order}")
+        periods = f"periods {', '.join(map(str, gram.periods))} (periodogram, confirmed by the ACF)" if gram.periods else "no period"
+        console.print(f"{gram.name}: {periods}; AR order by BIC {gram.ar_order}", highlight=False)
     for name, lags in suggestion.cross_lags.items():
         console.print(f"{name} correlates with the target at lags {lags or 'none'} (the input that many steps earlier)")
     if not suggestion.candidates:
@@ -391,13 +394,13 @@ def list_studies(storage: StorageOption = None) -> None:
     if not summaries:
         console.print(f"no studies in {display_url(storage)}")
         return
-    table = Table("study", "points", "done", "running", "waiting", "failed", "best point", "best mean")
+    table = Table("study", "points", "done", "running", "waiting", "failed", "best point", "best mean", "skill")
     for summary in summaries:
         if not summary.is_sweep:
-            table.add_row(summary.name, "-", "-", "-", "-", "-", "not a sweep study", "-")
+            table.add_row(summary.name, "-", "-", "-", "-", "-", "not a sweep study", "-", "-")
             continue
         if summary.problem:
-            table.add_row(summary.name, "-", "-", "-", "-", "-", summary.problem, "-")
+            table.add_row(summary.name, "-", "-", "-", "-", "-", summary.problem, "-", "-")
             continue
         table.add_row(
             summary.name,
@@ -405,6 +408,7 @@ def list_studies(storage: StorageOption = None) -> None:
             *(str(summary.counts[state]) for state in ("done", "running", "waiting", "failed")),
             summary.best_key or "-",
             _number(summary.best_mean),
+            _skill(summary.best_skill) + (" below baseline" if summary.is_below_baseline else ""),
         )
     console.print(table)
 
@@ -482,8 +486,10 @@ def _print_results(sweep_study: Study, *, with_heartbeats: bool = False) -> None
             f"[yellow]only {len(rows)} of the grid's {grid_size} points are enqueued[/] (creating the study was cut "
             f"short); sweep create or sweep run with its study file enqueues the rest"
         )
+    stick = sweep_study.yardstick(results=results)
+    console.print(stick.describe() if stick is not None else f"{NO_BASELINE}: skill cannot be measured", highlight=False)
     table = Table(title=f"{metric} ({spec.direction}d), best first", title_justify="left")
-    for column in ("#", "point", "state", "n", "mean", "std", "95% CI", "time"):
+    for column in ("#", "point", "state", "n", "mean", "skill", "std", "95% CI", "time"):
         # Numbers never wrap; on a narrow terminal the point's name does.
         is_text = column in ("point", "state")
         table.add_column(column, justify="left" if is_text else "right", no_wrap=not is_text)
@@ -495,6 +501,7 @@ def _print_results(sweep_study: Study, *, with_heartbeats: bool = False) -> None
             row.state + (f": {row.note}" if row.note else ""),
             str(row.n),
             _number(row.mean),
+            _skill(row.skill),
             _number(row.std),
             interval,
             f"{row.seconds:.0f}s" if row.seconds is not None else "-",
@@ -512,6 +519,10 @@ def _print_results(sweep_study: Study, *, with_heartbeats: bool = False) -> None
 
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def _skill(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.3f}"
 
 
 def _short(value: float | None) -> str:

@@ -36,6 +36,18 @@ class Metric:
         """Whether scores from `low` to `high` can be this metric's at all."""
         return self.low <= low and high <= self.high
 
+    def beats(self, score: float, other: float) -> bool:
+        """Whether `score` is strictly better than `other`."""
+        return score > other if self.is_maximized else score < other
+
+    def skill(self, score: float, baseline: float) -> float | None:
+        """The share of the way from the baseline to a perfect score that `score` goes: for an
+        accuracy (score - baseline) / (1 - baseline), for an error 1 - score / baseline; 1 is
+        perfect, 0 no better than the baseline, below 0 worse. None where the baseline is perfect."""
+        if self.is_maximized:
+            return (score - baseline) / (self.high - baseline) if baseline < self.high else None
+        return 1.0 - score / baseline if baseline > self.low else None
+
 
 METRICS = {
     entry.name: entry

@@ -1,13 +1,19 @@
 """Candidate subsequence lengths read off the data: autocorrelation, partial autocorrelation,
-cross-correlation of the inputs with the target, and an autoregressive order, all by statsmodels.
+periods, cross-correlation of the inputs with the target, and an autoregressive order, by
+statsmodels and SciPy.
 
+A series that is not stationary (its unit root not rejected by the augmented Dickey-Fuller test,
+its stationarity rejected by KPSS) is analysed by its differences, and the suggestion says so.
 The covariances are statsmodels' over the training sequences' real steps laid one after another
 with gaps of zeros between them, less their common mean, so that no pair of steps in two
-sequences counts, each lag divided by its own number of pairs; the PACF follows from them by
-Durbin-Levinson. A lag counts as significant when the pooled value lies outside the band
-white noise would stay in, at a level corrected for the number of lags looked at (Bonferroni),
-so that noise looked at over forty lags does not suggest a length by chance. The AR order is the
-median of BIC's choice over the longest sequences.
+sequences counts, divided by the number of real steps (the estimator of one series, whose
+correlations stay within [-1, 1]); the PACF follows from them by Durbin-Levinson. A lag counts as
+significant when the pooled value lies outside the band white noise would stay in, at a level
+corrected for the number of lags looked at (Bonferroni), so that noise looked at over forty lags
+does not suggest a length by chance. Periods are the periodogram's peaks that stand far above
+the spectrum around them, each confirmed by a peak of the ACF at its lag, a harmonic folded into
+the longer period it divides. The AR order is the median of BIC's choice over the longest
+sequences.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from statsmodels.tools.sm_exceptions import ValueWarning
+from scipy import ndimage, signal
+from statsmodels.tools.sm_exceptions import InterpolationWarning, ValueWarning
 from statsmodels.tsa.ar_model import ar_select_order
-from statsmodels.tsa.stattools import acovf, ccovf, levinson_durbin
+from statsmodels.tsa.stattools import acovf, adfuller, ccovf, kpss, levinson_durbin
 
 from sweep.data.problems import Dataset
 
@@ -26,6 +33,11 @@ __all__ = ["Correlogram", "Suggestion", "suggest"]
 
 ALPHA = 0.05
 MAX_LAGS = 100
+# A periodogram ordinate of noise, over the median of the spectrum around it, exceeds r with
+# probability 2^-r; a peak is a period when that chance, times the number of ordinates looked at
+# (Bonferroni), is below this.
+PERIOD_ALPHA = 0.01
+MAX_PERIODS = 3
 
 
 @dataclass(frozen=True)
@@ -39,8 +51,20 @@ class Correlogram:
     band: list[float | None]  # per lag (None where no two steps are that far apart)
     significant_acf: list[int]
     significant_pacf: list[int]
-    period: int | None
+    period: int | None  # the strongest confirmed period (None: none)
     ar_order: int
+    periods: list[int] = field(default_factory=list)  # every confirmed period, strongest first
+    differenced: bool = False  # not stationary: the statistics are of its differences
+    adf_p: float | None = None  # augmented Dickey-Fuller: small rejects a unit root
+    kpss_p: float | None = None  # KPSS: small rejects stationarity
+
+    def describe_stationarity(self) -> str:
+        if self.adf_p is None or self.kpss_p is None:
+            return f"{self.name}: too short to test for a unit root"
+        tests = f"ADF p={self.adf_p:.2g}, KPSS p={self.kpss_p:.2g}"
+        if self.differenced:
+            return f"{self.name} is not stationary ({tests}): its differences are analysed"
+        return f"{self.name} is taken as stationary ({tests})"
 
 
 @dataclass(frozen=True)
@@ -65,11 +89,13 @@ class Suggestion:
         return data
 
 
-def suggest(dataset: Dataset, feature_names: list[str] | None = None) -> Suggestion:
+def suggest(dataset: Dataset, feature_names: list[str] | None = None, *, target_name: str | None = None) -> Suggestion:
     """Candidate lengths for `dataset`, from 1 to its sequence length.
 
-    Regression with a target per step: the target's ACF and PACF, its dominant period, its AR
-    order, and the lags at which each input correlates with the target. Otherwise the inputs'.
+    Regression with a target per step: the target's ACF and PACF, its periods, its AR order, and
+    the lags at which each input correlates with the target (an input that is the target's own
+    column, `target_name`, is left out: its correlation with the target is the ACF). Otherwise
+    the inputs'.
     """
     names = feature_names or [f"x{i}" for i in range(dataset.n_features)]
     inputs = _sequences(dataset.x_train, dataset.train_lengths)
@@ -82,6 +108,8 @@ def suggest(dataset: Dataset, feature_names: list[str] | None = None) -> Suggest
         target = [steps[:, 0] for steps in _sequences(dataset.y_train, dataset.train_lengths)]
         correlograms = [_correlogram("target", target, _reliable_lags(target, n_lags))]
         for index, name in enumerate(names):
+            if name == target_name:
+                continue
             # corr(target[t + k], input[t]): the input k steps before the target.
             values, cross_band = _cross_correlation(target, [x[:, index] for x in inputs], n_lags)
             cross[name] = _rounded(values)
@@ -93,8 +121,10 @@ def suggest(dataset: Dataset, feature_names: list[str] | None = None) -> Suggest
         correlograms = [_correlogram(name, [x[:, index] for x in inputs], short_lags) for index, name in enumerate(names)]
     for gram in correlograms:
         subject = "the target" if gram.name == "target" else gram.name
-        if gram.period:
-            _add(candidates, gram.period, f"dominant period of {subject}")
+        of = f"{subject}'s differences" if gram.differenced else subject
+        for rank, period in enumerate(gram.periods):
+            what = "dominant period" if rank == 0 else "period"
+            _add(candidates, period, f"{what} of {of} (a periodogram peak, confirmed by the ACF)")
         if gram.significant_pacf:
             _add(candidates, gram.significant_pacf[-1] + 1, f"last significant PACF lag of {subject} + 1")
         if gram.ar_order:
@@ -135,15 +165,19 @@ def _gapped(sequences: list[np.ndarray], n_lags: int) -> tuple[np.ndarray, np.nd
 
 def _pooled_covariance(first: list[np.ndarray], second: list[np.ndarray] | None, n_lags: int) -> tuple[np.ndarray, np.ndarray]:
     """The covariance at lags 0..n_lags pooled over the sequences (of `first` with itself, or of
-    `first` k steps later with `second`), the mean product over the pairs of real steps."""
+    `first` k steps later with `second`): the sum of the products of the pairs of real steps over
+    the number of real steps, the same at every lag. Dividing each lag by its own pairs instead
+    would weigh far lags up and could make a set of covariances no series can have, and partial
+    autocorrelations outside [-1, 1] (-28.9 was seen on an hourly temperature series); with one
+    divisor the estimates are those of one series, bounded, as statsmodels' own (MLE) estimator.
+    Also the number of pairs of real steps at each lag."""
     x, pairs = _gapped(first, n_lags)
     if second is None:
         products = acovf(x, adjusted=False, demean=False, fft=True, nlag=n_lags)
     else:
         y, _ = _gapped(second, n_lags)
         products = ccovf(x, y, adjusted=False, demean=False, fft=True)[: n_lags + 1]
-    safe = np.maximum(pairs, 1.0)
-    return products * len(x) / safe, pairs
+    return products * len(x) / max(pairs[0], 1.0), pairs
 
 
 def _bands(pairs: np.ndarray, n_lags: int) -> np.ndarray:
@@ -164,15 +198,22 @@ def _cross_correlation(target: list[np.ndarray], series: list[np.ndarray], n_lag
 
 
 def _correlogram(name: str, sequences: list[np.ndarray], n_lags: int) -> Correlogram:
+    adf_p, kpss_p = _unit_root(sequences)
+    differenced = adf_p is not None and adf_p > ALPHA and kpss_p < ALPHA
+    if differenced:
+        sequences = [np.diff(series) for series in sequences if len(series) > 1]
+        n_lags = max(1, min(n_lags, max(len(series) for series in sequences) - 1))
     covariance, pairs = _pooled_covariance(sequences, None, n_lags)
     if covariance[0] <= 0:
         zeros = [1.0] + [0.0] * n_lags
-        return Correlogram(name, zeros, zeros, [None] * (n_lags + 1), [], [], None, 0)
+        return Correlogram(name, zeros, zeros, [None] * (n_lags + 1), [], [], None, 0,
+                           differenced=differenced, adf_p=adf_p, kpss_p=kpss_p)
     autocorrelation = covariance / covariance[0]
     partial = levinson_durbin(covariance, nlags=n_lags, isacov=True)[2]
     band = _bands(pairs, n_lags)
     significant_acf = [k for k in range(1, n_lags + 1) if abs(autocorrelation[k]) > band[k]]
     significant_pacf = [k for k in range(1, n_lags + 1) if abs(partial[k]) > band[k]]
+    periods = _periods(sequences, n_lags, (autocorrelation, band))
     return Correlogram(
         name=name,
         acf=_rounded(autocorrelation),
@@ -180,31 +221,86 @@ def _correlogram(name: str, sequences: list[np.ndarray], n_lags: int) -> Correlo
         band=_rounded(band),
         significant_acf=significant_acf,
         significant_pacf=significant_pacf,
-        period=_dominant_period(autocorrelation, band),
+        period=periods[0] if periods else None,
         ar_order=_ar_order(sequences, n_lags),
+        periods=periods,
+        differenced=differenced,
+        adf_p=adf_p,
+        kpss_p=kpss_p,
     )
+
+
+def _laid_end_to_end(sequences: list[np.ndarray]) -> np.ndarray:
+    """The sequences one after another, each less its mean: a long series' segments are its
+    pieces in order again; independent sequences make a series whose joins are no trend."""
+    return np.concatenate([series - series.mean() for series in sequences if len(series)])
+
+
+def _unit_root(sequences: list[np.ndarray]) -> tuple[float | None, float | None]:
+    """p-values of the augmented Dickey-Fuller test (null: a unit root) and of KPSS (null:
+    stationary around a level) on the training steps end to end; None, None where too short."""
+    series = np.concatenate([series for series in sequences if len(series)])
+    if len(series) < 20 or np.std(series) == 0:
+        return None, None
+    with warnings.catch_warnings():
+        # KPSS reports p-values beyond its table's ends as the ends, with a warning.
+        warnings.simplefilter("ignore", (InterpolationWarning, RuntimeWarning, UserWarning))
+        adf_p = float(adfuller(series, autolag="AIC", result_object=False)[1])
+        kpss_p = float(kpss(series, regression="c", nlags="auto", result_object=False)[1])
+    return adf_p, kpss_p
+
+
+def _periods(sequences: list[np.ndarray], n_lags: int, correlogram: tuple[np.ndarray, np.ndarray]) -> list[int]:
+    """The periods of the series, strongest first: periodogram peaks that stand above the median
+    of the spectrum around them by more than noise would (PERIOD_ALPHA, Bonferroni over the
+    ordinates), each confirmed by the ACF (`correlogram`: its values and band) or by the ACF of
+    the series' differences (a cycle survives differencing; a slow wander that hides it in the
+    ACF does not), at most MAX_PERIODS, a period that divides a longer one folded into it."""
+    series = _laid_end_to_end(sequences)
+    if len(series) < 16 or np.std(series) == 0:
+        return []
+    changes = [np.diff(part) for part in sequences if len(part) > 2]
+    covariance, pairs = _pooled_covariance(changes, None, n_lags)
+    correlograms = [correlogram]
+    if covariance[0] > 0:
+        correlograms.append((covariance / covariance[0], _bands(pairs, n_lags)))
+    frequencies, power = signal.periodogram(series, detrend="constant")
+    frequencies, power = frequencies[1:], power[1:]
+    # Half the spectrum around each ordinate: wide enough that a broad peak does not raise its own
+    # background, reflected at the ends so that the ends' background is not their own.
+    background = ndimage.median_filter(power, size=max(11, len(power) // 2) | 1, mode="reflect")
+    ratio = power / np.maximum(background, np.finfo(float).tiny)
+    threshold = np.log2(len(power) / PERIOD_ALPHA)
+    is_peak = (ratio > threshold) & (power >= np.roll(power, 1)) & (power >= np.roll(power, -1))
+    found: list[int] = []
+    for index in np.argsort(-ratio):
+        period = int(round(1 / frequencies[index]))
+        confirmed = any(_acf_confirms(period, values, band) for values, band in correlograms)
+        if is_peak[index] and len(found) < MAX_PERIODS and period not in found and confirmed:
+            found.append(period)
+    return _folded(found)
+
+
+def _acf_confirms(period: int, autocorrelation: np.ndarray, band: np.ndarray) -> bool:
+    """Whether the ACF rises from half a period to a full one (at the period or a lag next to it)
+    by more than twice its band: a cycle, not a slow trend or noise."""
+    if not 2 <= period < len(autocorrelation) - 1:
+        return False
+    full = max(autocorrelation[period - 1 : period + 2])
+    return bool(full - autocorrelation[max(1, round(period / 2))] > 2 * band[period])
+
+
+def _folded(periods: list[int]) -> list[int]:
+    """The periods less those that divide a longer one found (a peak at 12 beside one at 24 is the
+    24-step cycle's harmonic), in their order."""
+    def is_harmonic(period: int) -> bool:
+        return any(other > period and abs(other / period - round(other / period)) < 0.05 for other in periods)
+
+    return [period for period in periods if not is_harmonic(period)]
 
 
 def _rounded(values) -> list[float]:
     return [round(float(v), 6) if np.isfinite(v) else None for v in values]
-
-
-def _dominant_period(autocorrelation: np.ndarray, band: np.ndarray) -> int | None:
-    """A cycle's length: the first significant peak of the ACF, after the ACF first fell inside
-    the band, that rises at least half as high as the highest such peak (a periodic series peaks
-    at every multiple of its period, nearly as high). None when the ACF never comes back."""
-    below = np.nonzero(autocorrelation[1:] < band[1:])[0]
-    if len(below) == 0:
-        return None
-    start = int(below[0]) + 1
-    peaks = [
-        k for k in range(max(start, 2), len(autocorrelation) - 1)
-        if autocorrelation[k] > band[k] and autocorrelation[k] >= autocorrelation[k - 1] and autocorrelation[k] >= autocorrelation[k + 1]
-    ]
-    if not peaks:
-        return None
-    highest = max(autocorrelation[k] for k in peaks)
-    return next(k for k in peaks if autocorrelation[k] >= highest / 2)
 
 
 def _ar_order(sequences: list[np.ndarray], n_lags: int, n_longest: int = 20) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 
 from sweep.metrics import metric as metric_of
 from sweep.report.comparison import ALPHA, adjusted_p_values
+from sweep.report.skill import Yardstick
 from sweep.store.record import StoredPoint, shown_mean
 
 __all__ = ["TIE_RULE", "Choice", "chosen_point"]
@@ -35,6 +36,28 @@ class Choice:
     tied: tuple[str, ...] = ()  # the other points whose means tie with its own
     rule: str = TIE_RULE  # how one of tied points is chosen
     n_not_worse: int = 0  # other points not significantly worse, besides the tied ones
+    yardstick: Yardstick | None = None  # the best baseline (None: the study stored none)
+
+    @property
+    def skill(self) -> float | None:
+        """Its skill against the best baseline, on the data it was chosen on."""
+        return self.yardstick.skill(self.mean) if self.yardstick is not None else None
+
+    @property
+    def is_below_baseline(self) -> bool:
+        return self.yardstick is not None and not self.yardstick.is_beaten_by(self.mean)
+
+    def describe_baseline(self) -> str:
+        """How it fares against the best naive forecast, in plain words."""
+        stick = self.yardstick
+        if stick is None:
+            return "No baseline stored: how a naive forecast scores is unknown."
+        if self.is_below_baseline:
+            return (
+                f"Below baseline: {self.key} scores {self.metric} {self.mean:.4g}, and the naive forecast "
+                f"'{stick.name}' scores {stick.score:.4g} without learning anything; no grid point learned more than it."
+            )
+        return f"Skill against the naive forecast '{stick.name}' ({stick.score:.4g}): {self.skill:.3g}."
 
     def describe_ties(self) -> str:
         """What else is as good: the points that tie, the rule that picked this one among them,
@@ -69,10 +92,12 @@ class Choice:
                 "played no part in choosing it, so the choice does not flatter it."
             )
         ties = self.describe_ties()
-        return f"{sentence} {ties}" if ties else sentence
+        if self.is_below_baseline:  # first, in plain words
+            return " ".join(part for part in (self.describe_baseline(), sentence, ties) if part)
+        return " ".join(part for part in (sentence, ties, self.describe_baseline()) if part)
 
 
-def chosen_point(points: Sequence[StoredPoint]) -> Choice | None:
+def chosen_point(points: Sequence[StoredPoint], *, yardstick: Yardstick | None = None) -> Choice | None:
     """The best finished point of a snapshot's points, best first: the first that trained its
     full count, or where none did, the one a race stopped last, saying so (None before any point
     is done, or where every finished mean is not a number)."""
@@ -90,6 +115,7 @@ def chosen_point(points: Sequence[StoredPoint]) -> Choice | None:
         key=best.key, metric=best.metric or "objective", ranked_on=best.ranked_on,
         mean=best.summary["mean"], test=best.test_summary if best.ranked_on == "validation" else None,
         n=int(best.summary.get("n") or len(best.scores)), shortfall=shortfall, tied=tuple(tied), n_not_worse=n_not_worse,
+        yardstick=yardstick,
     )
 
 

@@ -13,6 +13,7 @@ from sweep.errors import SweepError
 from sweep.report.convergence import DESCRIPTION as CONVERGENCE_DESCRIPTION
 from sweep.report.convergence import NOT_CONVERGED
 from sweep.report.comparison import TEST_DESCRIPTION
+from sweep.report.skill import BELOW_BASELINE, NO_BASELINE
 from sweep.report.summary import Report
 from sweep.store.connection import quiet_experimental
 
@@ -46,6 +47,10 @@ def study_note(report: Report) -> str:
         ]
     if report.choice is not None:
         lines += [report.choice.describe(), ""]
+    lines += [report.yardstick.describe() if report.yardstick is not None else f"{NO_BASELINE}.", ""]
+    below = [point.key for point in finished if point.is_below_baseline]
+    if below:
+        lines += [f"{BELOW_BASELINE.capitalize()}: {', '.join(below)}.", ""]
     unsettled = [point for point in finished if point.is_converging]
     if unsettled:
         lines += [

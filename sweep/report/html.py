@@ -9,6 +9,7 @@ from pathlib import Path
 from sweep.errors import SweepError
 from sweep.report.convergence import DESCRIPTION as CONVERGENCE_DESCRIPTION
 from sweep.report.convergence import NOT_CONVERGED
+from sweep.report.skill import BELOW_BASELINE, NO_BASELINE
 from sweep.report.figures import box_figure, correlogram_figure, curve_figure, mean_figure
 from sweep.report.comparison import TEST_DESCRIPTION
 from sweep.report.summary import PointStats, Report
@@ -82,7 +83,7 @@ def _choice(report: Report) -> str:
 
 
 def _notes(report: Report) -> str:
-    notes = []
+    notes = [report.yardstick.describe() if report.yardstick is not None else f"{NO_BASELINE}: skill cannot be measured."]
     counts = report.counts
     if not report.is_finished:
         notes.append(
@@ -106,7 +107,7 @@ def _notes(report: Report) -> str:
     return "".join(f'<p class="note">{html.escape(note)}</p>' for note in notes)
 
 
-_COLUMNS = ("#", "point", "state", "n", "mean", "std", "95% CI", "median", "min", "max", "padding", "time", "vs best")
+_COLUMNS = ("#", "point", "state", "n", "mean", "skill", "std", "95% CI", "median", "min", "max", "padding", "time", "vs best")
 
 
 def _table(report: Report) -> str:
@@ -130,6 +131,7 @@ def _row(rank: int, point: PointStats) -> str:
         html.escape(_state(point)),
         str(s.get("n", 0)),
         _fmt(s.get("mean")),
+        "-" if point.skill is None else f"{point.skill:+.3f}",
         _fmt(s.get("std")),
         interval,
         _fmt(s.get("median")),
@@ -139,12 +141,13 @@ def _row(rank: int, point: PointStats) -> str:
         f"{point.wall_seconds:.0f} s" if point.wall_seconds is not None else "-",
         verdict,
     ]
-    tds = "".join(f'<td class="text">{c}</td>' if i in (1, 2, 12) else f"<td>{c}</td>" for i, c in enumerate(cells))
+    tds = "".join(f'<td class="text">{c}</td>' if i in (1, 2, 13) else f"<td>{c}</td>" for i, c in enumerate(cells))
     return f'<tr class="{"best" if point.is_best else ""}">{tds}</tr>'
 
 
 def _state(point: PointStats) -> str:
-    notes = [note for note in (point.fail_reason, point.stopped, NOT_CONVERGED if point.is_converging else "") if note]
+    below = BELOW_BASELINE if point.is_below_baseline else ""
+    notes = [note for note in (point.fail_reason, below, point.stopped, NOT_CONVERGED if point.is_converging else "") if note]
     return point.state + (f": {'; '.join(notes)}" if notes else "")
 
 

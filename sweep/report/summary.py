@@ -14,6 +14,7 @@ from typing import Any
 from sweep.report.choice import Choice, chosen_point
 from sweep.report.comparison import ALPHA, TEST_DESCRIPTION, adjusted_p_values
 from sweep.report.convergence import Convergence, point_convergence
+from sweep.report.skill import Yardstick, yardstick_of
 from sweep.spec import Spec, describe_spec
 from sweep.store.record import Results, StoredPoint
 
@@ -43,6 +44,8 @@ class PointStats:
     convergence: Convergence | None = None  # the capacity check (see sweep.report.convergence)
     p_value: float | None = None  # adjusted, against the best point
     is_best: bool = False
+    skill: float | None = None  # against the best baseline
+    is_below_baseline: bool = False
 
     @property
     def is_distinguishable(self) -> bool | None:
@@ -64,6 +67,7 @@ class Report:
     points: list[PointStats] = field(default_factory=list)
     suggestion: dict[str, Any] | None = None  # as stored when the grid's lengths were suggested
     choice: Choice | None = None  # the best point, the data it was chosen on, its test score
+    yardstick: Yardstick | None = None  # the best baseline (None: the study stored none)
 
     @property
     def is_finished(self) -> bool:
@@ -77,7 +81,8 @@ class Report:
 def collect(results: Results, spec: Spec) -> Report:
     """Every grid point's statistics, best first, with its test against the best point."""
     stored = results.points
-    points = [_point(point, maximize=spec.is_maximized) for point in stored]
+    stick = yardstick_of(results, spec)
+    points = [_point(point, maximize=spec.is_maximized, yardstick=stick) for point in stored]
     done = [point for point in points if point.state == "done"]
     # Studies stored before the validation split ranked on the test data.
     ranked_on = stored[0].ranked_on if stored and stored[0].state == "done" else spec.ranked_on
@@ -89,11 +94,12 @@ def collect(results: Results, spec: Spec) -> Report:
         counts=results.counts,
         points=compare_to_best(done) + [point for point in points if point.state != "done"],
         suggestion=results.suggestion,
-        choice=chosen_point(stored),
+        choice=chosen_point(stored, yardstick=stick),
+        yardstick=stick,
     )
 
 
-def _point(point: StoredPoint, *, maximize: bool) -> PointStats:
+def _point(point: StoredPoint, *, maximize: bool, yardstick: Yardstick | None) -> PointStats:
     extras = [f"{name}={value}" for name, value in sorted(point.params.items()) if name not in ("length", "mode")]
     padding = point.padding_fraction or 0.0
     return PointStats(
@@ -113,6 +119,9 @@ def _point(point: StoredPoint, *, maximize: bool) -> PointStats:
         curves=point.curves(),
         validation_curves=point.curves(validation=True),
         convergence=point_convergence(point, maximize=maximize) if point.state == "done" else None,
+        skill=yardstick.skill(point.summary.get("mean")) if yardstick is not None and point.state == "done" else None,
+        is_below_baseline=point.state == "done" and yardstick is not None
+        and not yardstick.is_beaten_by(point.summary.get("mean")),
     )
 
 

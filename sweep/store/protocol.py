@@ -127,17 +127,22 @@ def create_or_resume(
     points: Sequence[GridPoint],
     sequence_length: int | None = None,
     encoding: dict | None = None,
+    baselines: dict | None = None,
 ) -> optuna.Study:
     """The study of `spec`, created with its whole grid enqueued, or resumed if it exists.
 
     Resuming checks that the stored spec and data fingerprint match and enqueues only the grid
     points that have no trial yet, so running twice never adds a point twice. `encoding` (class
-    names, standardization) is stored with a new study.
+    names, standardization) is stored with a new study; `baselines` (the naive forecasts' scores)
+    with any study that has none yet.
     """
     with database_lock(storage, spec.name):
-        return _create_or_resume(
+        study = _create_or_resume(
             storage, spec, fingerprint=fingerprint, points=points, sequence_length=sequence_length, encoding=encoding
         )
+        if baselines is not None and not record.has_baselines(study.user_attrs):
+            study.set_user_attr(*record.baselines_attr(baselines))
+        return study
 
 
 def _create_or_resume(

@@ -76,6 +76,7 @@ SEQUENCE_LENGTH = "sequence_length"
 GRID_SIZE = "n_points"  # the whole grid's size, stored before its points are enqueued
 ENCODING = "data_encoding"  # class names and standardization of a user's data
 SUGGESTION = "suggestion"  # the lengths the data suggested, with reasons, ACF and PACF
+BASELINES = "baselines"  # the naive forecasts' scores: name -> part -> "<metric>/<scope>" -> score
 
 # A grid point's attributes ----------------------------------------------------------------------
 
@@ -229,6 +230,11 @@ def grid_size_attr(n_points: int) -> tuple[str, int]:
     return GRID_SIZE, n_points
 
 
+def baselines_attr(baselines: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The naive forecasts' scores, as a study keeps them (see sweep.data.baselines)."""
+    return BASELINES, baselines
+
+
 def study_attrs(spec: Spec, *, fingerprint: str, sequence_length: int | None, encoding: dict | None) -> dict[str, Any]:
     """What a new study stores about itself, in the order it is written: the marker last, so that
     a creation cut short is not taken for a whole one."""
@@ -295,6 +301,10 @@ SPEC_UPGRADES: tuple[tuple[str, Callable[[dict], dict]], ...] = (
     ("npz data were not standardized before problem.standardize existed", _npz_unstandardized),
     ("points were ranked on the test data before the validation split", _validation_off),
 )
+
+
+def has_baselines(user_attrs: Mapping[str, Any]) -> bool:
+    return BASELINES in user_attrs
 
 
 def grid_size(user_attrs: Mapping[str, Any]) -> int | None:
@@ -600,6 +610,8 @@ class Results:
     sequence_length: int | None
     suggestion: dict[str, Any] | None  # the data's suggestion, where the grid's lengths came from it
     heartbeats: dict[int, datetime] = field(default_factory=dict)  # each running point's last beat
+    # The naive forecasts' scores (sweep.data.baselines); None for a study made before they were kept.
+    baselines: dict[str, Any] | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -629,6 +641,7 @@ def read_results(
             sequence_length=length,
             suggestion=attrs.get(SUGGESTION),
             heartbeats=last_heartbeats(study) if with_heartbeats else {},
+            baselines=attrs.get(BASELINES),
         )
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
         raise StorageError(describe_database_error(error)) from None
