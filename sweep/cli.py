@@ -302,12 +302,20 @@ def create(
 def status(
     name: Annotated[str, typer.Argument(help="The study's name.")],
     storage: StorageOption = None,
+    point: Annotated[
+        Optional[str], typer.Option("--point", help="Show one grid point in full (its key, as the table names it).")
+    ] = None,
 ) -> None:
-    """Show a study's progress and results so far, best grid point first.
+    """Show a study's progress and results so far, best grid point first; with --point, one point
+    in full (a failed point's whole reason, which the table cuts to one line).
 
-    Example: sweep status echo-first
+    Example: sweep status echo-first --point "L=5 stateful"
     """
-    _print_results(Study.open(name, storage=storage), with_heartbeats=True)
+    study = Study.open(name, storage=storage)
+    if point is None:
+        _print_results(study, with_heartbeats=True)
+    else:
+        _print_point(study, point)
 
 
 @app.command()
@@ -488,25 +496,9 @@ def _print_results(sweep_study: Study, *, with_heartbeats: bool = False) -> None
         )
     stick = sweep_study.yardstick(results=results)
     console.print(stick.describe() if stick is not None else f"{NO_BASELINE}: skill cannot be measured", highlight=False)
-    table = Table(title=f"{metric} ({spec.direction}d), best first", title_justify="left")
-    for column in ("#", "point", "state", "n", "mean", "skill", "std", "95% CI", "time"):
-        # Numbers never wrap; on a narrow terminal the point's name does.
-        is_text = column in ("point", "state")
-        table.add_column(column, justify="left" if is_text else "right", no_wrap=not is_text)
-    for rank, row in enumerate(rows, start=1):
-        interval = f"{_short(row.ci95_low)}..{_short(row.ci95_high)}" if row.ci95_low is not None else "-"
-        table.add_row(
-            str(rank) if row.state == "done" else "-",
-            row.key,
-            row.state + (f": {row.note}" if row.note else ""),
-            str(row.n),
-            _number(row.mean),
-            _skill(row.skill),
-            _number(row.std),
-            interval,
-            f"{row.seconds:.0f}s" if row.seconds is not None else "-",
-        )
-    console.print(table)
+    console.print(_results_table(rows, title=f"{metric} ({spec.direction}d), best first"))
+    if any(len(_state(row)) > STATE_WIDTH for row in rows):
+        console.print(f'states cut to one line; one in full: sweep status {sweep_study.name} --point "KEY"', highlight=False)
     choice = sweep_study.chosen(results=results)
     if choice is not None:
         console.print(choice.describe(), highlight=False)
@@ -515,6 +507,48 @@ def _print_results(sweep_study: Study, *, with_heartbeats: bool = False) -> None
             console.print(f"[yellow]{key}[/]: {convergence.describe()}", highlight=False)
     for number, reason in results.set_aside:
         console.print(f"trial {number}: {reason}")
+
+
+# The state column's width: a failed point's reason is cut to one line there (whole with --point),
+# so that the table fits 100 columns.
+STATE_WIDTH = 36
+
+
+def _results_table(rows: list, *, title: str) -> Table:
+    """The results table: one line per point (on a narrow terminal the point's name wraps)."""
+    table = Table(title=title, title_justify="left")
+    for column in ("#", "point", "state", "n", "mean", "skill", "std", "95% CI", "time"):
+        if column == "state":
+            table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=STATE_WIDTH)
+        else:
+            table.add_column(column, justify="left" if column == "point" else "right", no_wrap=column != "point")
+    for rank, row in enumerate(rows, start=1):
+        interval = f"{_short(row.ci95_low)}..{_short(row.ci95_high)}" if row.ci95_low is not None else "-"
+        table.add_row(
+            str(rank) if row.state == "done" else "-", row.key, _state(row), str(row.n), _number(row.mean),
+            _skill(row.skill), _number(row.std), interval, f"{row.seconds:.0f}s" if row.seconds is not None else "-",
+        )
+    return table
+
+
+def _state(row) -> str:
+    return row.state + (f": {row.note}" if row.note else "")
+
+
+def _print_point(sweep_study: Study, key: str) -> None:
+    """One grid point in full: its state and whole reason or note, its statistics and skill."""
+    results = sweep_study.results(with_heartbeats=True)
+    rows = {row.key: row for row in sweep_study.rows(results=results)}
+    if key not in rows:
+        raise SweepError(f"study {sweep_study.name!r} has no point {key!r}; its points: {', '.join(rows)}")
+    row = rows[key]
+    interval = f"{_short(row.ci95_low)}..{_short(row.ci95_high)}" if row.ci95_low is not None else "-"
+    lines = [
+        f"{row.key}: {row.state}", *([row.note] if row.note else []),
+        f"repeats {row.n}, mean {_number(row.mean)}, std {_number(row.std)}, 95% CI {interval}, skill {_skill(row.skill)}",
+    ]
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 def _number(value: float | None) -> str:

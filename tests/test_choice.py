@@ -56,10 +56,10 @@ def make_raced_study(url: str) -> optuna.Study:
     return study
 
 
-def sweep_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def sweep_cli(*args: str, cwd: Path, columns: int = 200) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "sweep", *args], capture_output=True, text=True, cwd=cwd,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": str(columns)},
     )
 
 
@@ -176,6 +176,15 @@ def test_networks_that_blow_up_on_their_last_update_fail_and_nothing_is_chosen(t
     assert all("score became" in trial.user_attrs["fail_reason"] for trial in trials)
     requeued = sweep_cli("requeue", "blow-up", "--storage", url, cwd=tmp_path)
     assert "not requeued, since the same settings and seeds would diverge again" in requeued.stdout
+    # At 100 columns each failed point is one line, its reason cut; --point gives it whole.
+    status = sweep_cli("status", "blow-up", "--storage", url, cwd=tmp_path, columns=100).stdout
+    assert max(len(line) for line in status.splitlines()) <= 100
+    failed_rows = [line for line in status.splitlines() if "│ failed:" in line]
+    assert len(failed_rows) == 2 and all(line.rstrip(" │-").endswith("…") or "…" in line for line in failed_rows)
+    assert 'one in full: sweep status blow-up --point "KEY"' in status
+    whole = sweep_cli("status", "blow-up", "--point", "L=6 stateful", "--storage", url, cwd=tmp_path, columns=100).stdout
+    reason = trials[1].user_attrs["fail_reason"]
+    assert reason in " ".join(whole.split()) or reason in whole
 
 
 def points_of(scores: dict[str, list[float]], *, maximize: bool = True) -> list:

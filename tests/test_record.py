@@ -140,6 +140,11 @@ def prose(shown: str) -> str:
     return " ".join(" ".join(line.split()) for line in shown.splitlines() if line and line[0] not in "┏┃┡│└")
 
 
+def _cut_like(cell: str, old: str) -> str:
+    """A cell cut with an ellipsis, as the whole old one if it begins it."""
+    return old if cell.endswith("…") and old.startswith(cell[:-1].rstrip()) else cell
+
+
 def _without_baseline(cell: str) -> str:
     """A state cell without the note on the baseline that the release could not make."""
     return cell.replace(": below baseline; ", ": ").replace(": below baseline", "")
@@ -157,6 +162,10 @@ def test_studies_of_the_previous_release_show_the_same_tables(tmp_path: Path) ->
         old_rows, new_rows = table(shown), table(now)
         kept = [{column: _without_baseline(row[column]) for column in old_rows[0] if column != "#"} for row in new_rows]
         old = [{column: cell for column, cell in row.items() if column != "#"} for row in old_rows]
+        # A state too long for its column is cut to one line now, ending in an ellipsis.
+        old_by_point = {row["point"]: row for row in old}
+        kept = [{column: _cut_like(cell, old_by_point.get(row["point"], {}).get(column, "")) for column, cell in row.items()}
+                for row in kept]
         if name == "release-raced":
             assert sorted(map(str, kept)) == sorted(map(str, old))
             assert [row["point"] for row in new_rows][4:] == ["L=10 stateful", "L=1 stateless"]

@@ -54,6 +54,7 @@ th:first-child, td:first-child, td.text {{ text-align: left; }}
 </style></head><body>
 <h1>{name}</h1>
 {_choice(report)}
+{_baselines(report)}
 {_notes(report)}
 <section id="box">{figures["box"]}</section>
 <section id="means">{figures["means"]}</section>
@@ -82,8 +83,14 @@ def _choice(report: Report) -> str:
     return f'<p id="chosen" class="chosen">{html.escape(report.choice.describe())}</p>'
 
 
+def _baselines(report: Report) -> str:
+    stick = report.yardstick
+    text = stick.describe() if stick is not None else f"{NO_BASELINE}: skill cannot be measured."
+    return f'<p id="baselines">{html.escape(text)}</p>'
+
+
 def _notes(report: Report) -> str:
-    notes = [report.yardstick.describe() if report.yardstick is not None else f"{NO_BASELINE}: skill cannot be measured."]
+    notes = []
     counts = report.counts
     if not report.is_finished:
         notes.append(
