@@ -137,7 +137,7 @@ def test_a_classifier_of_shuffled_labels_is_below_the_majority_class(tmp_path: P
 def test_a_study_made_before_baselines_shows_none_without_its_data(tmp_path: Path) -> None:
     values = np.sin(np.arange(120) / 5)
     url = f"sqlite:///{tmp_path / 's.db'}"
-    study = Study.create(spec_from_dict(series_study(tmp_path, values, repeats=1)), storage=url)
+    Study.create(spec_from_dict(series_study(tmp_path, values, repeats=1)), storage=url)
     # As a study made before baselines were kept: none stored.
     with sqlite3.connect(tmp_path / "s.db") as connection:
         connection.execute("DELETE FROM study_user_attributes WHERE key = ?", (record.BASELINES,))

@@ -3,12 +3,10 @@ and the score to report for it."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sweep.metrics import metric as metric_of
 from sweep.report.comparison import ALPHA, adjusted_p_values
 from sweep.report.skill import Yardstick
 from sweep.store.record import StoredPoint, shown_mean
@@ -102,7 +100,7 @@ def chosen_point(points: Sequence[StoredPoint], *, yardstick: Yardstick | None =
     full count, or where none did, the one a race stopped last, saying so (None before any point
     is done, or where every finished mean is not a number)."""
     complete = [point for point in points if point.is_complete]
-    stopped = [point for point in points if point.state == "done" and point.stopped_at is not None and _is_finite(point)]
+    stopped = [point for point in points if point.state == "done" and point.stopped_at is not None and point.has_finite_mean]
     best = complete[0] if complete else stopped[0] if stopped else None
     if best is None:
         return None
@@ -118,7 +116,3 @@ def chosen_point(points: Sequence[StoredPoint], *, yardstick: Yardstick | None =
         yardstick=yardstick,
     )
 
-
-def _is_finite(point: StoredPoint) -> bool:
-    mean = point.summary.get("mean")
-    return mean is not None and math.isfinite(mean)

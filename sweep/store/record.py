@@ -349,10 +349,15 @@ class StoredPoint:
         return str(self.params.get("mode", ""))
 
     @property
+    def has_finite_mean(self) -> bool:
+        """Whether its mean is a number (versions that let a diverged repeat count stored inf)."""
+        mean = self.summary.get("mean")
+        return mean is not None and math.isfinite(mean)
+
+    @property
     def is_complete(self) -> bool:
         """Finished with its full count of repeats (not stopped by a race) and a finite mean."""
-        mean = self.summary.get("mean")
-        return self.state == "done" and self.stopped_at is None and mean is not None and math.isfinite(mean)
+        return self.state == "done" and self.stopped_at is None and self.has_finite_mean
 
     @property
     def test_mean(self) -> float | None:
@@ -406,8 +411,7 @@ MEAN_DECIMALS = 4
 
 def shown_mean(point: StoredPoint) -> float | None:
     """A point's mean as shown: two points whose shown means are equal tie."""
-    mean = point.summary.get("mean")
-    return round(mean, MEAN_DECIMALS) if mean is not None and math.isfinite(mean) else None
+    return round(point.summary["mean"], MEAN_DECIMALS) if point.has_finite_mean else None
 
 
 def rank(point: StoredPoint, *, maximize: bool) -> tuple:
