@@ -13,6 +13,7 @@ import optuna
 import sqlalchemy.exc
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.exceptions import TyperException
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -525,7 +526,8 @@ def _results_table(rows: list, *, title: str) -> Table:
     for rank, row in enumerate(rows, start=1):
         interval = f"{_short(row.ci95_low)}..{_short(row.ci95_high)}" if row.ci95_low is not None else "-"
         table.add_row(
-            str(rank) if row.state == "done" else "-", row.key, _state(row), str(row.n), _number(row.mean),
+            # Keys and reasons are the study's text, shown as written, never read as markup.
+            str(rank) if row.state == "done" else "-", escape(row.key), escape(_state(row)), str(row.n), _number(row.mean),
             _skill(row.skill), _number(row.std), interval, f"{row.seconds:.0f}s" if row.seconds is not None else "-",
         )
     return table
@@ -548,7 +550,7 @@ def _print_point(sweep_study: Study, key: str) -> None:
         f"repeats {row.n}, mean {_number(row.mean)}, std {_number(row.std)}, 95% CI {interval}, skill {_skill(row.skill)}",
     ]
     for line in lines:
-        console.print(line, highlight=False, soft_wrap=True)
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
 
 
 def _number(value: float | None) -> str:

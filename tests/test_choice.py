@@ -224,3 +224,15 @@ def test_points_that_tie_are_named_with_the_rule_that_picked_one() -> None:
 def test_a_point_alone_at_the_top_names_no_tie() -> None:
     choice = chosen_point(points_of({"L=5 stateful": [1.0] * 6, "L=1 stateless": [0.5] * 6}))
     assert choice.tied == () and "ties" not in choice.describe()
+
+
+def test_a_reason_is_shown_as_written_never_read_as_markup(tmp_path: Path) -> None:
+    """A failure's text comes from an exception or a database: '[red]' in it is shown, not obeyed."""
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    spec = spec_from_dict(RACED)
+    study = protocol.create_or_resume(open_storage(url), spec, fingerprint="f", points=grid_points(spec, 4), sequence_length=4)
+    protocol.fail_trial(study, protocol.claim_next(study), "[0, 1] [red]x[/red]")
+    table = sweep_cli("status", "raced", "--storage", url, cwd=tmp_path)
+    whole = sweep_cli("status", "raced", "--point", "L=2 stateful", "--storage", url, cwd=tmp_path)
+    assert "failed: [0, 1] [red]x[/red]" in table.stdout
+    assert "[0, 1] [red]x[/red]" in whole.stdout
