@@ -22,14 +22,16 @@ import optuna
 
 from sweep.data.baselines import score_baselines
 from sweep.data.problems import Dataset, DataSummary, describe, load_data
-from sweep.data.suggest import Suggestion, suggest
+from sweep.data.suggest import Suggestion, suggest, target_periods
 from sweep.errors import StorageError, SweepError
+from sweep.export.contract import ExportError
+from sweep.export.exporting import Exported, export_repeat, representative_repeat
 from sweep.report.choice import Choice, chosen_point
 from sweep.report.convergence import Convergence, point_convergence
 from sweep.report.skill import Yardstick, yardstick_of
 from sweep.report.table import PointRow, point_row, rows
 from sweep.run.runner import NoProgress, Progress, run_study
-from sweep.spec import GridPoint, Spec, grid_points, uses_suggestion
+from sweep.spec import GridPoint, SeriesProblem, Spec, grid_points, uses_suggestion
 from sweep.store import protocol, record
 from sweep.store.connection import Liveness, database_exists, open_storage
 from sweep.store.optuna_private import storage_of
@@ -159,7 +161,69 @@ class Study:
             is_fused=not reference, progress=watched,
         )
         self.annotate()
+        counts = self.counts()
+        if self.spec.keep_weights == "chosen" and not counts.get("waiting") and not counts.get("running"):
+            self._keep_chosen_weights_only()
         return RunOutcome(n_trained=n_trained, counts=self.counts())
+
+    def _keep_chosen_weights_only(self) -> None:
+        """With keep_weights = "chosen", once the grid is done: drop every other point's weights."""
+        results = self.results()
+        choice = self.chosen(results=results)
+        chosen = next((point for point in results.points if choice is not None and point.key == choice.key), None)
+        if chosen is not None:
+            protocol.keep_weights_of_one(self.optuna_study, number=chosen.number)
+
+    def export(self, path: str | Path, *, point: str | None = None, repeat: int | None = None) -> Exported:
+        """Write a trained network of the study to the folder `path`: model.keras (a plain Keras
+        model), sweep.json (its data contract) and README.md. By default the chosen point's
+        representative repeat (its median score on the data the points were ranked on); `point`
+        names another finished point by key, `repeat` another repeat (numbered as
+        :meth:`repeats_dataframe` numbers them). Where the study's data are at hand, the model is
+        checked to reproduce the repeat's stored test scores. ExportError says why it cannot."""
+        results = self.results()
+        stored = self._point_to_export(results, point)
+        if repeat is None:
+            repeat, why = representative_repeat(stored)
+        elif repeat not in stored.repeats:
+            raise ExportError(
+                f"{stored.key} has no finished repeat {repeat}; its repeats are numbered "
+                f"{min(stored.repeats)} to {max(stored.repeats)} ({len(stored.repeats)} finished)"
+            )
+        else:
+            why = f"repeat {repeat}, as asked"
+        weights = protocol.kept_weights(self.optuna_study, number=stored.number, repeat=repeat)
+        if weights is None:
+            raise ExportError(
+                f"no weights are kept for {stored.key} repeat {repeat} (the study keeps {self.spec.keep_weights!r}, or "
+                "was made before weights were kept); choose a kept repeat with --repeat, or train it again with --refit"
+            )
+        return export_repeat(
+            study=self.name, spec=self.spec, point=stored, repeat=repeat, why=why, weights=weights,
+            encoding=results.encoding, dataset=self._dataset_here(), sequence_length=results.sequence_length, folder=Path(path),
+        )
+
+    def _point_to_export(self, results: Results, key: str | None) -> StoredPoint:
+        if key is None:
+            choice = self.chosen(results=results)
+            if choice is None:
+                raise ExportError(f"study {self.name!r} has no finished point to export yet; run it first")
+            key = choice.key
+        for stored in results.points:
+            if stored.key == key:
+                if stored.state != "done":
+                    raise ExportError(f"point {key!r} is {stored.state}, not done; export a finished point")
+                return stored
+        raise ExportError(f"study {self.name!r} has no point {key!r}; its keys are listed by: sweep status {self.name}")
+
+    def _dataset_here(self) -> Dataset | None:
+        """The study's data where they are at hand on this machine; None where they are not."""
+        if self._data is not None:
+            return self._data[0]
+        try:
+            return load_data(self.spec)
+        except SweepError:
+            return None
 
     def results(self, *, with_heartbeats: bool = False) -> Results:
         """One snapshot of the study's whole record: every grid point as stored (settings, scores,
@@ -295,8 +359,10 @@ class Study:
             )
 
     def delete(self, *, force: bool = False) -> None:
-        """Delete the study and every trial in it; refused while points run, unless `force`."""
+        """Delete the study, every trial in it and the weights it kept; refused while points run,
+        unless `force`."""
         self.check_deletable(force=force)
+        protocol.delete_kept_weights(self.optuna_study)
         optuna.delete_study(study_name=self.name, storage=storage_of(self.optuna_study))
 
 
@@ -353,14 +419,23 @@ def list_studies(storage: StorageLike = None) -> list[StudySummary]:
 def _enqueued(storage: optuna.storages.BaseStorage, spec: Spec, dataset: Dataset, points: list[GridPoint]) -> optuna.Study:
     return protocol.create_or_resume(
         storage, spec, fingerprint=dataset.fingerprint, points=points,
-        sequence_length=dataset.sequence_length, encoding=dataset.encoding, baselines=_baselines(spec, dataset),
+        sequence_length=dataset.sequence_length, baselines=_baselines(spec, dataset),
+        encoding={**dataset.encoding, "targets": "per step" if dataset.is_per_step else "per sequence"},
     )
 
 
 def _baselines(spec: Spec, dataset: Dataset) -> dict[str, Any]:
-    """The naive forecasts' scores on the study's data, as a study keeps them."""
-    target = getattr(spec.problem, "target", None) if spec.problem.kind == "series" else None
-    return {baseline.name: baseline.to_dict() for baseline in score_baselines(dataset, target=target)}
+    """The naive forecasts' scores on the study's data, as a study keeps them; a long series' season
+    is `problem.season`, else the strongest period of its training part (none found: no seasonal
+    naive forecast)."""
+    problem = spec.problem
+    if not isinstance(problem, SeriesProblem):
+        return {baseline.name: baseline.to_dict() for baseline in score_baselines(dataset)}
+    season = problem.season
+    if season is None:
+        season = next(iter(target_periods(dataset)), None)
+    baselines = score_baselines(dataset, target=problem.target, season=season, horizon=problem.horizon)
+    return {baseline.name: baseline.to_dict() for baseline in baselines}
 
 
 class _Annotating:

@@ -362,6 +362,31 @@ def report(
 
 
 @app.command()
+def export(
+    name: Annotated[str, typer.Argument(help="The study's name.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The folder to write (new or empty).")],
+    point: Annotated[
+        Optional[str], typer.Option("--point", help="A finished point's key (default: the chosen point).", show_default=False)
+    ] = None,
+    repeat: Annotated[
+        Optional[int], typer.Option("--repeat", min=0, help="The repeat to export (default: the median one).", show_default=False)
+    ] = None,
+    storage: StorageOption = None,
+) -> None:
+    """Export a trained network: model.keras (plain Keras), sweep.json (its data contract) and a
+    README.md on how to use it.
+
+    By default the chosen point (as status and the report choose it) and its representative
+    repeat, the one whose score is the median of its repeats. Needs only the study's name and
+    database: the weights are kept in it.
+
+    Example: sweep export echo-first -o echo-first-model
+    """
+    exported = Study.open(name, storage=storage).export(output, point=point, repeat=repeat)
+    console.print(exported.describe(), markup=False, soft_wrap=True)
+
+
+@app.command()
 def dashboard(
     storage: StorageOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",

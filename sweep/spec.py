@@ -136,6 +136,8 @@ class SeriesProblem(_Strict):
     test_fraction: float = Field(0.2, gt=0, lt=1)
     segments: int = Field(1, ge=1)
     standardize: bool = True
+    # The seasonal naive baseline's season in steps; None: the period found in the training part.
+    season: int | None = Field(None, ge=2)
 
 
 Problem = Annotated[
@@ -294,6 +296,9 @@ class Spec(_Strict):
     objective: Objective = Field(default_factory=Objective)
     validation: Validation = Field(default_factory=Validation)
     racing: Racing | None = None
+    # Which repeats' trained weights the study keeps, for `sweep export`: every repeat's, the
+    # chosen point's alone (the others' are dropped once the grid is done), or none (export refits).
+    keep_weights: Literal["all", "chosen", "none"] = "all"
 
     @model_validator(mode="after")
     def _stages_below_repeats(self) -> Spec:

@@ -145,3 +145,53 @@ def test_a_study_made_before_baselines_shows_none_without_its_data(tmp_path: Pat
     (tmp_path / "series.csv").unlink()
     status = sweep_cli("status", "series", "--storage", url, cwd=tmp_path)
     assert status.returncode == 0 and "no baseline stored: skill cannot be measured" in status.stdout
+
+
+def test_the_seasonal_naive_forecast_is_the_value_one_season_back(tmp_path: Path) -> None:
+    """Predicting 1 step ahead, season 12: the forecast of values[t] is values[t - 12], read across
+    the join of the training and test parts."""
+    values = np.random.default_rng(3).normal(size=200) + 10
+    dataset = load_data(spec_from_dict(series_study(tmp_path, values, validation={"fraction": 0})))
+    baselines = {b.name: b for b in score_baselines(dataset, target="level", season=12)}
+    # Targets of the test part: values[160:200]; one season back: values[148:188].
+    expected = float(np.sqrt(np.mean((values[160:200] - values[148:188]) ** 2)))
+    assert baselines["seasonal naive (12 steps)"].scores["test"]["rmse/sample"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_horizon_longer_than_the_season_looks_back_whole_seasons(tmp_path: Path) -> None:
+    values = np.random.default_rng(4).normal(size=200)
+    spec = spec_from_dict(series_study(tmp_path, values, validation={"fraction": 0.25}))
+    spec = spec.model_copy(update={"problem": spec.problem.model_copy(update={"horizon": 5})})
+    dataset = load_data(spec)
+    (seasonal,) = [b for b in score_baselines(dataset, season=3, horizon=5) if b.name.startswith("seasonal")]
+    # 195 framed steps: 39 test (values[161 + 5 - 1 ...]), targets values[t + 5]; two seasons (6) back.
+    n_test = 39
+    targets = values[200 - n_test :]
+    expected = float(np.sqrt(np.mean((targets - values[200 - n_test - 6 : 200 - 6]) ** 2)))
+    assert seasonal.scores["test"]["rmse/sample"] == pytest.approx(expected, rel=1e-4)
+    assert set(seasonal.scores) == {"validation", "test"}
+
+
+@pytest.mark.slow
+def test_a_series_study_that_loses_to_seasonal_naive_says_so(tmp_path: Path) -> None:
+    """A daily cycle of 24 steps, repeated almost exactly: last day's value at this hour is nearly
+    perfect, and one epoch of two units is not. The season is found in the training part, stored
+    in the baseline's name and shown; the chosen point is marked below it."""
+    steps = np.arange(24 * 30)
+    values = 10 + 5 * np.sin(2 * np.pi * steps / 24) + 0.05 * np.random.default_rng(5).normal(size=len(steps))
+    study = Study.create(spec_from_dict(series_study(tmp_path, values)), storage=f"sqlite:///{tmp_path / 's.db'}")
+    assert "seasonal naive (24 steps)" in study.optuna_study.user_attrs[record.BASELINES]
+    study.run(workers=1)
+    choice = study.chosen()
+    assert choice.is_below_baseline and choice.yardstick.name == "seasonal naive (24 steps)"
+    assert choice.describe().startswith("Below baseline:") and "seasonal naive (24 steps)" in choice.describe()
+    status = sweep_cli("status", "series", "--storage", f"sqlite:///{tmp_path / 's.db'}", cwd=tmp_path).stdout
+    assert "seasonal naive (24 steps)" in status and "done: below baseline" in status
+
+
+def test_a_season_set_in_the_study_is_the_one_used(tmp_path: Path) -> None:
+    values = np.random.default_rng(6).normal(size=300)
+    data = series_study(tmp_path, values)
+    data["problem"]["season"] = 7
+    study = Study.create(spec_from_dict(data), storage=f"sqlite:///{tmp_path / 's.db'}")
+    assert "seasonal naive (7 steps)" in study.optuna_study.user_attrs[record.BASELINES]

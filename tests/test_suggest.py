@@ -198,3 +198,21 @@ def test_the_sunspot_cycle_is_about_eleven_years() -> None:
     gram = suggestion.correlograms[0]
     assert gram.period is not None and 10 <= gram.period <= 12, gram.periods
     assert "sunspots" not in suggestion.cross  # the target's own column is no input to correlate
+
+
+def test_an_input_with_long_memory_is_prewhitened_before_it_is_cross_correlated() -> None:
+    """An AR(1) input (phi 0.95) that drives the target 3 steps later: raw, it correlates with the
+    target at dozens of lags; prewhitened, at lag 3 alone, and the candidate is 4."""
+    rng = np.random.default_rng(15)
+    n, segments = 4000, 4
+    driver = np.zeros(n)
+    for t in range(1, n):
+        driver[t] = 0.95 * driver[t - 1] + rng.standard_normal()
+    target = np.r_[np.zeros(3), driver[:-3]] + 0.5 * rng.standard_normal(n)
+    x = np.stack([driver], axis=-1)[: n - n % segments].reshape(segments, -1, 1).astype(np.float32)
+    y = target[: n - n % segments].reshape(segments, -1, 1).astype(np.float32)
+    lengths = np.full(segments, x.shape[1])
+    dataset = Dataset(x_train=x, y_train=y, x_test=x[:1], y_test=y[:1], task="regression", train_lengths=lengths, test_lengths=lengths[:1])
+    suggestion = suggest(dataset, ["driver"])
+    assert suggestion.cross_lags["driver"] == [3]
+    assert any("driver correlates with the target 3 steps later" in reason for reason in suggestion.candidates[4])

@@ -22,11 +22,14 @@ import numpy as np
 __all__ = [
     "Block",
     "Chunks",
+    "as_mode",
     "batch_groups",
     "by_sequence",
     "chunk",
+    "cut",
     "index_blocks",
     "n_chunks",
+    "outputs_by_sequence",
     "pad_front",
     "padding_share",
     "plan_batches",
@@ -138,6 +141,27 @@ def windows(x: np.ndarray, y: np.ndarray, stride: int, width: int, lengths: np.n
     x_windows = _front_padded(x, n_pad)[:, take]
     y_windows = _front_padded(y, n_pad)[:, take] if y.ndim == 3 else y
     return Chunks(x=x_windows, mask=mask[:, take], y=y_windows)
+
+
+def cut(x: np.ndarray, y: np.ndarray, lengths: np.ndarray | None, *, length: int, mode: str, backward: int | None) -> Chunks:
+    """Sequences as a grid point trains and scores them, sequence-major: stateless TBPTT(k1, k2)
+    takes independent windows of k2 steps every k1 steps; stateful TBPTT(k1, k2) and every
+    point with k2 = k1 take chunks of k1 steps (stateful training reaches back over them itself)."""
+    if mode == "stateless" and backward is not None:
+        return windows(x, y, length, backward, lengths)
+    return chunk(x, y, length, lengths)
+
+
+def as_mode(chunks: Chunks, mode: str) -> Chunks:
+    """The chunks in a state mode's input layout: stateless, each subsequence a sample of its own."""
+    return stateless(chunks) if mode == "stateless" else chunks
+
+
+def outputs_by_sequence(outputs: np.ndarray, chunks: Chunks, mode: str) -> np.ndarray:
+    """A network's outputs on `as_mode(chunks, mode)` in the layout of `chunks`, (n, k, L, outputs)."""
+    if mode == "stateless":
+        return by_sequence(outputs, chunks)
+    return outputs.reshape(*chunks.mask.shape, -1)
 
 
 def _front_padded(values: np.ndarray, n_pad: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Candidate subsequence lengths read off the data: autocorrelation, partial autocorrelation,
-periods, cross-correlation of the inputs with the target, and an autoregressive order, by
-statsmodels and SciPy.
+periods, cross-correlation of the inputs with the target (both prewhitened by the input's own
+autoregressive filter), and an autoregressive order, by statsmodels and SciPy.
 
 A series that is not stationary (its unit root not rejected by the augmented Dickey-Fuller test,
 its stationarity rejected by KPSS) is analysed by its differences, and the suggestion says so.
@@ -29,7 +29,7 @@ from statsmodels.tsa.stattools import acovf, adfuller, ccovf, kpss, levinson_dur
 
 from sweep.data.problems import Dataset
 
-__all__ = ["Correlogram", "Suggestion", "suggest"]
+__all__ = ["Correlogram", "Suggestion", "suggest", "target_periods"]
 
 ALPHA = 0.05
 MAX_LAGS = 100
@@ -110,8 +110,9 @@ def suggest(dataset: Dataset, feature_names: list[str] | None = None, *, target_
         for index, name in enumerate(names):
             if name == target_name:
                 continue
-            # corr(target[t + k], input[t]): the input k steps before the target.
-            values, cross_band = _cross_correlation(target, [x[:, index] for x in inputs], n_lags)
+            # corr(target[t + k], input[t]): the input k steps before the target, both prewhitened.
+            whitened_target, whitened_input = _prewhitened(target, [x[:, index] for x in inputs], n_lags)
+            values, cross_band = _cross_correlation(whitened_target, whitened_input, n_lags)
             cross[name] = _rounded(values)
             lags = cross_lags[name] = [k for k in range(len(values)) if abs(values[k]) > cross_band[k]]
             if lags:
@@ -189,6 +190,28 @@ def _bands(pairs: np.ndarray, n_lags: int) -> np.ndarray:
     return np.where(pairs > 0, z / np.sqrt(np.maximum(pairs, 1)), np.inf)
 
 
+def _prewhitened(target: list[np.ndarray], series: list[np.ndarray], n_lags: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The target and an input, both passed through the autoregressive filter that turns the input
+    into white noise (its AR order by BIC, its coefficients by Durbin-Levinson on its pooled
+    covariance), so that a cross-correlation no longer smears the input's own memory over every
+    lag: an input with lag-1 autocorrelation 0.95 that drives the target 3 steps later otherwise
+    correlates with it at dozens of lags, and the white-noise band no longer holds."""
+    order = _ar_order(series, n_lags)
+    if order == 0:
+        return target, series
+    covariance, _ = _pooled_covariance(series, None, order)
+    if covariance[0] <= 0:
+        return target, series
+    coefficients = levinson_durbin(covariance, nlags=order, isacov=True)[1]
+    whitening = np.r_[1.0, -coefficients]
+
+    def filtered(sequences: list[np.ndarray]) -> list[np.ndarray]:
+        mean = np.mean(np.concatenate(sequences))
+        return [signal.lfilter(whitening, [1.0], part - mean)[order:] for part in sequences if len(part) > order]
+
+    return filtered(target), filtered(series)
+
+
 def _cross_correlation(target: list[np.ndarray], series: list[np.ndarray], n_lags: int) -> tuple[np.ndarray, np.ndarray]:
     """corr(target[t + k], series[t]) at k = 0..n_lags, pooled; and its band."""
     covariance, pairs = _pooled_covariance(target, series, n_lags)
@@ -197,12 +220,31 @@ def _cross_correlation(target: list[np.ndarray], series: list[np.ndarray], n_lag
     return values, _bands(pairs, n_lags)
 
 
-def _correlogram(name: str, sequences: list[np.ndarray], n_lags: int) -> Correlogram:
+def target_periods(dataset: Dataset) -> list[int]:
+    """The periods of a per-step target in its training part, strongest first, found as
+    :func:`suggest` finds them (a seasonal naive forecast's season when none is set)."""
+    target = [steps[:, 0] for steps in _sequences(dataset.y_train, dataset.train_lengths)]
+    n_lags = _reliable_lags(target, max(1, min(dataset.sequence_length - 1, MAX_LAGS)))
+    sequences, n_lags, _ = _stationary(target, n_lags)
+    covariance, pairs = _pooled_covariance(sequences, None, n_lags)
+    if covariance[0] <= 0:
+        return []
+    return _periods(sequences, n_lags, (covariance / covariance[0], _bands(pairs, n_lags)))
+
+
+def _stationary(sequences: list[np.ndarray], n_lags: int) -> tuple[list[np.ndarray], int, tuple]:
+    """The sequences, or their differences where they are not stationary, the lags their
+    length allows, and the unit-root tests' (differenced, ADF p, KPSS p)."""
     adf_p, kpss_p = _unit_root(sequences)
     differenced = adf_p is not None and adf_p > ALPHA and kpss_p < ALPHA
     if differenced:
         sequences = [np.diff(series) for series in sequences if len(series) > 1]
         n_lags = max(1, min(n_lags, max(len(series) for series in sequences) - 1))
+    return sequences, n_lags, (differenced, adf_p, kpss_p)
+
+
+def _correlogram(name: str, sequences: list[np.ndarray], n_lags: int) -> Correlogram:
+    sequences, n_lags, (differenced, adf_p, kpss_p) = _stationary(sequences, n_lags)
     covariance, pairs = _pooled_covariance(sequences, None, n_lags)
     if covariance[0] <= 0:
         zeros = [1.0] + [0.0] * n_lags

@@ -14,7 +14,7 @@ from sweep.report.convergence import DESCRIPTION as CONVERGENCE_DESCRIPTION
 from sweep.report.convergence import NOT_CONVERGED
 from sweep.report.comparison import TEST_DESCRIPTION
 from sweep.report.skill import BELOW_BASELINE, NO_BASELINE
-from sweep.report.summary import Report
+from sweep.report.summary import Report, export_command
 from sweep.store.connection import quiet_experimental
 
 __all__ = ["annotate", "check_address", "serve", "study_note"]
@@ -46,7 +46,7 @@ def study_note(report: Report) -> str:
             "",
         ]
     if report.choice is not None:
-        lines += [report.choice.describe(), ""]
+        lines += [report.choice.describe(), "", f"To use it: `{export_command(report.study_name)}` (with --storage as for this study).", ""]
     lines += [report.yardstick.describe() if report.yardstick is not None else f"{NO_BASELINE}.", ""]
     below = [point.key for point in finished if point.is_below_baseline]
     if below:

@@ -12,7 +12,7 @@ from sweep.report.convergence import NOT_CONVERGED
 from sweep.report.skill import BELOW_BASELINE, NO_BASELINE
 from sweep.report.figures import box_figure, correlogram_figure, curve_figure, mean_figure
 from sweep.report.comparison import TEST_DESCRIPTION
-from sweep.report.summary import PointStats, Report
+from sweep.report.summary import PointStats, Report, export_command
 from sweep.run.racing import DESCRIPTION as RACING_DESCRIPTION
 
 __all__ = ["write_html"]
@@ -80,7 +80,12 @@ def _suggestion(report: Report, figure: str) -> str:
 def _choice(report: Report) -> str:
     if report.choice is None:
         return ""
-    return f'<p id="chosen" class="chosen">{html.escape(report.choice.describe())}</p>'
+    export = html.escape(export_command(report.study_name))
+    return (
+        f'<p id="chosen" class="chosen">{html.escape(report.choice.describe())}</p>'
+        f'<p id="export">To use it: <code>{export}</code> (with --storage as for this study) writes its '
+        "representative network as a plain Keras model with its data contract.</p>"
+    )
 
 
 def _baselines(report: Report) -> str:

@@ -18,7 +18,7 @@ from sweep.report.skill import Yardstick, yardstick_of
 from sweep.spec import Spec, describe_spec
 from sweep.store.record import Results, StoredPoint
 
-__all__ = ["ALPHA", "PointStats", "Report", "TEST_DESCRIPTION", "collect", "compare_to_best"]
+__all__ = ["ALPHA", "PointStats", "Report", "TEST_DESCRIPTION", "collect", "compare_to_best", "export_command"]
 
 
 
@@ -132,3 +132,8 @@ def compare_to_best(done: list[PointStats]) -> list[PointStats]:
     best, others = done[0], done[1:]
     adjusted = adjusted_p_values(best.scores, [point.scores for point in others])
     return [replace(best, is_best=True)] + [replace(point, p_value=p) for point, p in zip(others, adjusted)]
+
+
+def export_command(study_name: str) -> str:
+    """The command that exports the chosen point's representative network (see sweep.export)."""
+    return f"sweep export {study_name} -o {study_name}-model"

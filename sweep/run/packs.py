@@ -45,6 +45,7 @@ def pack_jobs(
             is_fused=is_fused,
             objective=spec.metric,
             patience=spec.validation.patience,
+            keep_weights=spec.keep_weights != "none",
             **settings,
         )
         for pack in packs

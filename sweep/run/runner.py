@@ -227,7 +227,9 @@ def _train_jobs(run: Run, trial: optuna.Trial, jobs: list[PackJob]) -> tuple[lis
                 return lost, f"{job.key} repeats {list(job.repeats)}: {type(outcome).__name__}: {outcome}", record.ERRORED
             for result in outcome.results:
                 details = record.repeat_details(result, worker=WORKER)
-                protocol.record_repeat(trial, repeat=result.repeat, score=details[run.ranked_by], details=details)
+                protocol.record_repeat(
+                    trial, repeat=result.repeat, score=details[run.ranked_by], details=details, weights=result.weights
+                )
                 run.progress.repeat_finished()
             if outcome.failures:
                 return lost, outcome.failures[0][1], record.DIVERGED

@@ -17,14 +17,17 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 __all__ = [
     "RDB_WRITING_METHODS",
+    "engine_of",
     "fixed_params",
     "heartbeat_interval",
     "last_heartbeats",
     "put_back",
     "record_heartbeat",
     "storage_of",
+    "study_id_of",
     "stored_trial",
     "take",
+    "trial_id_of",
 ]
 
 # RDBStorage's methods that write, the public ones and the private ones Optuna's cache calls
@@ -107,3 +110,18 @@ def last_heartbeats(study: optuna.Study) -> dict[int, datetime]:
         beats = {numbers[row.trial_id]: row.heartbeat for row in rows}
     storage.scoped_session.remove()
     return beats
+
+
+def trial_id_of(trial: Trial | FrozenTrial) -> int:
+    """The trial's id, unique in its database (its number is unique in its study alone)."""
+    return trial._trial_id
+
+
+def engine_of(storage: optuna.storages.BaseStorage):
+    """The SQLAlchemy engine under an RDBStorage (or under Optuna's cache of one); None otherwise."""
+    return getattr(getattr(storage, "_backend", storage), "engine", None)
+
+
+def study_id_of(study: optuna.Study) -> int:
+    """The study's id in its database."""
+    return study._study_id

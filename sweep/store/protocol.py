@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import Trial, TrialState
@@ -24,7 +25,19 @@ from sweep.errors import SpecError, StorageError
 from sweep.spec import GridPoint, Spec, is_given, spec_from_dict
 from sweep.store import record
 from sweep.store.connection import WORKER, database_lock, quiet_experimental, retrying
-from sweep.store.optuna_private import fixed_params, heartbeat_interval, last_heartbeats, put_back, storage_of, stored_trial, take
+from sweep.store.optuna_private import (
+    engine_of,
+    fixed_params,
+    heartbeat_interval,
+    last_heartbeats,
+    put_back,
+    storage_of,
+    stored_trial,
+    study_id_of,
+    take,
+    trial_id_of,
+)
+from sweep.store import weights as kept
 
 __all__ = [
     "as_resumed",
@@ -33,6 +46,9 @@ __all__ = [
     "fail_trial",
     "finish_trial",
     "load_study",
+    "delete_kept_weights",
+    "keep_weights_of_one",
+    "kept_weights",
     "record_repeat",
     "restore_missing_scores",
     "stored_repeats",
@@ -309,9 +325,18 @@ def suggest_point(trial: Trial, spec: Spec, points: Sequence[GridPoint]) -> Grid
     return GridPoint.from_params(fixed)
 
 
-def record_repeat(trial: Trial, *, repeat: int, score: float, details: Mapping[str, Any]) -> None:
-    """Store one finished repeat: every metric as an attribute, then its objective score as an
-    intermediate value (in that order, so that :func:`restore_missing_scores` can mend a cut)."""
+def record_repeat(
+    trial: Trial, *, repeat: int, score: float, details: Mapping[str, Any], weights: Sequence[np.ndarray] = ()
+) -> None:
+    """Store one finished repeat: its weights (where kept), every metric as an attribute, then its
+    objective score as an intermediate value (in that order: a recorded repeat always has its
+    weights, and :func:`restore_missing_scores` can mend a cut between the last two)."""
+    engine = engine_of(storage_of(trial.study))
+    if weights and engine is not None:
+        retrying(
+            lambda: kept.store_weights(engine, study_id=study_id_of(trial.study), trial_id=trial_id_of(trial), repeat=repeat, weights=weights),
+            what=f"keeping the weights of repeat {repeat} of trial {trial.number}",
+        )
 
     def store() -> None:
         trial.set_user_attr(record.repeat_attr(repeat), dict(details))
@@ -375,3 +400,35 @@ def release_trial(study: optuna.Study, trial: Trial) -> None:
     """Put a claimed trial back in the queue, with the repeats it finished, for a later run."""
     retrying(lambda: put_back(trial), what=f"putting trial {trial.number} back in the queue")
 
+
+
+def kept_weights(study: optuna.Study, *, number: int, repeat: int) -> list[np.ndarray] | None:
+    """The weights kept of a repeat of the point stored as trial `number`; None where none are."""
+    engine = engine_of(storage_of(study))
+    if engine is None:
+        return None
+    trial_id = _trial_id(study, number)
+    return retrying(lambda: kept.load_weights(engine, trial_id=trial_id, repeat=repeat), what=f"reading the weights of trial {number}")
+
+
+def keep_weights_of_one(study: optuna.Study, *, number: int) -> int:
+    """Drop the kept weights of every point but the one stored as trial `number`; how many repeats' were dropped."""
+    engine = engine_of(storage_of(study))
+    if engine is None:
+        return 0
+    trial_id = _trial_id(study, number)
+    return retrying(lambda: kept.keep_only(engine, study_id=study_id_of(study), trial_id=trial_id), what="dropping kept weights")
+
+
+def delete_kept_weights(study: optuna.Study) -> None:
+    """Drop every weight the study kept (before the study itself is deleted)."""
+    engine = engine_of(storage_of(study))
+    if engine is not None:
+        retrying(lambda: kept.delete_study_weights(engine, study_id=study_id_of(study)), what="deleting kept weights")
+
+
+def _trial_id(study: optuna.Study, number: int) -> int:
+    storage = storage_of(study)
+    return retrying(
+        lambda: storage.get_trial_id_from_study_id_trial_number(study_id_of(study), number), what=f"reading trial {number}"
+    )

@@ -616,6 +616,8 @@ class Results:
     heartbeats: dict[int, datetime] = field(default_factory=dict)  # each running point's last beat
     # The naive forecasts' scores (sweep.data.baselines); None for a study made before they were kept.
     baselines: dict[str, Any] | None = None
+    # Class names, feature names and standardization of the data, as stored at creation.
+    encoding: dict[str, Any] = field(default_factory=dict)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -646,6 +648,7 @@ def read_results(
             suggestion=attrs.get(SUGGESTION),
             heartbeats=last_heartbeats(study) if with_heartbeats else {},
             baselines=attrs.get(BASELINES),
+            encoding=dict(attrs.get(ENCODING) or {}),
         )
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
         raise StorageError(describe_database_error(error)) from None

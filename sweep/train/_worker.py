@@ -6,6 +6,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from dataclasses import replace
 from functools import partial
 from typing import TypeVar
 
@@ -86,16 +87,13 @@ def _prepare(
     Stateless TBPTT(k1, k2) trains and scores independent windows of k2 steps taken every k1
     steps; stateful TBPTT(k1, k2) trains on chunks of k1 steps and reaches back over them itself.
     """
-    if mode == "stateless" and backward is not None:
-        def cut(x: np.ndarray, y: np.ndarray, lengths: np.ndarray) -> shaping.Chunks:
-            return shaping.windows(x, y, length, backward, lengths)
-    else:
-        def cut(x: np.ndarray, y: np.ndarray, lengths: np.ndarray) -> shaping.Chunks:
-            return shaping.chunk(x, y, length, lengths)
+    def cut(x: np.ndarray, y: np.ndarray, lengths: np.ndarray) -> shaping.Chunks:
+        return shaping.cut(x, y, lengths, length=length, mode=mode, backward=backward)
+
     train = cut(dataset.x_train, dataset.y_train, dataset.train_lengths)
     test = cut(dataset.x_test, dataset.y_test, dataset.test_lengths)
     validation = cut(dataset.x_val, dataset.y_val, dataset.val_lengths) if dataset.has_validation else None
-    return (shaping.stateless(train) if mode == "stateless" else train), test, validation
+    return shaping.as_mode(train, mode), test, validation
 
 
 class _Scored:
@@ -106,8 +104,8 @@ class _Scored:
         self.mode, self.score = mode, score
         # Each set with its inputs in the mode's layout, made once: the validation data are
         # predicted after every epoch.
-        self.test = (test, _as_mode(test, mode))
-        self.validation = (validation, _as_mode(validation, mode)) if validation is not None else None
+        self.test = (test, shaping.as_mode(test, mode))
+        self.validation = (validation, shaping.as_mode(validation, mode)) if validation is not None else None
 
     def test_scores(self, predict: Callable, *, n_repeats: int | None) -> list[dict[str, float]]:
         """Every metric of each network (one per repeat of a pack, or the one network) on the test data."""
@@ -124,7 +122,7 @@ class _Scored:
     ) -> list[dict[str, float]]:
         outputs = _predict_all(predict, inputs, n_repeats=n_repeats)
         per_network = outputs if n_repeats is not None else outputs[None]
-        return [self.score(_by_sequence(network, chunks, self.mode), chunks) for network in per_network]
+        return [self.score(shaping.outputs_by_sequence(network, chunks, self.mode), chunks) for network in per_network]
 
 
 def _architecture(dataset: Dataset, job: PackJob, train: shaping.Chunks) -> Architecture:
@@ -167,6 +165,8 @@ def _train_fused(job: PackJob, arch: Architecture, train: shaping.Chunks, scored
         curve = tuple(float(epoch_losses[index]) for epoch_losses in losses[:trained])
         per_epoch = [epoch[index] for epoch in validation[:trained]]
         result = _result(job, repeat, seed, test_scores[index], seconds, curve, per_epoch, stopping.stopped[index])
+        if job.keep_weights:
+            result = replace(result, weights=tuple(network.get_weights(index)))
         reason = _divergence(job, result)
         if reason:
             failures.append((repeat, reason))
@@ -267,6 +267,8 @@ def _train_one_by_one(job: PackJob, arch: Architecture, train: shaping.Chunks, s
                 break
         scores = scored.test_scores(network.predict, n_repeats=None)[0]
         result = _result(job, repeat, seed, scores, time.perf_counter() - started, tuple(losses), validation, stopping.stopped[0])
+        if job.keep_weights:
+            result = replace(result, weights=tuple(network.get_weights()))
         reason = _divergence(job, result)
         if reason:
             failures.append((repeat, reason))
@@ -302,17 +304,6 @@ def _divergence(job: PackJob, result: RepeatResult) -> str:
         f"{job.key} repeat {result.repeat}: {what}; a study's settings are fixed, so run the "
         "study file with a lower training.learning_rate (or grid.learning_rate) under a new --name"
     )
-
-
-def _as_mode(test: shaping.Chunks, mode: str) -> shaping.Chunks:
-    return shaping.stateless(test) if mode == "stateless" else test
-
-
-def _by_sequence(outputs: np.ndarray, test: shaping.Chunks, mode: str) -> np.ndarray:
-    """One network's outputs in the layout of the test sequences, (n, k, L, outputs)."""
-    if mode == "stateless":
-        return shaping.by_sequence(outputs, test)
-    return outputs.reshape(*test.mask.shape, -1)
 
 
 def _predict_all(predict: Callable, test: shaping.Chunks, *, n_repeats: int | None) -> np.ndarray:

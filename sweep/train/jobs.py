@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["PackJob", "PackResult", "RepeatResult"]
 
@@ -32,6 +33,8 @@ class PackJob:
     objective: str | None = None
     # Early stopping: a repeat stops once that score has not improved for this many epochs (0: never).
     patience: int = 0
+    # Send each repeat's final weights back with its scores (the study keeps them for export).
+    keep_weights: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,9 @@ class RepeatResult:
     validation_scores: dict[str, float] = field(default_factory=dict)
     validation_per_epoch: tuple[float, ...] = ()
     stopped_epoch: int | None = None  # early stopping: the epoch it stopped at (None: it never ran out of patience)
+    # Its final weights (those its scores were measured with), as a Keras LSTM's get_weights() and
+    # then a Dense head's list them; empty where the job did not keep them.
+    weights: tuple[Any, ...] = ()
 
     @property
     def train_loss(self) -> float:

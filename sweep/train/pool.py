@@ -23,7 +23,7 @@ from sweep.data.problems import Dataset
 if TYPE_CHECKING:
     from sweep.train.jobs import PackJob, PackResult
 
-__all__ = ["RepeatPool", "WorkerDied", "default_workers"]
+__all__ = ["RepeatPool", "WorkerDied", "default_workers", "quiet_stderr"]
 
 
 class WorkerDied(Exception):
@@ -59,7 +59,7 @@ def _start_worker(dataset: Dataset, n_threads: int) -> None:
     # Ctrl-C reaches the whole process group; the main process alone decides what to keep.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with _quiet_stderr():
+    with quiet_stderr():
         # TensorFlow's native start-up chatter goes straight to file descriptor 2.
         from sweep.train import _common, _worker
     _common.limit_threads(n_threads)
@@ -73,7 +73,9 @@ def _train(job: PackJob) -> PackResult:
 
 
 @contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
+def quiet_stderr() -> Iterator[None]:
+    """File descriptor 2 pointed at /dev/null: TensorFlow's native start-up chatter, which no
+    logging setting silences, goes there; Python's errors are raised as ever."""
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as devnull:
