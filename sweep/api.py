@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from sweep.data.baselines import score_baselines
-from sweep.data.problems import Dataset, DataSummary, describe, load_data
+from sweep.data.problems import Dataset, DataSummary, describe, load_data, load_problem
 from sweep.data.suggest import Suggestion, suggest, target_periods
 from sweep.errors import StorageError, SweepError
 from sweep.export.contract import ExportError
-from sweep.export.exporting import Exported, export_repeat, representative_repeat
+from sweep.export.exporting import Exported, export_repeat, refit, representative_repeat
 from sweep.report.choice import Choice, chosen_point
 from sweep.report.convergence import Convergence, point_convergence
 from sweep.report.skill import Yardstick, yardstick_of
@@ -174,15 +174,22 @@ class Study:
         if chosen is not None:
             protocol.keep_weights_of_one(self.optuna_study, number=chosen.number)
 
-    def export(self, path: str | Path, *, point: str | None = None, repeat: int | None = None) -> Exported:
+    def export(
+        self, path: str | Path, *, point: str | None = None, repeat: int | None = None, refit: bool = False,
+        seed: int = 0, refit_on: str = "train",
+    ) -> Exported:
         """Write a trained network of the study to the folder `path`: model.keras (a plain Keras
         model), sweep.json (its data contract) and README.md. By default the chosen point's
         representative repeat (its median score on the data the points were ranked on); `point`
         names another finished point by key, `repeat` another repeat (numbered as
-        :meth:`repeats_dataframe` numbers them). Where the study's data are at hand, the model is
-        checked to reproduce the repeat's stored test scores. ExportError says why it cannot."""
+        :meth:`repeats_dataframe` numbers them). With `refit`, the point is trained once more
+        with `seed` on the training part (`refit_on="all"`: the validation part too) instead.
+        Where the study's data are at hand, the model is checked to reproduce the repeat's (or
+        the refit's) test scores. ExportError says why it cannot."""
         results = self.results()
         stored = self._point_to_export(results, point)
+        if refit:
+            return self._export_refit(path, results, stored, repeat=repeat, seed=seed, refit_on=refit_on)
         if repeat is None:
             repeat, why = representative_repeat(stored)
         elif repeat not in stored.repeats:
@@ -201,6 +208,27 @@ class Study:
         return export_repeat(
             study=self.name, spec=self.spec, point=stored, repeat=repeat, why=why, weights=weights,
             encoding=results.encoding, dataset=self._dataset_here(), sequence_length=results.sequence_length, folder=Path(path),
+        )
+
+    def _export_refit(
+        self, path: str | Path, results: Results, stored: StoredPoint, *, repeat: int | None, seed: int, refit_on: str
+    ) -> Exported:
+        if repeat is not None:
+            raise ExportError("--repeat and --refit exclude each other: a refit is a new repeat; drop one")
+        if refit_on not in ("train", "all"):
+            raise ExportError(f"refit_on {refit_on!r} is none of 'train' (the training part) and 'all' (training and validation)")
+        on_all = refit_on == "all"
+        try:
+            dataset = load_problem(self.spec.problem, None if on_all else self.spec.validation)
+        except SweepError as error:
+            raise ExportError(f"a refit trains on the study's data, which are not at hand here ({error}); run it where they are") from None
+        fitted = refit(self.spec, stored, dataset, seed=seed, on_all=on_all)
+        why = f"a refit of {stored.key} with seed {seed} on {fitted.record['trained_on']}"
+        encoding = {**results.encoding, **dataset.encoding}
+        return export_repeat(
+            study=self.name, spec=self.spec, point=stored, repeat=None, why=why, weights=fitted.weights, encoding=encoding,
+            dataset=dataset, sequence_length=results.sequence_length, folder=Path(path), details=fitted.details,
+            refit_record=fitted.record,
         )
 
     def _point_to_export(self, results: Results, key: str | None) -> StoredPoint:

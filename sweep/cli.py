@@ -371,6 +371,11 @@ def export(
     repeat: Annotated[
         Optional[int], typer.Option("--repeat", min=0, help="The repeat to export (default: the median one).", show_default=False)
     ] = None,
+    refit: Annotated[bool, typer.Option("--refit", help="Train the point once more instead (needs the data here).")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="The refit's seed: the same seed gives the same weights.")] = 0,
+    refit_on: Annotated[
+        str, typer.Option("--refit-on", help="The refit's data: train (the training part) or all (with the validation part).")
+    ] = "train",
     storage: StorageOption = None,
 ) -> None:
     """Export a trained network: model.keras (plain Keras), sweep.json (its data contract) and a
@@ -380,10 +385,34 @@ def export(
     repeat, the one whose score is the median of its repeats. Needs only the study's name and
     database: the weights are kept in it.
 
+    With --refit, the point is trained once more with --seed on the training part (--refit-on
+    all: the validation part too), for a study that kept no weights or a model of all the data.
+
     Example: sweep export echo-first -o echo-first-model
     """
-    exported = Study.open(name, storage=storage).export(output, point=point, repeat=repeat)
+    exported = Study.open(name, storage=storage).export(
+        output, point=point, repeat=repeat, refit=refit, seed=seed, refit_on=refit_on
+    )
     console.print(exported.describe(), markup=False, soft_wrap=True)
+
+
+@app.command()
+def predict(
+    export_folder: Annotated[Path, typer.Argument(help="A folder that sweep export wrote.")],
+    data: Annotated[Path, typer.Argument(help="The data: a table, a series or an npz, as the study's problem takes them.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The CSV file to write.")],
+) -> None:
+    """Predict with an exported network: one row per sequence (or per step, or per forecast
+    origin of a series), the prediction in the original label or unit, and for classification
+    one probability column per class.
+
+    Example: sweep predict echo-first-model new.npz -o predictions.csv
+    """
+    from sweep.export.predicting import load_export, write_predictions
+
+    frame = load_export(export_folder).predict(data)
+    path = write_predictions(frame, output)
+    console.print(f"wrote {len(frame)} predictions to {path}", markup=False, soft_wrap=True)
 
 
 @app.command()

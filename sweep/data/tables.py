@@ -25,6 +25,7 @@ __all__ = [
     "code_classes",
     "default_features",
     "frame",
+    "input_sequences",
     "read_table",
     "series_frame",
     "series_sequences",
@@ -105,6 +106,26 @@ def table_sequences(
     else:
         y = _per_sequence(target, codes, names, column=problem.target, source=source)[:, None]
     return Sequences(x=x, y=y, lengths=lengths, names=names)
+
+
+def input_sequences(
+    frame: pd.DataFrame, *, sequence: str | None, order: str | None, features: list[str], source: str
+) -> tuple[Sequences, pd.DataFrame]:
+    """The inputs of a table or series alone, to predict from (no target needed): rows grouped by
+    `sequence` (None: one sequence), in `order` or file order. Also the rows' `sequence` and
+    `order` columns in the order of the sequences' real steps."""
+    _require_columns(frame, [*features, *_optional(sequence), *_optional(order)], source)
+    if sequence is not None:
+        codes, names = _sequence_codes(frame, sequence, source)
+    else:
+        codes, names = np.zeros(len(frame), np.int64), np.array(["series"], dtype=object)
+    row_order = _step_order(frame, codes, order, source)
+    codes = codes[row_order]
+    lengths = np.bincount(codes, minlength=len(names)).astype(np.int64)
+    values = _numeric(frame, features, source, names, codes_by_row=codes, order=row_order)
+    x = _place(values, codes, _positions(codes, lengths), lengths)
+    keys = frame.iloc[row_order][[*_optional(sequence), *_optional(order)]].reset_index(drop=True)
+    return Sequences(x=x, y=np.zeros((len(names), 1), np.float32), lengths=lengths, names=names), keys
 
 
 def default_features(frame: pd.DataFrame, problem: TableProblem | SeriesProblem) -> list[str]:

@@ -11,6 +11,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Each new input shape traces Keras's predict step again; expected here, not worth a warning.
+tf.get_logger().setLevel("ERROR")
 
 __all__ = ["build_model", "chunk_predictor", "load_model"]
 

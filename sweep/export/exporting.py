@@ -12,7 +12,7 @@ import math
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,14 +22,14 @@ from sweep.data import shaping
 from sweep.data.scoring import score_all
 from sweep.metrics import is_maximized
 from sweep.export.contract import MODEL_FILE, Contract, ExportError
-from sweep.store.record import SEED, VALIDATION_PREFIX, StoredPoint
+from sweep.store.record import SEED, STOPPED_EPOCH, VALIDATION_PREFIX, StoredPoint
 from sweep.train.pool import quiet_stderr
 
 if TYPE_CHECKING:
     from sweep.data.problems import Dataset
     from sweep.spec import Spec
 
-__all__ = ["Exported", "export_repeat", "representative_repeat", "reproduced_scores"]
+__all__ = ["Exported", "Refit", "export_repeat", "refit", "representative_repeat", "reproduced_scores"]
 
 # Stored scores and those of the exported model agree to float32 rounding; a larger gap means the
 # model is not the network that was scored.
@@ -73,24 +73,57 @@ def details_score(point: StoredPoint, details: dict[str, Any]) -> float:
     return float(value) if isinstance(value, (int, float)) else math.nan
 
 
+@dataclass(frozen=True)
+class Refit:
+    """A point trained once more, on the reference Keras path: its weights and its scores."""
+
+    weights: list[np.ndarray]
+    details: dict[str, Any]  # as a stored repeat's: seed, scores on the test (and validation) data
+    record: dict[str, Any]  # what was done: seed, the data trained on, epochs
+
+
+def refit(spec: Spec, point: StoredPoint, dataset: Dataset, *, seed: int, on_all: bool) -> Refit:
+    """Train `point` once more with `seed` on `dataset` (its training part; with `on_all`, a
+    dataset whose validation part was left in training), as a repeat trains: the same seed gives
+    the same weights."""
+    from sweep import train
+    from sweep.run.packs import pack_jobs
+    from sweep.spec import GridPoint
+    from sweep.store.record import repeat_details
+
+    (job,) = pack_jobs(spec, GridPoint.from_params(point.params), [0], n_features=dataset.n_features, n_workers=1, is_fused=False)
+    job = replace(job, seeds=(seed,), keep_weights=True)
+    with quiet_stderr():
+        train.set_dataset(dataset)
+        result = train.train_job(job)
+    if result.failures:
+        raise ExportError(f"the refit diverged: {result.failures[0][1]}")
+    (trained,) = result.results
+    trained_on = "the training and validation parts" if on_all else "the training part"
+    record = {SEED: seed, "trained_on": trained_on, "epochs": len(trained.loss_per_epoch), STOPPED_EPOCH: trained.stopped_epoch}
+    return Refit(weights=list(trained.weights), details=repeat_details(trained, worker=""), record=record)
+
+
 def export_repeat(
-    *, study: str, spec: Spec, point: StoredPoint, repeat: int, why: str, weights: list[np.ndarray],
+    *, study: str, spec: Spec, point: StoredPoint, repeat: int | None, why: str, weights: list[np.ndarray],
     encoding: dict[str, Any], dataset: Dataset | None, sequence_length: int | None, folder: Path,
+    details: dict[str, Any] | None = None, refit_record: dict[str, Any] | None = None,
 ) -> Exported:
-    """Write `folder` (model.keras, sweep.json, README.md) for one stored repeat, all or nothing;
-    with `dataset`, check that the model reproduces the repeat's stored scores."""
+    """Write `folder` (model.keras, sweep.json, README.md) for one stored repeat (or a refit, whose
+    `details` and `refit_record` are given), all or nothing; with `dataset`, check that the model
+    reproduces the repeat's scores."""
     with quiet_stderr():
         from sweep.export import _keras
 
         model = _keras.build_model(weights, task=_task(spec))
-    details = point.repeats[repeat]
+    details = details if details is not None else point.repeats[repeat]
     contract = Contract(
         study=study, point=point.key, settings=dict(point.params), task=_task(spec),
         target=_target_layout(dataset, encoding), features=_features(encoding, weights), window=_window(point),
         problem=spec.problem.model_dump(mode="json"), repeat=repeat, seed=int(details.get(SEED, 0)), why=why,
         scores=_stored_scores(details), classes=list(encoding.get("classes") or _default_classes(spec, weights)),
         standardization={name: encoding[name] for name in ("input_mean", "input_std", "target_mean", "target_std") if name in encoding},
-        sequence_length=sequence_length,
+        sequence_length=sequence_length, refit=refit_record,
     )
     with quiet_stderr():
         check = _checked(contract, model, dataset)
@@ -127,7 +160,7 @@ def _checked(contract: Contract, model, dataset: Dataset | None) -> str:
             f"the exported model scores test {worst} {scores[worst]:.6g} where the repeat stored {stored[worst]:.6g}; "
             "the stored weights are not those it was scored with (report this)"
         )
-    return f"it reproduces the repeat's stored test scores (largest difference {gaps[worst]:.1g}, {worst})"
+    return f"it reproduces the {'refit' if contract.refit else 'repeat'}'s stored test scores (largest difference {gaps[worst]:.1g}, {worst})"
 
 
 def _write_whole(folder: Path, write: Callable[[Path], object]) -> None:
