@@ -6,7 +6,7 @@ traces the point's loops), a second identical run, and the second run's time rel
 k1 = k2 at the same k1: k2 > k1 runs the forward pass again over windows of k2 steps every k1
 steps, so its work grows about as k2 / k1; k2 < k1 does the same work as k1 = k2.
 
-    python benchmarks/decoupled.py [--repeats 30] [--pairs 5,5 5,2 5,10 5,20 2,2 2,12]
+    python benchmarks/decoupled.py [--repeats 30] [--pairs 5,5 5,2 5,10 5,20 2,2 2,12] [--smoke]
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--pairs", nargs="+", default=["5,5", "5,2", "5,10", "5,20", "2,2", "2,12"])
+    parser.add_argument("--smoke", action="store_true", help="the smallest run: 2 repeats of two pairs, to check that it runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.repeats, args.pairs = 2, ["5,5", "5,10"]
     limit_threads(2)
     set_dataset(load_problem(LagEchoProblem(kind="lag-echo", length=40, lag=10, n_train=500, n_test=100)))
     plain: dict[int, float] = {}

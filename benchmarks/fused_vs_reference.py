@@ -14,7 +14,7 @@ Keras's per-model compilation is, since the usual way pays it for every repeat. 
 whole default sweep (`sweep run studies/echo_first.toml`) in a temporary directory, which counts
 everything, and prints its wall time and the peak resident memory of its largest process.
 
-    python benchmarks/fused_vs_reference.py [--reference-repeats 6] [--rounds 3] [--skip-sweep]
+    python benchmarks/fused_vs_reference.py [--reference-repeats 6] [--rounds 3] [--skip-sweep] [--smoke]
 """
 
 from __future__ import annotations
@@ -31,9 +31,11 @@ from statistics import mean, median
 
 from sweep.train.jobs import PackJob
 from sweep.train.pool import RepeatPool, default_workers
-from sweep.data.problems import Dataset, load_problem
+from sweep.data.problems import Dataset, load_data, load_problem
 from sweep.run.packs import repeat_seed, split_into_packs
-from sweep.spec import EchoFirstProblem
+from sweep.spec import EchoFirstProblem, grid_points, load_spec
+
+from plain_keras import plain_echo_first
 
 ROOT = Path(__file__).resolve().parent.parent
 N_REPEATS = 30
@@ -64,52 +66,6 @@ def timed(pool: RepeatPool, jobs: list[PackJob]) -> tuple[float, list[float]]:
     return time.perf_counter() - started, scores
 
 
-def plain_keras_fit(dataset: Dataset, settings: dict, seed: int) -> float:
-    """The usual way: a new Keras model for one repeat, trained with model.fit (stateless split)
-    or, for stateful TBPTT, a stateful Keras LSTM fed chunk by chunk with train_on_batch and
-    reset after each batch of sequences. Returns the per-sample test accuracy."""
-    import keras
-    import numpy as np
-
-    from sweep.data import shaping as prepare
-
-    length, batch, stateful = settings["length"], settings["batch_size"], settings["mode"] == "stateful"
-    train = prepare.chunk(dataset.x_train, dataset.y_train, length)
-    test = prepare.chunk(dataset.x_test, dataset.y_test, length)
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input((length, dataset.n_features), batch_size=batch if stateful else None),
-        keras.layers.LSTM(settings["units"], stateful=stateful),
-        keras.layers.Dense(1, activation="sigmoid"),
-    ])
-    model.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]), loss="binary_crossentropy")
-    if not stateful:
-        flat = prepare.stateless(train)
-        model.fit(flat.x[:, 0], flat.y, batch_size=batch, epochs=settings["epochs"], verbose=0)
-        flat_test = prepare.stateless(test)
-        return float(np.mean((model.predict(flat_test.x[:, 0], verbose=0)[:, 0] > 0.5) == flat_test.y[:, 0]))
-    rng = np.random.default_rng(seed)
-    for _ in range(settings["epochs"]):
-        for group in prepare.batch_groups(train.n_sequences, batch, rng):
-            if len(group) < batch:
-                continue  # a stateful Keras model has a fixed batch size
-            for j in range(train.n_chunks):
-                model.train_on_batch(train.x[group, j], train.y[group])
-            model.layers[0].reset_states()
-    correct = []
-    for start in range(0, test.n_sequences - batch + 1, batch):
-        rows = np.arange(start, start + batch)
-        for j in range(test.n_chunks):
-            correct.append((model.predict_on_batch(test.x[rows, j])[:, 0] > 0.5) == test.y[rows, 0])
-        model.layers[0].reset_states()
-    return float(np.mean(correct))
-
-
-def _plain_in_worker(args: tuple) -> float:
-    dataset, settings, seed = args
-    return plain_keras_fit(dataset, settings, seed)
-
-
 def compare(pool: RepeatPool, dataset: Dataset, settings: dict, *, n_reference: int, rounds: int) -> None:
     """Time the three paths `rounds` times, interleaved, so that a slow spell of the machine hits
     all of them; report each path's median throughput and the ratio of the medians."""
@@ -125,7 +81,7 @@ def compare(pool: RepeatPool, dataset: Dataset, settings: dict, *, n_reference: 
         seconds, scores[REFERENCE] = timed(pool, reference_jobs)
         rates[REFERENCE].append(n_reference / seconds)
         started = time.perf_counter()
-        scores[PLAIN] = list(pool._executor.map(_plain_in_worker, plain_jobs))
+        scores[PLAIN] = list(pool._executor.map(plain_echo_first, plain_jobs))
         rates[PLAIN].append(n_reference / (time.perf_counter() - started))
     sizes = sorted({len(job.repeats) for job in fused_jobs})
     counts = {FUSED: f"{N_REPEATS} repeats in {len(fused_jobs)} packs of {sizes}", REFERENCE: f"{n_reference} repeats",
@@ -138,7 +94,31 @@ def compare(pool: RepeatPool, dataset: Dataset, settings: dict, *, n_reference: 
               f"{counts[path]}; mean accuracy {mean(scores[path]):.3f}){ratio}")
 
 
-def default_sweep() -> None:
+def default_sweep(workers: int) -> None:
+    """The whole default study, `sweep run studies/echo_first.toml`, against plain Keras the usual
+    way: one repeat of each grid point on the same number of worker processes, scaled to the
+    study's repeats."""
+    seconds, peak_mb = timed_sweep()
+    spec = load_spec(ROOT / "studies" / "echo_first.toml")
+    dataset = load_data(spec)
+    points = grid_points(spec, dataset.sequence_length)
+    settings = [
+        dict(key=point.key, length=point.length, mode=point.mode, **spec.model.model_dump(), **spec.training.model_dump())
+        for point in points
+    ]
+    with RepeatPool(dataset, n_workers=workers) as pool:
+        list(pool._executor.map(plain_echo_first, [(dataset, settings[0], 0)] * workers))  # start the workers, load Keras
+        started = time.perf_counter()
+        list(pool._executor.map(plain_echo_first, [(dataset, point, 0) for point in settings]))
+        plain = (time.perf_counter() - started) * spec.repeats
+    print(f"whole default sweep (sweep run studies/echo_first.toml): {seconds:.1f} s wall; "
+          f"peak resident memory of its largest process: {peak_mb:.0f} MB")
+    print(f"plain Keras, one repeat of each of its {len(points)} points on {workers} workers, scaled to {spec.repeats} "
+          f"repeats: {plain:.0f} s; sweep is {plain / seconds:.1f}x faster")
+
+
+def timed_sweep() -> tuple[float, float]:
+    """Wall seconds of the default sweep, counting everything, and its largest process's peak MB."""
     with tempfile.TemporaryDirectory() as work:
         started = time.perf_counter()
         done = subprocess.run(
@@ -148,9 +128,7 @@ def default_sweep() -> None:
         seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"the default sweep failed:\n{done.stderr}")
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"whole default sweep (sweep run studies/echo_first.toml): {seconds:.1f} s wall; "
-          f"peak resident memory of its largest process: {peak_mb:.0f} MB")
+    return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -159,21 +137,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timings of each path, interleaved; the median is reported")
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--skip-sweep", action="store_true", help="do not time the whole default sweep")
+    parser.add_argument("--smoke", action="store_true", help="the smallest run of every path, to check that it runs (no sweep)")
     options = parser.parse_args()
     if options.rounds < 1 or options.reference_repeats < 1:
         parser.error("--rounds and --reference-repeats must be at least 1")
+    if options.smoke:
+        options.rounds, options.reference_repeats, options.skip_sweep = 1, 1, True
     print(f"{options.workers} worker processes, {os.cpu_count()} CPUs")
-
-    small = load_problem(EchoFirstProblem(kind="echo-first", length=20, n_train=1000, n_test=200, seed=1))
-    large = load_problem(EchoFirstProblem(kind="echo-first", length=100, n_train=1000, n_test=200, seed=1))
-    common = dict(epochs=5, batch_size=10, optimizer="adam", learning_rate=0.001)
-    cases = [
-        ("(a) echo-first T=20 L=10 units=10 stateless", small, dict(key="a stateless", length=10, mode="stateless", units=10, **common)),
-        ("(a) echo-first T=20 L=10 units=10 stateful", small, dict(key="a stateful", length=10, mode="stateful", units=10, **common)),
-        ("(b) echo-first T=100 L=20 units=100 stateful, 1 epoch", large,
-         dict(key="b", length=20, mode="stateful", units=100, **{**common, "epochs": 1})),
-    ]
-    for title, dataset, settings in cases:
+    for title, dataset, settings in cases(smoke=options.smoke):
         print(title)
         with RepeatPool(dataset, n_workers=options.workers) as pool:
             # Trace each path's loops once in every worker, as the first grid point of a sweep does.
@@ -183,7 +154,25 @@ def main() -> None:
             timed(pool, packs(warm, list(range(options.workers)), is_fused=False, **shape))
             compare(pool, dataset, settings, n_reference=options.reference_repeats, rounds=options.rounds)
     if not options.skip_sweep:
-        default_sweep()
+        default_sweep(options.workers)
+
+
+def cases(*, smoke: bool) -> list[tuple[str, Dataset, dict]]:
+    """What is timed: (a) small networks in both modes and (b) a larger one; with `smoke`, (a)
+    stateless alone on a tenth of the data for one epoch."""
+    n_train = 100 if smoke else 1000
+    small = load_problem(EchoFirstProblem(kind="echo-first", length=20, n_train=n_train, n_test=200, seed=1))
+    common = dict(epochs=1 if smoke else 5, batch_size=10, optimizer="adam", learning_rate=0.001)
+    stateless = ("(a) echo-first T=20 L=10 units=10 stateless", small, dict(key="a stateless", length=10, mode="stateless", units=10, **common))
+    if smoke:
+        return [stateless]
+    large = load_problem(EchoFirstProblem(kind="echo-first", length=100, n_train=1000, n_test=200, seed=1))
+    return [
+        stateless,
+        ("(a) echo-first T=20 L=10 units=10 stateful", small, dict(key="a stateful", length=10, mode="stateful", units=10, **common)),
+        ("(b) echo-first T=100 L=20 units=100 stateful, 1 epoch", large,
+         dict(key="b", length=20, mode="stateful", units=100, **{**common, "epochs": 1})),
+    ]
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ and at the end the peak resident memory of the largest worker process. Then it t
 epoch on sequences of 100 to 2,000 steps with batches of similar length, as sweep makes them,
 against plainly shuffled batches.
 
-    python benchmarks/long_sequences.py [--plain-repeats 2] [--lengths 50 200 1000 2000]
+    python benchmarks/long_sequences.py [--plain-repeats 2] [--lengths 50 200 1000 2000] [--smoke]
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from sweep.train.pool import RepeatPool, default_workers
 from sweep.data.problems import Dataset, load_problem
 from sweep.run.packs import repeat_seed, split_into_packs
 from sweep.spec import LagEchoProblem
+
+from plain_keras import plain_lag_echo
 
 N_REPEATS = 30
 UNITS = 32
@@ -55,36 +57,7 @@ def run_jobs(pool: RepeatPool, jobs: list[PackJob]) -> tuple[float, float]:
     return time.perf_counter() - started, sum(scores) / len(scores)
 
 
-def plain_keras(args: tuple) -> None:
-    """One repeat the usual way: a new Keras model, trained for one epoch."""
-    import keras
-    import numpy as np
-
-    from sweep.data import shaping as prepare
-
-    dataset, length, mode, seed = args
-    train = prepare.chunk(dataset.x_train, dataset.y_train, length)
-    stateful = mode == "stateful"
-    batch = SETTINGS["batch_size"]
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input((length, 1), batch_size=batch if stateful else None),
-        keras.layers.LSTM(UNITS, stateful=stateful, return_sequences=True),
-        keras.layers.Dense(1),
-    ])
-    model.compile(optimizer=keras.optimizers.Adam(SETTINGS["learning_rate"]), loss="mean_squared_error")
-    if not stateful:
-        flat = prepare.stateless(train)
-        model.fit(flat.x[:, 0], flat.y[:, 0], batch_size=batch, epochs=1, verbose=0)
-    else:
-        rng = np.random.default_rng(seed)
-        for group in prepare.batch_groups(train.n_sequences, batch, rng):
-            for j in range(train.n_chunks):
-                model.train_on_batch(train.x[group, j], train.y[group, j])
-            model.layers[0].reset_states()
-
-
-def similar_lengths(n_repeats: int = 15, length: int = 100) -> None:
+def similar_lengths(n_repeats: int = 15, length: int = 100, longest: int = 2000) -> None:
     """Batches of similar length against plainly shuffled ones, on sequences of 100 to 2,000 steps.
 
     One fused pack, stateful, one epoch each way, the same weights to start from. Shuffled, a
@@ -94,11 +67,14 @@ def similar_lengths(n_repeats: int = 15, length: int = 100) -> None:
     import numpy as np
 
     from sweep.data import shaping as prepare
-    from sweep.train import FusedNetwork
-    from sweep.train._common import Architecture
+    from sweep.train.pool import quiet_stderr
+
+    with quiet_stderr():  # TensorFlow's native start-up chatter
+        from sweep.train import FusedNetwork
+        from sweep.train._common import Architecture
 
     rng = np.random.default_rng(0)
-    lengths = rng.integers(100, 2001, size=100)
+    lengths = rng.integers(100, longest + 1, size=100)
     steps = int(lengths.max())
     x = rng.uniform(size=(100, steps, 1)).astype(np.float32)
     y = np.zeros_like(x)
@@ -142,11 +118,15 @@ def main() -> None:
     parser.add_argument("--plain-repeats", type=int, default=2, help="repeats timed on the plain Keras path, per point")
     parser.add_argument("--lengths", type=int, nargs="+", default=[50, 200, 1000, 2000])
     parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--smoke", action="store_true", help="the smallest run: 20 sequences of 200 steps, L=50, to check that it runs")
     options = parser.parse_args()
     if options.plain_repeats < 1:
         parser.error("--plain-repeats must be at least 1")
-    dataset: Dataset = load_problem(LagEchoProblem(kind="lag-echo", length=2000, lag=5, n_train=100, n_test=20, seed=0))
-    print(f"{options.workers} worker processes, {os.cpu_count()} CPUs; 100 sequences of 2,000 steps, {UNITS} units, "
+    steps, n_train = (200, 20) if options.smoke else (2000, 100)
+    if options.smoke:
+        options.lengths, options.plain_repeats = [50], 1
+    dataset: Dataset = load_problem(LagEchoProblem(kind="lag-echo", length=steps, lag=5, n_train=n_train, n_test=20, seed=0))
+    print(f"{options.workers} worker processes, {os.cpu_count()} CPUs; {n_train} sequences of {steps:,} steps, {UNITS} units, "
           f"{N_REPEATS} repeats, 1 epoch")
     print(f"{'point':18s} {'fixed cost':>10s} {'fused':>14s} {'plain Keras':>14s} {'ratio':>7s}  test RMSE")
     with RepeatPool(dataset, n_workers=options.workers) as pool:
@@ -158,15 +138,16 @@ def main() -> None:
                 first, _ = run_jobs(pool, jobs)
                 again, rmse = run_jobs(pool, jobs)
                 started = time.perf_counter()
-                list(pool._executor.map(plain_keras, [(dataset, length, mode, s) for s in range(options.plain_repeats)]))
+                list(pool._executor.map(plain_lag_echo, [(dataset, length, mode, s, SETTINGS) for s in range(options.plain_repeats)]))
                 plain_rate = options.plain_repeats / (time.perf_counter() - started)
                 fused_rate = N_REPEATS / again
                 print(f"{'L=%d %s' % (length, mode):18s} {first - again:9.1f}s {fused_rate:9.2f} rep/s {plain_rate:9.3f} rep/s "
                       f"{fused_rate / plain_rate:6.1f}x  {rmse:.3f}", flush=True)
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"peak resident memory of the largest worker process: {peak_mb:.0f} MB")
-    print(f"variable lengths: 100 sequences of 100-2,000 steps, L=100, stateful, a pack of 15, {UNITS} units, one process")
-    similar_lengths()
+    longest = steps
+    print(f"variable lengths: 100 sequences of 100-{longest:,} steps, L=100, stateful, a pack of 15, {UNITS} units, one process")
+    similar_lengths(longest=longest)
 
 
 if __name__ == "__main__":

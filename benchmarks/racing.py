@@ -5,7 +5,7 @@ time in a fresh SQLite file: once as shipped, once with a [racing] table, at the
 and prints both runs' repeats and wall time, their ratio, and whether the report finds the
 same set of points indistinguishable from the best.
 
-    python benchmarks/racing.py [--units 10 64] [--stages 5,10,20 10,20] [--workers 2]
+    python benchmarks/racing.py [--units 10 64] [--stages 5,10,20 10,20] [--workers 2] [--smoke]
 """
 
 from __future__ import annotations
@@ -38,10 +38,16 @@ def main() -> None:
     parser.add_argument("--units", type=int, nargs="+", default=[10, 64])
     parser.add_argument("--stages", nargs="+", default=["5,10,20", "10,20"])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="the smallest run: lengths 1 and 20, 4 units, 4 repeats of 1 epoch, one stage")
     args = parser.parse_args()
+    overrides = {"repeats": 4, "epochs": 1} if args.smoke else {}
+    if args.smoke:
+        args.units, args.stages = [4], ["2"]
     print(f"{'units':>5} {'stages':>9} {'repeats':>13} {'wall s':>15} {'raced/full':>10}  same tied set")
     for units in args.units:
-        raw = apply_overrides(load_spec(SHIPPED), name="bench").model_dump(mode="json")
+        raw = apply_overrides(load_spec(SHIPPED), name="bench", **overrides).model_dump(mode="json")
+        if args.smoke:
+            raw["grid"]["lengths"] = [1, 20]
         raw["model"]["units"] = units
         full_seconds, full_repeats, full_tied = run(raw, args.workers)
         for stages in args.stages:

@@ -6,7 +6,7 @@ curve and the capacity check), once without (scored on the test data only, once 
 networks are traced before timing, so the figures compare steady-state training, and prints each
 point's seconds per pack and their ratio.
 
-    python benchmarks/validation.py [--units 10 64] [--repeats 15] [--epochs 5] [--runs 3]
+    python benchmarks/validation.py [--units 10 64] [--repeats 15] [--epochs 5] [--runs 3] [--smoke]
 """
 
 from __future__ import annotations
@@ -41,7 +41,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="the smallest run: 4 units, 2 repeats, 1 epoch, 1 run")
     args = parser.parse_args()
+    if args.smoke:
+        args.units, args.repeats, args.epochs, args.runs = [4], 2, 1, 1
     limit_threads(1)  # one worker's share of a 2-core machine, as a study's workers run
     spec = load_spec(SHIPPED)
     with_validation = load_data(spec)
