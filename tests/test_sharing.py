@@ -240,3 +240,63 @@ def test_two_machines_finish_a_grid_each_point_trained_once(postgres_url: str, t
     for trial in trials:
         trainers = {trial.user_attrs[f"repeat/{r:04d}"]["worker"] for r in range(3)}
         assert trainers == {trial.user_attrs["worker"]}  # every repeat trained by the one claimer
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is `pid`, read from /proc (Linux)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[1]) == pid:
+                children.append(int(entry.name))
+    return children
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has ended; only its entry waits to be read
+
+
+def killed_with_its_workers_left(process: subprocess.Popen, url: str, name: str) -> list[int]:
+    """SIGKILL the main process once its point has a repeat (its workers are busy training the
+    rest); the worker processes still alive 10 s later."""
+    wait_for_repeats(url, name, 1)
+    workers = children_of(process.pid)
+    assert workers, "the run started no worker process"
+    process.kill()
+    process.wait(timeout=30)
+    time.sleep(10)
+    return [pid for pid in workers if is_alive(pid)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads processes from /proc")
+def test_the_workers_of_a_killed_run_end_with_it(tmp_path: Path, sqlite_url: str) -> None:
+    study_file = one_point_study(tmp_path, "orphans", repeats=40)
+    run = sweep_process("run", str(study_file), "--storage", sqlite_url, "--reference", "--workers", "2")
+    assert killed_with_its_workers_left(run, sqlite_url, "orphans") == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads processes from /proc")
+def test_the_workers_of_a_killed_worker_end_with_it_and_the_study_resumes_whole(tmp_path: Path, sqlite_url: str) -> None:
+    study_file = one_point_study(tmp_path, "orphans", repeats=12)
+    assert sweep_process("create", str(study_file), "--storage", sqlite_url).wait(timeout=120) == 0
+    worker = sweep_process("worker", "orphans", "--storage", sqlite_url, *SLOW_AND_WATCHFUL, cwd=tmp_path)
+    assert killed_with_its_workers_left(worker, sqlite_url, "orphans") == []
+    kept = optuna.load_study(study_name="orphans", storage=sqlite_url).get_trials()[0].intermediate_values
+
+    resumed = sweep_process("worker", "orphans", "--storage", sqlite_url, *SLOW_AND_WATCHFUL, cwd=tmp_path)
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    point = [t for t in optuna.load_study(study_name="orphans", storage=sqlite_url).get_trials()
+             if t.state == TrialState.COMPLETE][0]
+    assert sorted(point.intermediate_values) == list(range(12)) and point.user_attrs["n"] == 12
+    assert all(point.intermediate_values[step] == score for step, score in kept.items())

@@ -8,10 +8,13 @@ touch the study database: only the main process records anything.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing.context
 import os
 import signal
 import sys
+import threading
+import time
 import types
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -55,15 +58,44 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def _start_worker(dataset: Dataset, n_threads: int) -> None:
+def _start_worker(dataset: Dataset, n_threads: int, parent: int) -> None:
     # Ctrl-C reaches the whole process group; the main process alone decides what to keep.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _end_with(parent)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with quiet_stderr():
         # TensorFlow's native start-up chatter goes straight to file descriptor 2.
         from sweep.train import _common, _worker
     _common.limit_threads(n_threads)
     _worker.set_dataset(dataset)
+
+
+# Linux's prctl option that delivers a signal to a process when its parent dies.
+_PR_SET_PDEATHSIG = 1
+PARENT_WATCH_SECONDS = 1.0
+
+
+def _end_with(parent: int) -> None:
+    """Exit when the process that started this worker is gone, whatever ended it (SIGKILL, the
+    out-of-memory killer, a crash): a worker otherwise waits for good on a queue whose write end
+    it holds itself, with the study's data and TensorFlow in memory. Linux delivers SIGKILL at
+    the parent's death; a thread that watches the parent does it elsewhere, and backs the signal
+    up. A repeat in training is lost with the worker and trained again by whoever takes the
+    point over."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass  # no prctl: the watch alone
+    if os.getppid() != parent:  # the parent died before the signal was asked for
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="sweep-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_WATCH_SECONDS)
+    os._exit(1)
 
 
 def _train(job: PackJob) -> PackResult:
@@ -100,7 +132,7 @@ class RepeatPool:
             max_workers=self.n_workers,
             mp_context=_SpawnContext(),
             initializer=_start_worker,
-            initargs=(self.dataset, n_threads),
+            initargs=(self.dataset, n_threads, os.getpid()),
         )
 
     def run(self, jobs: Sequence[PackJob]) -> Iterator[tuple[PackJob, PackResult | BaseException]]:
