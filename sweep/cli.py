@@ -22,7 +22,7 @@ from sweep import api
 from sweep.api import Study
 from sweep.data.problems import DataSummary
 from sweep.data.suggest import Suggestion
-from sweep.errors import SweepError
+from sweep.errors import EmptyDatabaseError, SweepError
 from sweep.report.skill import NO_BASELINE
 from sweep.spec import Spec, apply_overrides, load_spec
 from sweep.store.connection import Liveness, database_exists, describe_database_error, display_url, open_storage
@@ -453,7 +453,10 @@ def list_studies(storage: StorageOption = None) -> None:
     if not database_exists(storage):
         console.print(f"no studies in {display_url(storage)} (no database there yet)")
         return
-    summaries = api.list_studies(storage)
+    try:
+        summaries = api.list_studies(storage)
+    except EmptyDatabaseError:
+        summaries = []
     if not summaries:
         console.print(f"no studies in {display_url(storage)}")
         return

@@ -11,7 +11,7 @@ the reason stored, and the sweep goes on.
 
 from __future__ import annotations
 
-__all__ = ["DataError", "SpecError", "StorageError", "SweepError", "first_line"]
+__all__ = ["DataError", "EmptyDatabaseError", "SpecError", "StorageError", "SweepError", "first_line"]
 
 
 class SweepError(Exception):
@@ -28,6 +28,10 @@ class DataError(SweepError):
 
 class StorageError(SweepError):
     """The study database cannot be reached, or holds something that does not fit."""
+
+
+class EmptyDatabaseError(StorageError):
+    """A database with no tables at all, opened to read studies: it holds none."""
 
 
 def first_line(error: BaseException) -> str:

@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import socket
+import sqlite3
 import threading
 import time
 import warnings
@@ -37,8 +38,8 @@ import sqlalchemy.event
 import sqlalchemy.exc
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-from sweep.errors import StorageError, first_line
-from sweep.store.optuna_private import RDB_WRITING_METHODS, record_heartbeat
+from sweep.errors import EmptyDatabaseError, StorageError, first_line
+from sweep.store.optuna_private import RDB_WRITING_METHODS, optuna_table_names, record_heartbeat
 
 __all__ = [
     "DEFAULT_STORAGE",
@@ -70,6 +71,8 @@ WORKER = f"{socket.gethostname()}:{os.getpid()}"  # this process, host:pid
 # Errors a dropped connection or a restarting server produce; Optuna wraps SQLAlchemy's own.
 TRANSIENT = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
 RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30, 30, 30)  # about two minutes in all
+# The tables whose presence makes a database a study storage (Optuna's; more come with them).
+STORAGE_TABLES = frozenset({"studies", "trials", "version_info"})
 _T = TypeVar("_T")
 log = logging.getLogger("sweep")
 
@@ -117,8 +120,10 @@ def open_storage(
 ) -> optuna.storages.RDBStorage:
     """The study database. With `liveness`, claimed points record heartbeats, and points whose
     heartbeats stopped are failed and queued again with their finished repeats. With
-    `must_exist`, a SQLite file that is not there is an error, not created: commands that only
-    read or join a study never leave a database behind."""
+    `must_exist`, a SQLite file that is not there is an error, not created, and no table is made:
+    commands that only read or join a study never leave a database behind, nor tables in one.
+    A database that is another program's (tables, but not those of a study storage) is refused
+    before anything is written to it, by every command."""
     url = storage_url(url)
     database = _sqlite_file(url)
     if must_exist and database is not None and not os.path.exists(database):
@@ -131,7 +136,8 @@ def open_storage(
             "processes; use a file, e.g. sqlite:///sweep.db"
         )
     try:
-        storage = _new_storage(url, liveness)
+        _refuse_other_programs_database(url, creating=not must_exist)
+        storage = _new_storage(url, liveness, create_tables=not must_exist)
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as error:
         raise StorageError(
             f"bad storage URL {_redacted(url)!r} ({first_line(error)}); use sqlite:///FILE.db or "
@@ -289,10 +295,60 @@ def retrying(action: Callable[[], _T], *, what: str, delays: tuple[float, ...] =
     raise AssertionError("unreachable")
 
 
-def _new_storage(url: str, liveness: Liveness | None, attempts: int = 5) -> SweepRDBStorage:
+def _refuse_other_programs_database(url: str, *, creating: bool) -> None:
+    """Refuse, before Optuna writes anything, a database that holds tables but is no study
+    storage (another program's, or a mistyped URL that happens to exist), and, unless
+    `creating`, one without any table. The tables are listed read-only: a SQLite file is opened
+    in read-only mode, so that even its journal mode stays as it was."""
+    tables = _table_names(url)
+    if tables is None or STORAGE_TABLES <= tables:
+        return
+    where = _sqlite_file(url) or _redacted(url)
+    if not tables:
+        if creating:
+            return
+        raise EmptyDatabaseError(
+            f"{where} holds no studies (it has no tables); check --storage (or $SWEEP_STORAGE), or run a study file first"
+        )
+    clashing = sorted(tables & set(optuna_table_names()))
+    shown = ", ".join(sorted(tables)[:6]) + (", ..." if len(tables) > 6 else "")
+    if clashing:
+        problem = f"its tables ({shown}) are another program's, named as a study storage's ({', '.join(clashing)}) are"
+    else:
+        problem = f"it holds another program's tables ({shown}) and no studies"
+    fix = "point --storage at a new database for sweep's studies" if creating else "check --storage (or $SWEEP_STORAGE)"
+    raise StorageError(f"{where} is not a study database: {problem}; sweep leaves it as it is: {fix}")
+
+
+def _table_names(url: str) -> set[str] | None:
+    """The tables of the database, read without writing; None for a SQLite file not there yet
+    (or not a database: opening it says so)."""
+    database = _sqlite_file(url)
+    if database is not None:
+        if not os.path.exists(database):
+            return None
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=60)) as connection:
+                rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        except sqlite3.DatabaseError:
+            return None
+        return {name for (name,) in rows}
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, **{
+        key: value for key, value in _engine_kwargs(url).items() if key == "connect_args"
+    })
+    try:
+        return set(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _new_storage(url: str, liveness: Liveness | None, *, create_tables: bool = True, attempts: int = 5) -> SweepRDBStorage:
     """Optuna's storage; processes that create the same new database at once collide on its
-    tables and version stamp, and the loser finds them made when it tries again."""
-    options = liveness.storage_options() if liveness is not None else {}
+    tables and version stamp, and the loser finds them made when it tries again. Without
+    `create_tables`, none is made (the database was checked to hold them)."""
+    options: dict[str, Any] = liveness.storage_options() if liveness is not None else {}
+    if not create_tables:
+        options["skip_table_creation"] = True
     # The lock keeps processes that make a new database at once apart; an existing one needs none
     # (and a read must not wait on a stopped `sweep create`).
     database = _sqlite_file(url)

@@ -20,6 +20,7 @@ __all__ = [
     "engine_of",
     "fixed_params",
     "heartbeat_interval",
+    "optuna_table_names",
     "last_heartbeats",
     "put_back",
     "record_heartbeat",
@@ -125,3 +126,10 @@ def engine_of(storage: optuna.storages.BaseStorage):
 def study_id_of(study: optuna.Study) -> int:
     """The study's id in its database."""
     return study._study_id
+
+
+def optuna_table_names() -> list[str]:
+    """The tables Optuna's storage makes (besides Alembic's version stamp)."""
+    from optuna.storages._rdb import models
+
+    return sorted(models.BaseModel.metadata.tables)
