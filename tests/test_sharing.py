@@ -300,3 +300,41 @@ def test_the_workers_of_a_killed_worker_end_with_it_and_the_study_resumes_whole(
              if t.state == TrialState.COMPLETE][0]
     assert sorted(point.intermediate_values) == list(range(12)) and point.user_attrs["n"] == 12
     assert all(point.intermediate_values[step] == score for step, score in kept.items())
+
+
+def postgresql(action: str) -> None:
+    cluster = os.listdir("/etc/postgresql")[0]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", action], check=True, timeout=120)
+
+
+@pytest.mark.slow
+@pytest.mark.restarts_postgres
+def test_a_database_that_stays_away_ends_the_run_once_on_time_with_its_cause(postgres_url: str, tmp_path: Path) -> None:
+    """The server stops mid-point and stays down: the run gives up once, within the outage budget
+    (20 s here) plus 20%, its last line naming the driver's cause and what is kept; with the
+    server back, the study resumes and finishes with every repeat recorded once."""
+    study_file = one_point_study(tmp_path, "outage", repeats=30)
+    env = {**os.environ, "SWEEP_OUTAGE_SECONDS": "20"}
+    run = sweep_process("run", str(study_file), "--storage", postgres_url, *SLOW_AND_WATCHFUL, env=env)
+    wait_for_repeats(postgres_url, "outage", 2)
+    try:
+        postgresql("stop")
+        stopped = time.monotonic()
+        _, err = run.communicate(timeout=120)
+        gave_up_after = time.monotonic() - stopped
+    finally:
+        postgresql("start")
+    last = err.strip().splitlines()[-1]
+    assert run.returncode == 1 and gave_up_after <= 20 * 1.2 + 5, (gave_up_after, err[-3000:])
+    assert last.startswith("error: lost the study database while") and " repeat " in last, last
+    assert "exceeding max length" not in err and "connection" in last.lower(), last
+    assert "the repeats recorded before it went away are kept" in last and last.count("\n") == 0
+    assert err.count("error:") == 1
+
+    time.sleep(5)  # the stopped run's point: silent past its grace period, taken over below
+    resumed = sweep_process("worker", "outage", "--storage", postgres_url, *SLOW_AND_WATCHFUL, cwd=tmp_path)
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    point = [t for t in optuna.load_study(study_name="outage", storage=postgres_url).get_trials()
+             if t.state == TrialState.COMPLETE][0]
+    assert sorted(point.intermediate_values) == list(range(30)) and point.user_attrs["n"] == 30

@@ -45,3 +45,63 @@ def test_every_write_optuna_makes_on_sqlite_begins_under_the_write_lock(sqlite_u
     optuna.delete_study(study_name="pin", storage=storage)
 
     assert unlocked == []
+
+
+class FakeClock:
+    """time.monotonic and time.sleep of the connection module, advanced by sleeping alone."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+        monkeypatch.setattr(storages.time, "monotonic", lambda: self.now)
+        monkeypatch.setattr(storages.time, "sleep", self.sleep)
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def lost_connection() -> Exception:
+    """What Optuna raises when the server is gone during a commit: its generic wrapper over
+    SQLAlchemy's error over the driver's."""
+    driver = ConnectionRefusedError("connection to server at 127.0.0.1 port 5432 failed: Connection refused")
+    wrapped = sqlalchemy.exc.OperationalError("COMMIT", {}, driver)
+    error = optuna.exceptions.StorageInternalError(
+        "An exception is raised during the commit. This typically happens due to invalid data in the commit, e.g. exceeding max length."
+    )
+    error.__cause__ = wrapped
+    return error
+
+
+def test_an_outage_is_given_one_budget_for_every_step_and_named_by_the_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(monkeypatch)
+    monkeypatch.setattr(storages, "_OUTAGE", storages._Outage())
+
+    def fails() -> None:
+        raise lost_connection()
+
+    with pytest.raises(storages.DatabaseLostError) as lost:
+        storages.retrying(fails, what="recording repeat 3 of trial 0")
+    assert clock.now - 1000.0 == pytest.approx(storages.OUTAGE_SECONDS)
+    message = str(lost.value)
+    assert message.startswith("lost the study database while recording repeat 3 of trial 0 (connection to server at")
+    assert "exceeding max length" not in message and "for 120 s" in message
+    # The next step of the same outage (putting the point back) tries once, not for another budget.
+    tries_before = len(clock.sleeps)
+    with pytest.raises(storages.DatabaseLostError):
+        storages.retrying(fails, what="putting trial 0 back in the queue")
+    assert len(clock.sleeps) == tries_before
+    # Once the database answers, the next outage has a budget of its own again.
+    assert storages.retrying(lambda: "stored", what="recording repeat 4 of trial 0") == "stored"
+    started = clock.now
+    with pytest.raises(storages.DatabaseLostError):
+        storages.retrying(fails, what="recording repeat 5 of trial 0")
+    assert clock.now - started == pytest.approx(storages.OUTAGE_SECONDS)
+
+
+def test_the_outage_budget_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWEEP_OUTAGE_SECONDS", "20")
+    assert storages.outage_budget() == 20.0
+    monkeypatch.setenv("SWEEP_OUTAGE_SECONDS", "soon")
+    with pytest.raises(storages.StorageError, match=r"\$SWEEP_OUTAGE_SECONDS is 'soon'; give it a number of seconds"):
+        storages.outage_budget()

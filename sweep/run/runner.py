@@ -18,7 +18,7 @@ from sweep.run.packs import pack_jobs
 from sweep.run.racing import Race
 from sweep.spec import GridPoint, Spec
 from sweep.store import protocol, record
-from sweep.store.connection import WORKER, kept_alive
+from sweep.store.connection import WORKER, DatabaseLostError, kept_alive
 from sweep.train.jobs import PackJob, PackResult
 from sweep.train.pool import RepeatPool, WorkerDied
 
@@ -123,11 +123,22 @@ def _work_through(run: Run) -> int:
             except optuna.exceptions.UpdateFinishedTrialError:
                 # Silent too long (a network partition): another worker has taken the point over.
                 continue
-            except BaseException:
+            except BaseException as error:
                 # Interrupted: the point goes back to the queue with the repeats it finished.
-                protocol.release_trial(run.study, trial)
+                _put_back(run, trial, after=error)
                 raise
         n_points += is_finished
+
+
+def _put_back(run: Run, trial: optuna.Trial, *, after: BaseException) -> None:
+    """Queue the point again after `after` stopped its work. When the database itself is what
+    failed, one try (the outage's budget is spent): the error that stopped the run is the one to
+    tell, and a point left claimed is taken over once its heartbeats stop."""
+    try:
+        protocol.release_trial(run.study, trial)
+    except StorageError:
+        if not isinstance(after, StorageError):
+            raise
 
 
 def race_of(spec: Spec, n_points: int) -> Race | None:
@@ -225,11 +236,14 @@ def _train_jobs(run: Run, trial: optuna.Trial, jobs: list[PackJob]) -> tuple[lis
                 continue
             if not isinstance(outcome, PackResult):
                 return lost, f"{job.key} repeats {list(job.repeats)}: {type(outcome).__name__}: {outcome}", record.ERRORED
-            for result in outcome.results:
+            for index, result in enumerate(outcome.results):
                 details = record.repeat_details(result, worker=WORKER)
-                protocol.record_repeat(
-                    trial, repeat=result.repeat, score=details[run.ranked_by], details=details, weights=result.weights
-                )
+                try:
+                    protocol.record_repeat(
+                        trial, repeat=result.repeat, score=details[run.ranked_by], details=details, weights=result.weights
+                    )
+                except DatabaseLostError as error:
+                    raise StorageError(error.describe(n_unrecorded=len(outcome.results) - index)) from None
                 run.progress.repeat_finished()
             if outcome.failures:
                 return lost, outcome.failures[0][1], record.DIVERGED

@@ -20,6 +20,7 @@ import contextvars
 import fcntl
 import functools
 import hashlib
+import itertools
 import logging
 import os
 import socket
@@ -43,6 +44,7 @@ from sweep.store.optuna_private import RDB_WRITING_METHODS, optuna_table_names, 
 
 __all__ = [
     "DEFAULT_STORAGE",
+    "DatabaseLostError",
     "Liveness",
     "SweepRDBStorage",
     "WORKER",
@@ -70,7 +72,10 @@ MAX_STALE_RETRIES = 2
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # this process, host:pid
 # Errors a dropped connection or a restarting server produce; Optuna wraps SQLAlchemy's own.
 TRANSIENT = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
-RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30, 30, 30)  # about two minutes in all
+RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)  # between tries while the database is away; then every 30 s
+# How long the database may stay away before a process gives up (all its steps together).
+OUTAGE_SECONDS = 120.0
+OUTAGE_ENV = "SWEEP_OUTAGE_SECONDS"
 # The tables whose presence makes a database a study storage (Optuna's; more come with them).
 STORAGE_TABLES = frozenset({"studies", "trials", "version_info"})
 _T = TypeVar("_T")
@@ -264,7 +269,7 @@ def kept_alive(trial: optuna.Trial, *, interval: float | None) -> Iterator[None]
             try:
                 record_heartbeat(trial)
             except Exception as error:  # noqa: BLE001 (any failure: beat again next time)
-                log.warning("heartbeat of trial %s not recorded (%s); trying again", trial.number, error)
+                log.warning("heartbeat of trial %s not recorded (%s); trying again", trial.number, first_line(_root_cause(error)))
             if stop.wait(interval):
                 return
 
@@ -277,21 +282,85 @@ def kept_alive(trial: optuna.Trial, *, interval: float | None) -> Iterator[None]
         thread.join()
 
 
+class DatabaseLostError(StorageError):
+    """The database stayed away for the whole outage budget: the step that failed last, the
+    driver's own cause, and how long it was gone. :meth:`describe` adds what is kept."""
+
+    def __init__(self, *, what: str, cause: str, seconds: float) -> None:
+        self.what, self.cause, self.seconds = what, cause, seconds
+        super().__init__(self.describe())
+
+    def describe(self, *, n_unrecorded: int = 0) -> str:
+        lost = (
+            f"; {n_unrecorded} finished since {'were' if n_unrecorded != 1 else 'was'} not and will be trained again"
+            if n_unrecorded else ""
+        )
+        return (
+            f"lost the study database while {self.what} ({self.cause}), for {self.seconds:.0f} s; the repeats "
+            f"recorded before it went away are kept{lost}; run the same command again once the database is back"
+        )
+
+
+class _Outage:
+    """When this process last found the database gone (None: it answers). Every storage write
+    that fails while it is gone shares one budget, counted from the first failure: a run gives up
+    once, after the budget, not once per step it tries."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._since: float | None = None
+
+    def seconds(self) -> float:
+        """How long the database has been away, starting the count at the first call."""
+        with self._lock:
+            if self._since is None:
+                self._since = time.monotonic()
+            return time.monotonic() - self._since
+
+    def over(self) -> None:
+        with self._lock:
+            self._since = None
+
+
+_OUTAGE = _Outage()
+
+
+def outage_budget() -> float:
+    """Seconds a process waits for a database that went away before it gives up: $SWEEP_OUTAGE_SECONDS,
+    else OUTAGE_SECONDS."""
+    value = os.environ.get(OUTAGE_ENV)
+    if value is None:
+        return OUTAGE_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise StorageError(f"${OUTAGE_ENV} is {value!r}; give it a number of seconds above 0, or unset it (default {OUTAGE_SECONDS:.0f})")
+    return seconds
+
+
 def retrying(action: Callable[[], _T], *, what: str, delays: tuple[float, ...] = RETRY_DELAYS) -> _T:
-    """Run a storage write, retrying through transient database errors; give up with a clear line."""
-    for delay in (*delays, None):
+    """Run a storage write, retrying through transient database errors (waiting `delays` between
+    tries, the last again and again) until the database has been away for the outage budget;
+    then give up with one line (DatabaseLostError) that names the step and the driver's cause."""
+    budget = outage_budget()
+    for attempt in itertools.count():
         try:
-            return action()
+            result = action()
         except TRANSIENT as error:
             if is_permanent_database_error(error):
                 raise StorageError(describe_database_error(error)) from None
-            if delay is None:
-                raise StorageError(
-                    f"lost the study database while {what} ({first_line(error)}); the finished repeats are "
-                    "stored, run the same command again once the database is back"
-                ) from None
-            log.warning("database error while %s (%s); retrying in %s s", what, first_line(error), delay)
+            cause = first_line(_root_cause(error))
+            away = _OUTAGE.seconds()
+            if away >= budget:
+                raise DatabaseLostError(what=what, cause=cause, seconds=away) from None
+            delay = min(delays[min(attempt, len(delays) - 1)] if delays else 0.0, budget - away)
+            log.warning("database error while %s (%s); retrying in %.1f s", what, cause, delay)
             time.sleep(delay)
+        else:
+            _OUTAGE.over()
+            return result
     raise AssertionError("unreachable")
 
 
