@@ -23,7 +23,7 @@ import optuna
 from sweep.data.baselines import score_baselines
 from sweep.data.problems import Dataset, DataSummary, describe, load_data, load_problem
 from sweep.data.suggest import Suggestion, suggest, target_periods
-from sweep.errors import StorageError, SweepError
+from sweep.errors import SpecError, StorageError, SweepError
 from sweep.export.contract import ExportError
 from sweep.export.exporting import Exported, export_repeat, refit, representative_repeat
 from sweep.report.choice import Choice, chosen_point
@@ -51,11 +51,20 @@ StorageLike = str | optuna.storages.BaseStorage | None
 
 def _may_hold_studies(storage: StorageLike) -> bool:
     """False only for a SQLite file that is not there yet: opening it would create it."""
-    return not (storage is None or isinstance(storage, str)) or database_exists(storage)
+    return not (storage is None or isinstance(storage, str)) or database_exists(_checked_storage(storage))
+
+
+def _checked_storage(storage: StorageLike) -> StorageLike:
+    if storage is None or isinstance(storage, (str, optuna.storages.BaseStorage)):
+        return storage
+    raise StorageError(
+        f"storage must be a database URL (a str such as 'sqlite:///sweep.db') or an open Optuna storage, "
+        f"not {type(storage).__name__}"
+    )
 
 
 def _opened(storage: StorageLike, *, liveness: Liveness | None = None, must_exist: bool = False):
-    if storage is None or isinstance(storage, str):
+    if _checked_storage(storage) is None or isinstance(storage, str):
         return open_storage(storage, liveness=liveness, must_exist=must_exist)
     return storage
 
@@ -107,6 +116,10 @@ class Study:
         A study of the same name with other settings or data is refused (StorageError). With
         `liveness` (the default), a worker that dies has its point taken over by another.
         """
+        if not isinstance(spec, Spec):
+            raise SpecError(
+                f"Study.create takes a Spec (from sweep.load_spec or sweep.spec_from_dict), not {type(spec).__name__}"
+            )
         # A study made before the validation split resumes without it: read from a database
         # that is there already (opening a new one would create it before the data are checked).
         opened = None
@@ -154,6 +167,8 @@ class Study:
         Interrupting (KeyboardInterrupt) puts the point in progress back in the queue with its
         finished repeats. `reference` trains one Keras model at a time instead of fused packs.
         """
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise SweepError(f"workers must be a whole number of at least 1 (None: the CPU count), not {workers!r}")
         dataset, points = self._dataset_and_points()
         watched = _Annotating(self, progress or NoProgress())
         n_trained = run_study(

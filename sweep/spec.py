@@ -464,6 +464,8 @@ def point_settings(spec: Spec, point: GridPoint) -> dict[str, Any]:
 
 def load_spec(path: str | Path) -> Spec:
     """Read and check a study file. Raises :class:`SpecError` with one line naming the fix."""
+    if not isinstance(path, (str, Path)):
+        raise SpecError(f"load_spec takes the path of a study file (a str or Path), not {type(path).__name__}")
     path = Path(path)
     try:
         _check_is_a_small_file(path)
@@ -505,6 +507,8 @@ def _check_is_a_small_file(path: Path) -> None:
 
 
 def spec_from_dict(raw: Mapping[str, Any], *, source: str = "study") -> Spec:
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"{source}: a study is a table of keys (a dict, as a study file holds), not {type(raw).__name__}")
     try:
         return Spec.model_validate(dict(raw))
     except ValidationError as error:
@@ -553,6 +557,8 @@ def _describe(error: ValidationError) -> str:
     message = first["msg"].removeprefix("Value error, ")
     if not location:
         return message  # checks across keys name their keys themselves
+    if isinstance(first.get("input"), dict):
+        return f"'{key}': {message}"  # a whole table: its contents would bury the message
     return f"'{key}' = {first.get('input')!r}: {message}"
 
 

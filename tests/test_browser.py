@@ -160,3 +160,16 @@ def test_the_dashboard_lists_the_study_and_shows_the_repeats_as_intermediate_val
     page.goto(f"{dashboard}/dashboard/studies/1/note")
     page.get_by_text("Best point: L=6 stateless").wait_for()
     page.screenshot(path=str(tmp_path / "note.png"))
+
+
+def test_the_report_fits_a_1280_pixel_window_whatever_its_settings_hold(browser, synthetic_study: optuna.Study, tmp_path: Path) -> None:
+    """A table study's settings row (a long path, forty features) wraps instead of widening the page."""
+    report = collect(synthetic_study, SYNTHETIC_SPEC, 6)
+    features = ", ".join(f"sensor_{index:02d}_current_rms" for index in range(40))
+    long_row = ("problem", f"kind=table, train=/data/a/very/long/path/to/the/appliance/recordings/2026/train.csv, features=[{features}]")
+    page_file = write_html(replace(report, settings=[long_row, *report.settings]), tmp_path / "report.html")
+    page = browser.new_context(offline=True, viewport={"width": 1280, "height": 800}).new_page()
+    page.goto(page_file.as_uri())
+    page.wait_for_selector("#box .js-plotly-plot path.box", state="attached")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    assert "sensor_39_current_rms" in page.locator("#settings").inner_text()

@@ -9,6 +9,8 @@ length, and targets per sequence or per step. Every problem with the data is a
 
 from __future__ import annotations
 
+import csv
+
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,8 +70,22 @@ def read_table(path: str | Path, *, key: str) -> pd.DataFrame:
         raise DataError(f"{path}: not a readable {suffix[1:]} table ({first_line(error)}); check the file") from None
     if frame.empty:
         raise DataError(f"{path}: the table has a header but no rows; {key} needs one row per step")
+    if suffix not in (".parquet", ".pq"):
+        _no_repeated_columns(path, sep="\t" if suffix == ".tsv" else ",")
     frame.columns = [str(column) for column in frame.columns]
     return frame
+
+
+def _no_repeated_columns(path: Path, *, sep: str) -> None:
+    """Refuse a header that names a column twice: pandas would rename the second ("a.1") and the
+    study would read whichever one kept the name."""
+    with open(path, newline="", encoding="utf-8") as file:
+        header = next(csv.reader(file, delimiter=sep), [])
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            raise DataError(f"{path}: the header names column {name!r} twice; rename or drop one of them")
+        seen.add(name)
 
 
 def series_frame(columns: dict[str, np.ndarray], *, source: str, series: str) -> pd.DataFrame:

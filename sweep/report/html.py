@@ -48,6 +48,9 @@ body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px;
 table {{ border-collapse: collapse; margin: 1em 0; }}
 th, td {{ padding: 0.25em 0.7em; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }}
 th:first-child, td:first-child, td.text {{ text-align: left; }}
+td.text {{ white-space: normal; overflow-wrap: anywhere; }}
+#settings {{ table-layout: fixed; width: 100%; }}
+#settings td:first-child {{ width: 8em; }}
 .note {{ background: #fff4d6; border-left: 4px solid #e0a800; padding: 0.6em 1em; }}
 .best {{ font-weight: bold; }}
 .chosen {{ background: #e8f4ea; border-left: 4px solid #2ca02c; padding: 0.6em 1em; }}

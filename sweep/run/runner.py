@@ -99,6 +99,8 @@ def run_study(
                 race=race_of(spec, len(points)), progress=progress or NoProgress(),
             )
             return _work_through(run)
+    except DatabaseLostError as error:
+        raise error.but(database=protocol.database_of(study)) from None
     except (KeyError, optuna.exceptions.OptunaError, StorageError):
         if not protocol.study_exists(study):
             raise StorageError(
@@ -243,7 +245,7 @@ def _train_jobs(run: Run, trial: optuna.Trial, jobs: list[PackJob]) -> tuple[lis
                         trial, repeat=result.repeat, score=details[run.ranked_by], details=details, weights=result.weights
                     )
                 except DatabaseLostError as error:
-                    raise StorageError(error.describe(n_unrecorded=len(outcome.results) - index)) from None
+                    raise error.but(n_unrecorded=len(outcome.results) - index) from None
                 run.progress.repeat_finished()
             if outcome.failures:
                 return lost, outcome.failures[0][1], record.DIVERGED

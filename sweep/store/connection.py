@@ -45,6 +45,7 @@ from sweep.store.optuna_private import RDB_WRITING_METHODS, optuna_table_names, 
 __all__ = [
     "DEFAULT_STORAGE",
     "DatabaseLostError",
+    "database_name",
     "Liveness",
     "SweepRDBStorage",
     "WORKER",
@@ -193,6 +194,11 @@ _DATABASE_PROBLEMS = (
     (("permission denied", "privilege"), "cannot use",
      "grant the database user the rights on the database and its tables, or use another user"),
     (("locked",), "cannot use", "another process holds the database; wait for it or end it"),
+    (("password authentication failed", "no password supplied"), "cannot log in to",
+     f"fix the user or password in the URL (or the file ${PASSWORD_FILE_ENV} names)"),
+    (('role "',), "cannot log in to", "fix the user in the URL: the server has no such role"),
+    # PostgreSQL: 'database "NAME" does not exist' (a missing table says 'relation "NAME" ...').
+    (('database "',), "cannot use", "create that database first (createdb NAME) or fix its name in the URL"),
 )
 
 
@@ -284,21 +290,35 @@ def kept_alive(trial: optuna.Trial, *, interval: float | None) -> Iterator[None]
 
 class DatabaseLostError(StorageError):
     """The database stayed away for the whole outage budget: the step that failed last, the
-    driver's own cause, and how long it was gone. :meth:`describe` adds what is kept."""
+    driver's own cause, how long it was gone, and (where known) which database it was and how
+    many finished repeats could not be recorded."""
 
-    def __init__(self, *, what: str, cause: str, seconds: float) -> None:
+    def __init__(
+        self, *, what: str, cause: str, seconds: float, n_unrecorded: int = 0, database: str | None = None
+    ) -> None:
         self.what, self.cause, self.seconds = what, cause, seconds
-        super().__init__(self.describe())
+        self.n_unrecorded, self.database = n_unrecorded, database
+        super().__init__(self._describe())
 
-    def describe(self, *, n_unrecorded: int = 0) -> str:
-        lost = (
-            f"; {n_unrecorded} finished since {'were' if n_unrecorded != 1 else 'was'} not and will be trained again"
-            if n_unrecorded else ""
-        )
+    def but(self, **changes: Any) -> DatabaseLostError:
+        """The same loss, with more known about it (`n_unrecorded`, `database`)."""
+        fields = {"what": self.what, "cause": self.cause, "seconds": self.seconds, "n_unrecorded": self.n_unrecorded,
+                  "database": self.database}
+        return DatabaseLostError(**{**fields, **changes})
+
+    def _describe(self) -> str:
+        which = f" {self.database}" if self.database else ""
+        n = self.n_unrecorded
+        lost = f"; {n} finished since {'were' if n != 1 else 'was'} not and will be trained again" if n else ""
         return (
-            f"lost the study database while {self.what} ({self.cause}), for {self.seconds:.0f} s; the repeats "
+            f"lost the study database{which} while {self.what} ({self.cause}), for {self.seconds:.0f} s; the repeats "
             f"recorded before it went away are kept{lost}; run the same command again once the database is back"
         )
+
+
+def database_name(url: str) -> str:
+    """A database as messages name it: a SQLite file's path, else the URL with any password hidden."""
+    return _sqlite_file(url) or _redacted(url)
 
 
 class _Outage:

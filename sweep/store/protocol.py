@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sweep.errors import SpecError, StorageError
 from sweep.spec import GridPoint, Spec, is_given, spec_from_dict
 from sweep.store import record
-from sweep.store.connection import WORKER, database_lock, quiet_experimental, retrying
+from sweep.store.connection import WORKER, database_lock, database_name, quiet_experimental, retrying
 from sweep.store.optuna_private import (
     engine_of,
     fixed_params,
@@ -46,6 +46,7 @@ __all__ = [
     "fail_trial",
     "finish_trial",
     "load_study",
+    "database_of",
     "delete_kept_weights",
     "keep_weights_of_one",
     "kept_weights",
@@ -432,3 +433,9 @@ def _trial_id(study: optuna.Study, number: int) -> int:
     return retrying(
         lambda: storage.get_trial_id_from_study_id_trial_number(study_id_of(study), number), what=f"reading trial {number}"
     )
+
+
+def database_of(study: optuna.Study) -> str | None:
+    """The study's database as messages name it (None for a storage that is no database)."""
+    engine = engine_of(storage_of(study))
+    return database_name(engine.url.render_as_string(hide_password=False)) if engine is not None else None
