@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.exceptions import TyperException
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from sweep import api
 from sweep.api import Study
@@ -431,7 +431,10 @@ def dashboard(
     from sweep.report.dashboard import check_address, serve
 
     check_address(host, port)
-    storage_object = open_storage(storage, must_exist=True)
+    try:
+        storage_object = _storage_once_it_holds_studies(storage)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
     for summary in api.list_studies(storage_object):
         if summary.is_sweep:
             Study.open(summary.name, storage=storage_object).annotate()
@@ -442,6 +445,28 @@ def dashboard(
         raise SweepError(f"cannot serve on {host}:{port} ({error.strerror}); choose another --port") from None
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+
+
+DASHBOARD_WAIT_SECONDS = 2.0
+
+
+def _storage_once_it_holds_studies(storage: str | None):
+    """The storage, opened to read, once it has the study tables. A dashboard often starts beside
+    the database, before any study is made (docker compose up): it waits, making no table itself."""
+    import time
+
+    announced = False
+    while True:
+        try:
+            return open_storage(storage, must_exist=True)
+        except EmptyDatabaseError:
+            if not announced:
+                console.print(
+                    f"waiting for a study in {display_url(storage)}: the database has no tables yet (sweep create or "
+                    "sweep run makes them); Ctrl-C to stop", markup=False, soft_wrap=True,
+                )
+                announced = True
+            time.sleep(DASHBOARD_WAIT_SECONDS)
 
 
 @app.command("list")
@@ -460,7 +485,10 @@ def list_studies(storage: StorageOption = None) -> None:
     if not summaries:
         console.print(f"no studies in {display_url(storage)}")
         return
-    table = Table("study", "points", "done", "running", "waiting", "failed", "best point", "best mean", "skill")
+    table = Table("points", "done", "running", "waiting", "failed", "best point", "best mean", "skill")
+    # A study's name is shown whole, folded where the terminal is narrow: cut short, it could not
+    # be typed back into the next command.
+    table.columns.insert(0, Column("study", overflow="fold"))
     for summary in summaries:
         if not summary.is_sweep:
             table.add_row(summary.name, "-", "-", "-", "-", "-", "not a sweep study", "-", "-")
@@ -624,13 +652,19 @@ def _short(value: float | None) -> str:
 
 
 def main() -> None:
+    # --debug, anywhere on the line: an error prints its traceback too, for a bug report.
+    debug = "--debug" in sys.argv[1:]
+    if debug:
+        sys.argv = [sys.argv[0], *(arg for arg in sys.argv[1:] if arg != "--debug")]
     try:
         code = app(standalone_mode=False)
     except SweepError as error:
+        _print_traceback_if(debug)
         typer.echo(f"error: {error}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
         # The database failed under a command (Optuna wraps what failed in a commit).
+        _print_traceback_if(debug)
         typer.echo(f"error: {describe_database_error(error)}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     except typer.Abort:
@@ -639,6 +673,13 @@ def main() -> None:
     except TyperException as error:  # a usage error: unknown command or option, bad option value
         sys.exit(_usage_error(error))
     sys.exit(code or 0)
+
+
+def _print_traceback_if(debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exc()
 
 
 def _usage_error(error: TyperException) -> int:

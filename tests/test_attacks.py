@@ -259,3 +259,84 @@ def test_a_storage_fault_names_what_failed_and_hides_the_password(capsys, monkey
         assert "create that database first" in lines[0]
     if "nobody" in url:
         assert "fix the user in the URL" in lines[0] and "nobody:***@" in lines[0]
+
+
+# Commands on odd studies: a name Optuna allows and sweep does not, every point failed, one repeat,
+# a name that does not exist ---------------------------------------------------------------------
+
+ODD_NAME = '<b onclick="x">it\'s</b>'
+DIVERGING = {"name": "div", "repeats": 2, "problem": {"kind": "lag-echo", "length": 8, "lag": 2, "n_train": 20, "n_test": 10},
+             "grid": {"lengths": [2, 4], "modes": ["stateful"]}, "training": {"epochs": 1, "learning_rate": 1e30},
+             "objective": {"metric": "rmse"}}
+
+
+def test_a_study_name_with_html_and_quotes_is_refused_in_the_study_file(capsys, monkeypatch, tmp_path: Path) -> None:
+    (tmp_path / "s.toml").write_text(LAG_ECHO.format(repeats=2, grid="lengths = [2]", extra="").replace('name = "d"', 'name = "<b>it\'s</b>"'))
+    monkeypatch.chdir(tmp_path)
+    check_refused(*sweep_in_process(capsys, monkeypatch, "run", "s.toml"), "'name' = \"<b>it's</b>\"", tmp_path)
+
+
+@pytest.mark.parametrize("command", [["status"], ["report"], ["requeue"], ["delete", "--yes"], ["worker"], ["export", "-o", "m"]])
+def test_every_command_on_an_optuna_study_with_an_html_name_refuses_it_and_leaves_it(capsys, monkeypatch, tmp_path: Path, command) -> None:
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    optuna.create_study(study_name=ODD_NAME, storage=url).enqueue_trial({"x": 1})
+    monkeypatch.chdir(tmp_path)
+    code, out, err = sweep_in_process(capsys, monkeypatch, command[0], ODD_NAME, *command[1:], "--storage", url)
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "was not made by sweep" in lines[0] and '<b onclick="x">' in lines[0], lines
+    assert len(optuna.load_study(study_name=ODD_NAME, storage=url).trials) == 1
+    assert not (tmp_path / "m").exists() and not list(tmp_path.glob("*.html"))
+    code, out, err = sweep_in_process(capsys, monkeypatch, "list", "--storage", url)
+    rows = [line.split("│") for line in out.splitlines() if line.startswith("│")]
+    name, shown_as = "".join(cells[1].strip() for cells in rows), " ".join(cells[7].strip() for cells in rows).split()
+    assert code == 0 and name.replace(" ", "") == ODD_NAME.replace(" ", "") and shown_as == ["not", "a", "sweep", "study"]
+
+
+def test_every_command_on_a_study_whose_every_point_failed(capsys, monkeypatch, tmp_path: Path) -> None:
+    """A learning rate of 1e30: every repeat diverges (its scores are no numbers)."""
+    import sweep
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    monkeypatch.chdir(tmp_path)
+    study = sweep.Study.create(sweep.spec_from_dict(DIVERGING), storage=url)
+    outcome = study.run(workers=1)
+    assert outcome.counts == {"done": 0, "running": 0, "waiting": 0, "failed": 2}
+    code, out, err = sweep_in_process(capsys, monkeypatch, "run", "div", "--storage", url, "--workers", "1")
+    assert code == 3 and "2 grid points failed" in err
+    code, out, err = sweep_in_process(capsys, monkeypatch, "status", "div", "--storage", url)
+    assert code == 0 and out.count("failed: L=") == 2 and "diverged" not in err
+    assert all(len(line) <= 100 for line in out.splitlines())
+    code, out, err = sweep_in_process(capsys, monkeypatch, "requeue", "div", "--storage", url)
+    assert code == 0 and "not requeued, since the same settings and seeds would diverge again" in out
+    code, out, err = sweep_in_process(capsys, monkeypatch, "report", "div", "--storage", url, "-o", "r.html")
+    assert code == 0 and (tmp_path / "r.html").exists()
+    code, out, err = sweep_in_process(capsys, monkeypatch, "export", "div", "--storage", url, "-o", "m")
+    assert code == 1 and "has no finished point to export yet" in err and not (tmp_path / "m").exists()
+    code, out, err = sweep_in_process(capsys, monkeypatch, "delete", "div", "--storage", url, "--yes")
+    assert code == 0
+    code, out, err = sweep_in_process(capsys, monkeypatch, "status", "div", "--storage", url)
+    assert code == 1 and "no study named 'div'" in err
+
+
+@pytest.mark.parametrize("command", [["status"], ["report"], ["requeue"], ["delete", "--yes"], ["worker"], ["export", "-o", "m"]])
+def test_every_command_on_a_name_that_does_not_exist_is_one_line(capsys, monkeypatch, tmp_path: Path, command) -> None:
+    import sweep
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    sweep.Study.create(sweep.spec_from_dict({**LAG_ECHO_DICT, "repeats": 1}), storage=url)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = sweep_in_process(capsys, monkeypatch, command[0], "nope", *command[1:], "--storage", url)
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "no study named 'nope'" in lines[0], lines
+
+
+def test_a_traceback_is_printed_only_when_asked(capsys, monkeypatch, tmp_path: Path) -> None:
+    (tmp_path / "s.toml").write_text(series_study(series_file(tmp_path, np.asarray([1.0, 2.0]))))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = sweep_in_process(capsys, monkeypatch, "data", "s.toml")
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    code, out, err = sweep_in_process(capsys, monkeypatch, "data", "s.toml", "--debug")
+    assert code == 1 and "Traceback (most recent call last)" in err and "DataError" in err
+    assert err.strip().splitlines()[-1].startswith("error: ") and "too few for horizon 1" in err

@@ -264,7 +264,7 @@ def test_the_default_init_command_creates_the_shipped_study(compose: dict, postg
 
 
 @pytest.fixture
-def served(compose: dict, postgres_url: str, password_file: Path) -> Iterator[tuple[str, str]]:
+def served(compose: dict, postgres_url: str, password_file: Path) -> Iterator[tuple[str, str, subprocess.Popen]]:
     port = free_port()
     dashboard = compose["services"]["dashboard"]
     command = service_command(dashboard, {})
@@ -274,18 +274,23 @@ def served(compose: dict, postgres_url: str, password_file: Path) -> Iterator[tu
         command, env=container_environment(dashboard, {}, storage, password_file),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    url = f"http://127.0.0.1:{port}"
+    # The database is empty: the dashboard waits for a study (it makes no table itself) and serves
+    # once the init service has made one, in whichever order compose starts them.
+    yield f"http://127.0.0.1:{port}", storage, server
+    server.terminate()
+    server.wait(timeout=20)
+
+
+def wait_until_serving(url: str, server: subprocess.Popen) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(f"{url}/api/studies", timeout=2)
-            break
+            return
         except OSError:
             assert server.poll() is None, server.stdout.read()
             time.sleep(0.5)
-    yield url, storage
-    server.terminate()
-    server.wait(timeout=20)
+    raise AssertionError(f"the dashboard did not serve {url} within 60 s")
 
 
 def get_json(url: str) -> dict:
@@ -295,9 +300,9 @@ def get_json(url: str) -> dict:
 
 @pytest.mark.slow
 def test_two_scaled_workers_finish_a_study_that_the_dashboard_serves(
-    compose: dict, served: tuple[str, str], tiny_study: Path, password_file: Path
+    compose: dict, served: tuple[str, str, subprocess.Popen], tiny_study: Path, password_file: Path
 ) -> None:
-    url, storage = served
+    url, storage, server = served
     services = compose["services"]
     settings = {"SWEEP_STUDY_FILE": str(tiny_study), "SWEEP_STUDY": "tiny"}
     init = subprocess.run(
@@ -306,6 +311,7 @@ def test_two_scaled_workers_finish_a_study_that_the_dashboard_serves(
         capture_output=True, text=True,
     )
     assert init.returncode == 0, init.stderr
+    wait_until_serving(url, server)
     worker_environment = container_environment(services["worker"], settings, storage, password_file)
     assert worker_environment["SWEEP_WORKERS"] == "2"
     workers = [

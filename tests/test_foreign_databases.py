@@ -84,3 +84,17 @@ def test_an_empty_database_has_no_studies_and_stays_empty(tmp_path: Path) -> Non
     done = sweep_cli(["status", "x"], url, tmp_path)
     assert done.returncode == 1 and "holds no studies (it has no tables)" in done.stderr
     assert snapshot(url) == ([], ("delete",))
+
+
+def test_a_dashboard_on_an_empty_database_waits_for_a_study_and_makes_no_table(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    sqlite3.connect(path).close()
+    server = subprocess.Popen([sys.executable, "-m", "sweep", "dashboard", "--storage", f"sqlite:///{path}", "--port", "8766"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    try:
+        out, _ = server.communicate(timeout=8)
+    except subprocess.TimeoutExpired:
+        server.terminate()
+        out, _ = server.communicate(timeout=20)
+    assert "waiting for a study in sqlite:///" in out and "the database has no tables yet" in out, out
+    assert snapshot(f"sqlite:///{path}") == ([], ("delete",))

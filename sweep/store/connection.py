@@ -302,9 +302,8 @@ class DatabaseLostError(StorageError):
 
     def but(self, **changes: Any) -> DatabaseLostError:
         """The same loss, with more known about it (`n_unrecorded`, `database`)."""
-        fields = {"what": self.what, "cause": self.cause, "seconds": self.seconds, "n_unrecorded": self.n_unrecorded,
-                  "database": self.database}
-        return DatabaseLostError(**{**fields, **changes})
+        known = dict(what=self.what, cause=self.cause, seconds=self.seconds, n_unrecorded=self.n_unrecorded, database=self.database)
+        return DatabaseLostError(**{**known, **changes})
 
     def _describe(self) -> str:
         which = f" {self.database}" if self.database else ""
@@ -410,8 +409,7 @@ def _refuse_other_programs_database(url: str, *, creating: bool) -> None:
 
 
 def _table_names(url: str) -> set[str] | None:
-    """The tables of the database, read without writing; None for a SQLite file not there yet
-    (or not a database: opening it says so)."""
+    """The tables of the database, read without writing; None for a SQLite file not there yet."""
     database = _sqlite_file(url)
     if database is not None:
         if not os.path.exists(database):
@@ -419,8 +417,8 @@ def _table_names(url: str) -> set[str] | None:
         try:
             with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=60)) as connection:
                 rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-        except sqlite3.DatabaseError:
-            return None
+        except sqlite3.DatabaseError as error:  # not a database, or damaged: say so, naming the file
+            raise StorageError(describe_database_error(error, url)) from None
         return {name for (name,) in rows}
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, **{
         key: value for key, value in _engine_kwargs(url).items() if key == "connect_args"
