@@ -190,8 +190,7 @@ def test_a_postgresql_restart_during_a_point_loses_nothing(postgres_url: str, tm
     study_file = one_point_study(tmp_path, "restart", repeats=6)
     worker = sweep_process("run", str(study_file), "--storage", postgres_url, *SLOW_AND_WATCHFUL)
     wait_for_repeats(postgres_url, "restart", 2)
-    cluster = os.listdir("/etc/postgresql")[0]
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", "restart"], check=True, timeout=120)
+    postgresql("restart")
     _, err = worker.communicate(timeout=600)
     assert worker.returncode == 0, err
     trials = optuna.load_study(study_name="restart", storage=postgres_url).get_trials()
@@ -293,13 +292,17 @@ def test_the_workers_of_a_killed_worker_end_with_it_and_the_study_resumes_whole(
     assert killed_with_its_workers_left(worker, sqlite_url, "orphans") == []
     kept = optuna.load_study(study_name="orphans", storage=sqlite_url).get_trials()[0].intermediate_values
 
-    resumed = sweep_process("worker", "orphans", "--storage", sqlite_url, *SLOW_AND_WATCHFUL, cwd=tmp_path)
-    _, err = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, err
-    point = [t for t in optuna.load_study(study_name="orphans", storage=sqlite_url).get_trials()
-             if t.state == TrialState.COMPLETE][0]
+    point = resumed_to_completion(sqlite_url, "orphans", tmp_path)
     assert sorted(point.intermediate_values) == list(range(12)) and point.user_attrs["n"] == 12
     assert all(point.intermediate_values[step] == score for step, score in kept.items())
+
+
+def resumed_to_completion(url: str, name: str, folder: Path) -> optuna.trial.FrozenTrial:
+    """Join the study as a new worker until it is done; its completed point."""
+    resumed = sweep_process("worker", name, "--storage", url, *SLOW_AND_WATCHFUL, cwd=folder)
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    return [t for t in optuna.load_study(study_name=name, storage=url).get_trials() if t.state == TrialState.COMPLETE][0]
 
 
 def postgresql(action: str) -> None:
@@ -332,9 +335,5 @@ def test_a_database_that_stays_away_ends_the_run_once_on_time_with_its_cause(pos
     assert err.count("error:") == 1
 
     time.sleep(5)  # the stopped run's point: silent past its grace period, taken over below
-    resumed = sweep_process("worker", "outage", "--storage", postgres_url, *SLOW_AND_WATCHFUL, cwd=tmp_path)
-    _, err = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, err
-    point = [t for t in optuna.load_study(study_name="outage", storage=postgres_url).get_trials()
-             if t.state == TrialState.COMPLETE][0]
+    point = resumed_to_completion(postgres_url, "outage", tmp_path)
     assert sorted(point.intermediate_values) == list(range(30)) and point.user_attrs["n"] == 30

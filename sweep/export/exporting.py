@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from sweep.data.problems import Dataset
     from sweep.spec import Spec
 
-__all__ = ["Exported", "Refit", "export_repeat", "refit", "representative_repeat", "reproduced_scores"]
+__all__ = ["Exported", "Refit", "export_repeat", "refit", "representative_repeat", "reproduced_scores", "windowed_outputs"]
 
 # Stored scores and those of the exported model agree to float32 rounding; a larger gap means the
 # model is not the network that was scored.
@@ -135,15 +135,20 @@ def reproduced_scores(contract: Contract, predict: Callable, dataset: Dataset, p
     """Every score of `predict` (chunk layout in, chunk layout out) on a part of the study's data,
     cut as the point was trained and scored."""
     suffix = "val" if part == "validation" else part
-    window = contract.window
-    chunks = shaping.cut(
-        getattr(dataset, f"x_{suffix}"), getattr(dataset, f"y_{suffix}"), getattr(dataset, f"{suffix}_lengths"),
-        length=window["length"], mode=window["mode"], backward=window["backward"],
-    )
-    inputs = shaping.as_mode(chunks, window["mode"])
-    outputs = predict(inputs.x, inputs.mask)
-    per_sequence = shaping.outputs_by_sequence(outputs, chunks, window["mode"])
+    x, y, lengths = getattr(dataset, f"x_{suffix}"), getattr(dataset, f"y_{suffix}"), getattr(dataset, f"{suffix}_lengths")
+    per_sequence, chunks = windowed_outputs(contract.window, predict, x, y, lengths)
     return score_all(per_sequence, chunks, task=dataset.task, target_scale=dataset.target_scale)
+
+
+def windowed_outputs(
+    window: dict[str, Any], predict: Callable, x: np.ndarray, y: np.ndarray, lengths: np.ndarray
+) -> tuple[np.ndarray, shaping.Chunks]:
+    """`predict` (chunk layout in and out) on sequences cut as the point was trained: its outputs
+    in the layout of the sequence-major chunks, (n, k, L, outputs), and those chunks."""
+    chunks = shaping.cut(x, y, lengths, length=window["length"], mode=window["mode"], backward=window["backward"])
+    samples = shaping.as_mode(chunks, window["mode"])
+    outputs = predict(samples.x, samples.mask)
+    return shaping.outputs_by_sequence(outputs, chunks, window["mode"]), chunks
 
 
 def _checked(contract: Contract, model, dataset: Dataset | None) -> str:

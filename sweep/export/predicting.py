@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sweep.data import shaping, tables
+from sweep.data import tables
 from sweep.data.problems import SERIES_COLUMN, read_npz, real_steps
 from sweep.errors import DataError
 from sweep.export.contract import MODEL_FILE, Contract, ExportError, read_contract
+from sweep.export.exporting import windowed_outputs
 from sweep.train.pool import quiet_stderr
 
 __all__ = ["Export", "load_export", "write_predictions"]
@@ -55,13 +56,14 @@ class Export:
         window = self.contract.window
         x = _standardized(self.contract, inputs.x, inputs.lengths)
         placeholder = np.zeros((*x.shape[:2], 1), np.float32)
+        # A window longer than these sequences is the same window, padded: cut at their length.
         length = min(window["length"], x.shape[1])
         backward = None if window["backward"] is None else min(window["backward"], x.shape[1])
-        chunks = shaping.cut(x, placeholder, inputs.lengths, length=length, mode=window["mode"], backward=backward)
-        samples = shaping.as_mode(chunks, window["mode"])
         with quiet_stderr():
-            outputs = _keras.chunk_predictor(self.model)(samples.x, samples.mask)
-        per_window = shaping.outputs_by_sequence(outputs, chunks, window["mode"])
+            per_window, _ = windowed_outputs(
+                {**window, "length": length, "backward": backward}, _keras.chunk_predictor(self.model),
+                x, placeholder, inputs.lengths,
+            )
         return _steps_of(per_window, steps=x.shape[1], stride=length)
 
 
