@@ -14,16 +14,20 @@ The command line is a thin layer over this module: what it does, a notebook can 
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from sweep.data import files as data_files
 from sweep.data.baselines import score_baselines
 from sweep.data.problems import Dataset, DataSummary, describe, load_data, load_problem
 from sweep.data.suggest import Suggestion, suggest, target_periods
-from sweep.errors import SpecError, StorageError, SweepError
+from sweep.errors import DataError, SpecError, StorageError, SweepError
 from sweep.export.contract import ExportError
 from sweep.export.exporting import Exported, export_repeat, refit, representative_repeat
 from sweep.report.choice import Choice, chosen_point
@@ -44,6 +48,8 @@ if TYPE_CHECKING:
     from sweep.report.summary import Report
 
 __all__ = ["RunOutcome", "Study", "StudySummary", "describe_data", "list_studies"]
+
+log = logging.getLogger("sweep")
 
 # A storage URL (None: $SWEEP_STORAGE, else sqlite:///sweep.db here), or a storage already open.
 StorageLike = str | optuna.storages.BaseStorage | None
@@ -103,23 +109,37 @@ class Study:
     missing grid point) or :meth:`open` (an existing study, by name).
     """
 
-    def __init__(self, optuna_study: optuna.Study, spec: Spec) -> None:
+    def __init__(self, optuna_study: optuna.Study, spec: Spec, *, data_dir: str | Path | None = None) -> None:
         self.optuna_study = optuna_study
         self.spec = spec
+        self._data_dir = Path(data_dir) if data_dir is not None else None
         self._data: tuple[Dataset, list[GridPoint]] | None = None
 
     @classmethod
-    def create(cls, spec: Spec, *, storage: StorageLike = None, liveness: Liveness | None = Liveness()) -> Study:
+    def create(
+        cls,
+        spec: Spec,
+        *,
+        storage: StorageLike = None,
+        liveness: Liveness | None = Liveness(),
+        data_cap_mb: float | None = None,
+    ) -> Study:
         """The study of `spec`, created or resumed, with its whole grid enqueued.
 
         The data and the grid are checked before the database is opened: bad input writes nothing.
         A study of the same name with other settings or data is refused (StorageError). With
         `liveness` (the default), a worker that dies has its point taken over by another.
+
+        The data files are kept in the database too, so that a worker on any machine needs only
+        the study's name and URL, unless they are over `data_cap_mb` megabytes (default:
+        $SWEEP_DATA_CAP_MB, else 256; 0 keeps none): then a warning says so, and every machine
+        needs the files (at the same path, or with ``data_dir`` in :meth:`open`).
         """
         if not isinstance(spec, Spec):
             raise SpecError(
                 f"Study.create takes a Spec (from sweep.load_spec or sweep.spec_from_dict), not {type(spec).__name__}"
             )
+        data_cap = data_files.data_cap_bytes(data_cap_mb)
         # A study made before the validation split resumes without it: read from a database
         # that is there already (opening a new one would create it before the data are checked).
         opened = None
@@ -132,15 +152,23 @@ class Study:
         if suggestion is not None:
             protocol.store_suggestion(study.optuna_study, suggestion.to_dict())
         study._data = (dataset, points)
+        study._keep_data_files(dataset.fingerprint, cap=data_cap)
         study.annotate()
         return study
 
     @classmethod
-    def open(cls, name: str, *, storage: StorageLike = None, liveness: Liveness | None = None) -> Study:
+    def open(
+        cls, name: str, *, storage: StorageLike = None, liveness: Liveness | None = None, data_dir: str | Path | None = None
+    ) -> Study:
         """An existing study, by name. Reading it writes nothing; :meth:`run` first loads its data
-        here and checks them against the study's (the way to join a shared study as a worker)."""
+        and checks them against the study's (the way to join a shared study as a worker).
+
+        The data come from the files the study was made from, where they are here and unchanged;
+        else from the copy the study keeps in its database (cached on this machine). With
+        `data_dir`, the files are read from that folder under their own names instead (data over
+        the cap, shared between machines)."""
         optuna_study = protocol.load_study(_opened(storage, liveness=liveness, must_exist=True), name)
-        return cls(optuna_study, protocol.study_spec(optuna_study))
+        return cls(optuna_study, protocol.study_spec(optuna_study), data_dir=data_dir)
 
     @property
     def name(self) -> str:
@@ -154,7 +182,7 @@ class Study:
         """The data and the grid, loaded once. A study opened by name checks that the data here
         are the study's, and enqueues any grid point missing (a creation cut short)."""
         if self._data is None:
-            dataset = load_data(self.spec)
+            dataset = self._study_data(cache=True)
             points, _ = _grid(self.spec, dataset)
             _enqueued(storage_of(self.optuna_study), self.spec, dataset, points)
             self._data = (dataset, points)
@@ -260,13 +288,84 @@ class Study:
         raise ExportError(f"study {self.name!r} has no point {key!r}; its keys are listed by: sweep status {self.name}")
 
     def _dataset_here(self) -> Dataset | None:
-        """The study's data where they are at hand on this machine; None where they are not."""
+        """The study's data, from the files here or the copy the study keeps; None where neither is."""
         if self._data is not None:
             return self._data[0]
         try:
-            return load_data(self.spec)
+            return self._study_data(cache=False)
         except SweepError:
             return None
+
+    def _study_data(self, *, cache: bool) -> Dataset:
+        """The study's data: from its files here where they load as the study's (same
+        fingerprint), else from the copy kept in its database, kept on in this machine's cache
+        with `cache` (a worker) or read through a temporary folder without (a read leaves nothing).
+        Files here that differ are never used over the kept copy: a warning says they differ."""
+        spec = self.spec if self._data_dir is None else data_files.reading_from_folder(self.spec, self._data_dir)
+        expected = record.fingerprint(self.optuna_study.user_attrs)
+        named = data_files.named_files(spec)
+        here = load_data(spec) if all(path.is_file() for path in named.values()) else None
+        if here is not None and (expected is None or here.fingerprint == expected):
+            return here
+        kept = protocol.kept_data_files(self.optuna_study, fingerprint=expected) if expected else {}
+        if not kept:
+            if here is not None:
+                return here  # other data: joining the study refuses them, naming the fix
+            missing = next(path for path in named.values() if not path.is_file())
+            raise DataError(
+                f"{missing}: no such data file on this machine, and study {self.name!r} keeps no copy of its data "
+                "(they were over the data cap at create); put the files at that path, or give the folder that "
+                "holds them with --data-dir"
+            )
+        dataset = self._kept_data(expected, cache=cache)
+        if here is not None:
+            log.warning(
+                "the data files here differ from study %r's (fingerprint %s, here %s); training on the copy the study keeps",
+                self.name, expected, here.fingerprint,
+            )
+        return dataset
+
+    def _kept_data(self, fingerprint: str, *, cache: bool) -> Dataset:
+        """The study's data from the copy kept in its database, checked against its fingerprint."""
+        if cache:
+            folder = data_files.cache_folder(fingerprint)
+            if folder.is_dir():
+                with contextlib.suppress(SweepError):
+                    dataset = load_data(data_files.reading_from(self.spec, folder))
+                    if dataset.fingerprint == fingerprint:
+                        return dataset
+            files = protocol.load_kept_data_files(self.optuna_study, fingerprint=fingerprint)
+            dataset = load_data(data_files.reading_from(self.spec, data_files.written_to_cache(fingerprint, files)))
+        else:
+            with tempfile.TemporaryDirectory(prefix="sweep-data-") as folder:
+                for file_name, content in protocol.load_kept_data_files(self.optuna_study, fingerprint=fingerprint).items():
+                    (Path(folder) / file_name).write_bytes(content)
+                dataset = load_data(data_files.reading_from(self.spec, Path(folder)))
+        if dataset.fingerprint != fingerprint:
+            raise DataError(
+                f"the data study {self.name!r} keeps load with fingerprint {dataset.fingerprint}, not the study's "
+                f"{fingerprint}; this sweep reads them otherwise than the one that made the study: use that version"
+            )
+        return dataset
+
+    def _keep_data_files(self, fingerprint: str, *, cap: int) -> None:
+        """Keep the study's data files in its database (once), unless they are over `cap` bytes."""
+        named = data_files.named_files(self.spec)
+        if not named or cap == 0:
+            return
+        names = {data_files.kept_name(key, path) for key, path in named.items()}
+        if set(protocol.kept_data_files(self.optuna_study, fingerprint=fingerprint)) == names:
+            return
+        size = sum(path.stat().st_size for path in named.values())
+        if size > cap:
+            log.warning(
+                "the data files of study %r (%s) are over the %s a study keeps in its database (--data-cap, $%s): "
+                "workers on other machines need the files, at the same path or in a shared folder given with "
+                "sweep worker --data-dir",
+                self.name, data_files.readable_size(size), data_files.readable_size(cap), data_files.DATA_CAP_ENV,
+            )
+            return
+        protocol.keep_data_files(self.optuna_study, fingerprint=fingerprint, files=data_files.read_files(self.spec))
 
     def results(self, *, with_heartbeats: bool = False) -> Results:
         """One snapshot of the study's whole record: every grid point as stored (settings, scores,
@@ -289,11 +388,8 @@ class Study:
 
     def _baselines_on_read(self) -> dict[str, Any] | None:
         """The baselines of a study that stored none, where its data are at hand here; else None."""
-        try:
-            dataset = self._data[0] if self._data is not None else load_data(self.spec)
-        except SweepError:
-            return None
-        return _baselines(self.spec, dataset)
+        dataset = self._dataset_here()
+        return _baselines(self.spec, dataset) if dataset is not None else None
 
     def yardstick(self, *, results: Results | None = None) -> Yardstick | None:
         """The best naive forecast on the data the points are ranked on, which every point's
@@ -365,7 +461,7 @@ class Study:
 
         results = results or self.results()
         if results.sequence_length is None:  # a study made before the length was stored: read it off the data
-            results = self._read(sequence_length=load_data(self.spec).sequence_length)
+            results = self._read(sequence_length=self._study_data(cache=False).sequence_length)
         return collect(results, self.spec)
 
     def write_report(self, path: str | Path | None = None) -> Path:
@@ -406,6 +502,7 @@ class Study:
         unless `force`."""
         self.check_deletable(force=force)
         protocol.delete_kept_weights(self.optuna_study)
+        protocol.delete_kept_data_files(self.optuna_study)
         optuna.delete_study(study_name=self.name, storage=storage_of(self.optuna_study))
 
 

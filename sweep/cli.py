@@ -25,7 +25,14 @@ from sweep.data.suggest import Suggestion
 from sweep.errors import EmptyDatabaseError, SweepError
 from sweep.report.skill import NO_BASELINE
 from sweep.spec import Spec, apply_overrides, load_spec
-from sweep.store.connection import Liveness, database_exists, describe_database_error, display_url, open_storage
+from sweep.store.connection import (
+    Liveness,
+    database_exists,
+    describe_database_error,
+    display_url,
+    last_opened_url,
+    open_storage,
+)
 from sweep.train.pool import default_workers
 
 app = typer.Typer(
@@ -62,6 +69,15 @@ WorkersOption = Annotated[
 ReferenceOption = Annotated[
     bool, typer.Option("--reference", help="Train one Keras model at a time instead of fused packs (slower).")
 ]
+DataCapOption = Annotated[
+    Optional[float],
+    typer.Option(
+        "--data-cap", min=0, metavar="MB",
+        help="Keep the data files in the study's database up to this many megabytes, for workers on other "
+        "machines (default: $SWEEP_DATA_CAP_MB, else 256; 0 keeps none).",
+        show_default=False,
+    ),
+]
 HeartbeatOption = Annotated[int, typer.Option(min=1, help="Seconds between a worker's heartbeats on its point.")]
 GraceOption = Annotated[int, typer.Option(min=2, help="Seconds of silence after which a worker counts as dead.")]
 
@@ -79,6 +95,7 @@ def run(
     reference: ReferenceOption = False,
     heartbeat_interval: HeartbeatOption = 10,
     grace_period: GraceOption = 60,
+    data_cap: DataCapOption = None,
 ) -> None:
     """Run a study: enqueue its grid, train every waiting point, print the results.
 
@@ -87,9 +104,9 @@ def run(
 
     Example: sweep run studies/echo_first.toml --repeats 3 --epochs 1 --workers 2
     """
-    spec = _spec_for(target, storage=storage, overrides={"repeats": repeats, "epochs": epochs, "name": name})
     liveness = Liveness(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
-    _work(Study.create(spec, storage=storage, liveness=liveness), storage=storage, workers=workers, reference=reference)
+    _work(_study_for(target, storage=storage, liveness=liveness, overrides={"repeats": repeats, "epochs": epochs,
+                     "name": name}, data_cap=data_cap), storage=storage, workers=workers, reference=reference)
 
 
 @app.command()
@@ -100,16 +117,26 @@ def worker(
     reference: ReferenceOption = False,
     heartbeat_interval: HeartbeatOption = 10,
     grace_period: GraceOption = 60,
+    data_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--data-dir", metavar="DIR",
+            help="Read the study's data files from this folder, under their own names (data the study does not keep).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Join a study from any machine that reaches its database, and work on its waiting points.
 
-    Only the name and the storage are needed: the settings come from the study. A study of a
-    user's .npz data needs the same data here (same path, same contents), or it refuses to join.
+    Only the name and the storage are needed: the settings come from the study, and a study of
+    your own files keeps them in its database (up to --data-cap at create). Files here are used
+    where they are the study's; files that differ never are.
 
     Example: sweep worker echo-first --storage postgresql+psycopg://user@db-host/sweeps
     """
     liveness = Liveness(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
-    _work(Study.open(name, storage=storage, liveness=liveness), storage=storage, workers=workers, reference=reference)
+    study = Study.open(name, storage=storage, liveness=liveness, data_dir=data_dir)
+    _work(study, storage=storage, workers=workers, reference=reference)
 
 
 def _work(study: Study, *, storage: str | None, workers: int | None, reference: bool) -> None:
@@ -156,17 +183,20 @@ def _stopped_by_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _spec_for(target: str, *, storage: str | None, overrides: dict) -> Spec:
+def _study_for(target: str, *, storage: str | None, liveness: Liveness, overrides: dict, data_cap: float | None) -> Study:
+    """The study a run works on: a study file's, created or resumed, or a stored study by name
+    (its data from the files here or the copy it keeps, as a worker's)."""
     if target.endswith(".toml") or Path(target).is_file():
-        return apply_overrides(load_spec(target), **overrides)
-    study = Study.open(target, storage=storage)
+        spec = apply_overrides(load_spec(target), **overrides)
+        return Study.create(spec, storage=storage, liveness=liveness, data_cap_mb=data_cap)
     given = [f"--{key}" for key, value in overrides.items() if value is not None]
     if given:
+        Study.open(target, storage=storage)  # an unknown name is the first thing to say
         raise SweepError(
             f"{', '.join(given)} cannot change the existing study {target!r}; "
             "run its study file with --name NEW to try other settings"
         )
-    return study.spec
+    return Study.open(target, storage=storage, liveness=liveness)
 
 
 @app.command()
@@ -278,6 +308,7 @@ def create(
     repeats: Annotated[Optional[int], typer.Option(min=1, help="Repeats per grid point (overrides the file).")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Training epochs (overrides the file).")] = None,
     name: Annotated[Optional[str], typer.Option(help="Study name (overrides the file).")] = None,
+    data_cap: DataCapOption = None,
 ) -> None:
     """Create a study and enqueue its grid without training, for `sweep worker NAME` to work on.
 
@@ -287,7 +318,7 @@ def create(
     """
     spec = apply_overrides(load_spec(study_file), repeats=repeats, epochs=epochs, name=name)
     try:
-        study = Study.create(spec, storage=storage, liveness=None)
+        study = Study.create(spec, storage=storage, liveness=None, data_cap_mb=data_cap)
     except KeyboardInterrupt:
         typer.echo("interrupted: the grid is enqueued in part; run this command again to enqueue the rest", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -665,7 +696,7 @@ def main() -> None:
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
         # The database failed under a command (Optuna wraps what failed in a commit).
         _print_traceback_if(debug)
-        typer.echo(f"error: {describe_database_error(error)}", err=True)
+        typer.echo(f"error: {describe_database_error(error, last_opened_url())}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     except typer.Abort:
         typer.echo("aborted", err=True)

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import shutil
+import socket
+import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,6 +131,66 @@ def _fresh_database() -> Iterator[str]:
     with admin.connect() as connection:
         connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
     admin.dispose()
+
+
+@pytest.fixture
+def pgbouncer_binary() -> str:
+    binary = shutil.which("pgbouncer", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
+    if binary is None:
+        pytest.skip("PgBouncer is not installed (Debian: apt-get install pgbouncer)")
+    return binary
+
+
+@pytest.fixture
+def pgbouncer_url(postgres_url: str, pgbouncer_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`postgres_url` through a PgBouncer of its own in transaction pooling mode, as operators
+    put one in front of many clients: a client holds a server connection for one transaction,
+    so nothing may live in a session (prepared statements, session locks)."""
+    with pgbouncer(pgbouncer_binary, tmp_path_factory.mktemp("pgbouncer")) as port:
+        yield postgres_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{port}/")
+
+
+@contextlib.contextmanager
+def pgbouncer(binary: str, folder: Path, *, databases: str = "* = host=127.0.0.1 port=5432", **settings: object) -> Iterator[int]:
+    """A PgBouncer in front of the local server on a free port, in transaction mode, ended after;
+    `databases` is its [databases] section (every database of the local server by default)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o755)  # it drops root for the postgres user, who must read its files
+    (folder / "users.txt").write_text('"postgres" ""\n')
+    options = {
+        "listen_addr": "127.0.0.1", "listen_port": port, "auth_type": "trust",
+        "auth_file": folder / "users.txt", "pool_mode": "transaction", "default_pool_size": 4,
+        "max_client_conn": 100, "unix_socket_dir": "", **settings,
+    }
+    config = folder / "pgbouncer.ini"
+    config.write_text(f"[databases]\n{databases}\n[pgbouncer]\n"
+                      + "".join(f"{key} = {value}\n" for key, value in options.items()))
+    for path in folder.iterdir():
+        path.chmod(0o644)
+    user = ["-u", "postgres"] if os.geteuid() == 0 else []
+    log = folder / "pgbouncer.log"  # a file, not a pipe that would fill and stall it
+    with log.open("w") as log_file:
+        process = subprocess.Popen([binary, *user, str(config)], stdout=subprocess.DEVNULL, stderr=log_file)
+    try:
+        _wait_for_port(port, process, log)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, log: Path, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"PgBouncer ended at start: {log.read_text()[-2000:]}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"PgBouncer did not listen on port {port} in {seconds} s")
 
 
 def collect(study: optuna.Study, spec: Spec, sequence_length: int) -> Report:

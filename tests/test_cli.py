@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -176,3 +177,19 @@ def test_create_enqueues_the_grid_once_and_trains_nothing(capsys, monkeypatch, t
         assert code == 0 and "0 done, 4 waiting" in out and "sweep worker t2" in out
     trials = optuna.load_study(study_name="t2", storage=sqlite_url).get_trials()
     assert len(trials) == 4 and {t.state for t in trials} == {TrialState.WAITING}
+
+
+@pytest.mark.parametrize("command", [["list"], ["status", "t3"], ["report", "t3", "-o", "t3.html"]])
+def test_a_database_error_after_the_storage_opened_names_the_database(
+    capsys, monkeypatch, tiny_study: Path, sqlite_url: str, command: list[str], tmp_path: Path
+) -> None:
+    """A study database damaged by hand (a table of Optuna's dropped) opens, then fails deep inside
+    Optuna: the one line still says which database, not just that one failed."""
+    sweep_in_process(capsys, monkeypatch, "create", str(tiny_study), "--storage", sqlite_url, "--name", "t3")
+    database = sqlite_url.removeprefix("sqlite:///")
+    with sqlite3.connect(database) as connection:
+        connection.execute("DROP TABLE trial_values")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = sweep_in_process(capsys, monkeypatch, *command, "--storage", sqlite_url)
+    assert code != 0 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("error: ") and str(Path(database).resolve()) in err and "trial_values" in err, err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -337,3 +338,88 @@ def test_a_database_that_stays_away_ends_the_run_once_on_time_with_its_cause(pos
     time.sleep(5)  # the stopped run's point: silent past its grace period, taken over below
     point = resumed_to_completion(postgres_url, "outage", tmp_path)
     assert sorted(point.intermediate_values) == list(range(30)) and point.user_attrs["n"] == 30
+
+
+@pytest.mark.slow
+def test_a_sqlite_file_locked_by_another_process_ends_the_run_on_time_with_its_cause(sqlite_url: str, tmp_path: Path) -> None:
+    """Another process takes the write lock of the study's SQLite file mid-point and keeps it: the
+    run gives up within the outage budget (10 s here) plus 20%, however long SQLite's busy timeout
+    (a minute) would have had a try wait, naming the lock; once it is let go, the study resumes
+    with every repeat recorded once."""
+    study_file = one_point_study(tmp_path, "locked", repeats=30)
+    env = {**os.environ, "SWEEP_OUTAGE_SECONDS": "10"}
+    run = sweep_process("run", str(study_file), "--storage", sqlite_url, *SLOW_AND_WATCHFUL, env=env)
+    wait_for_repeats(sqlite_url, "locked", 2)
+    holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # a writer that never commits
+        locked = time.monotonic()
+        _, err = run.communicate(timeout=120)
+        gave_up_after = time.monotonic() - locked
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    last = err.strip().splitlines()[-1]
+    assert run.returncode == 1 and gave_up_after <= 10 * 1.2 + 3, (gave_up_after, err[-3000:])
+    assert last.startswith("error: lost the study database ") and "(database is locked)" in last, last
+    assert "exceeding max length" not in err and err.count("error:") == 1
+
+    time.sleep(5)  # the stopped run's point: silent past its grace period, taken over below
+    point = resumed_to_completion(sqlite_url, "locked", tmp_path)
+    assert sorted(point.intermediate_values) == list(range(30)) and point.user_attrs["n"] == 30
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_study_through_pgbouncer_in_transaction_mode(pgbouncer_url: str, tiny_study: Path, tmp_path: Path) -> None:
+    """Through a pooler that gives a client a server connection for one transaction at a time
+    (no prepared statement or session lock survives between two), two workers finish the grid
+    with each point trained once."""
+    created = sweep_process("create", str(tiny_study), "--storage", pgbouncer_url)
+    _, err = created.communicate(timeout=300)
+    assert created.returncode == 0, err
+    workers = [sweep_process("worker", "tiny", "--storage", pgbouncer_url, "--workers", "1", cwd=tiny_study.parent) for _ in range(2)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err
+    trials = optuna.load_study(study_name="tiny", storage=pgbouncer_url).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert len({t.user_attrs["key"] for t in trials}) == 4
+    assert all(sorted(t.intermediate_values) == [0, 1, 2] and t.user_attrs["n"] == 3 for t in trials)
+
+
+def test_a_failure_of_the_pooler_is_named_as_the_pooler_s(
+    capsys, monkeypatch, pgbouncer_binary: str, tmp_path: Path
+) -> None:
+    """A PgBouncer that serves only the databases its settings list answers for a missing one:
+    the line names the pooler and the setting to fix, not 'check that the server is up'."""
+    from tests.conftest import pgbouncer
+    from tests.test_cli import sweep_in_process
+
+    with pgbouncer(pgbouncer_binary, tmp_path / "bouncer", databases="studies = host=127.0.0.1 port=5432 dbname=test") as port:
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/sweeps"
+        code, _, err = sweep_in_process(capsys, monkeypatch, "list", "--storage", url)
+    assert code != 0 and err.count("\n") == 1, err
+    assert err.startswith(f"error: the connection pooler (PgBouncer) has no entry for the study database {url} ("), err
+    assert "no such database: sweeps" in err and "[databases] section of pgbouncer.ini" in err
+
+
+def test_a_lost_prepared_statement_is_named_as_the_pooler_s(pgbouncer_url: str) -> None:
+    """What psycopg's own prepared statements meet behind a pooler in transaction mode (sweep's
+    storage prepares none: the sharing test above runs through one)."""
+    import psycopg
+
+    from sweep.store.connection import describe_database_error
+
+    dsn = pgbouncer_url.replace("postgresql+psycopg://", "postgresql://")
+    connections = [psycopg.connect(dsn, autocommit=True, prepare_threshold=0) for _ in range(3)]
+    try:
+        with pytest.raises(psycopg.Error) as failure:
+            for _ in range(20):  # prepared on one server session, run on another
+                for connection in connections:
+                    connection.execute("SELECT 1").fetchall()
+    finally:
+        for connection in connections:
+            connection.close()
+    line = describe_database_error(failure.value, pgbouncer_url)
+    assert line.startswith("a connection pooler in transaction mode lost a prepared statement of the study database"), line
+    assert "session mode" in line and "max_prepared_statements" in line

@@ -99,9 +99,45 @@ def test_an_outage_is_given_one_budget_for_every_step_and_named_by_the_driver(mo
     assert clock.now - started == pytest.approx(storages.OUTAGE_SECONDS)
 
 
+def test_a_try_that_waited_on_a_lock_spends_its_wait_from_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SQLite try can wait out a minute's busy timeout before it fails: the outage counts from
+    when that try began, and the next try waits no longer than the budget has left."""
+    clock = FakeClock(monkeypatch)
+    monkeypatch.setattr(storages, "_OUTAGE", storages._Outage())
+    monkeypatch.setenv("SWEEP_OUTAGE_SECONDS", "90")
+    waits: list[int] = []
+
+    def waits_then_fails() -> None:
+        waits.append(storages._sqlite_busy_wait_ms())
+        clock.now += waits[-1] / 1000  # SQLite's busy timeout, spent
+        raise sqlalchemy.exc.OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
+
+    started = clock.now
+    with pytest.raises(storages.DatabaseLostError, match=r"\(database is locked\), for 90 s"):
+        storages.retrying(waits_then_fails, what="recording repeat 3 of trial 0")
+    assert clock.now - started == pytest.approx(90)
+    assert waits[0] == 60_000 and waits[1] == 29_500  # a minute, then what the budget left after 0.5 s
+    storages._OUTAGE.over()
+    monkeypatch.setenv("SWEEP_OUTAGE_SECONDS", "20")
+    assert storages._sqlite_busy_wait_ms() == 20_000  # never past a budget shorter than a minute
+
+
 def test_the_outage_budget_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SWEEP_OUTAGE_SECONDS", "20")
     assert storages.outage_budget() == 20.0
     monkeypatch.setenv("SWEEP_OUTAGE_SECONDS", "soon")
     with pytest.raises(storages.StorageError, match=r"\$SWEEP_OUTAGE_SECONDS is 'soon'; give it a number of seconds"):
         storages.outage_budget()
+
+
+@pytest.mark.parametrize(("said", "starts", "fix"), [
+    ("FATAL:  sorry, too many clients already", "the server has no connection left for", "max_connections"),
+    ("no more connections allowed (max_client_conn)", "the connection pooler (PgBouncer) refuses more clients for", "max_client_conn"),
+    ("query_wait_timeout", "the connection pooler (PgBouncer) found no free server connection for", "default_pool_size"),
+    ("pgbouncer cannot connect to server", "the connection pooler (PgBouncer) cannot reach the server of", "[databases]"),
+])
+def test_a_crowded_server_or_pooler_is_named_with_the_setting_to_change(said: str, starts: str, fix: str) -> None:
+    error = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception(said))
+    line = storages.describe_database_error(error, "postgresql+psycopg://sweep:secret@db-host:6432/sweeps")
+    assert line.startswith(f"{starts} the study database postgresql+psycopg://sweep:***@db-host:6432/sweeps ({said}); "), line
+    assert fix in line and "secret" not in line

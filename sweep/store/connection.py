@@ -55,6 +55,7 @@ __all__ = [
     "describe_database_error",
     "display_url",
     "kept_alive",
+    "last_opened_url",
     "open_storage",
     "quiet_experimental",
     "retrying",
@@ -77,6 +78,10 @@ RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)  # between tries while the database is 
 # How long the database may stay away before a process gives up (all its steps together).
 OUTAGE_SECONDS = 120.0
 OUTAGE_ENV = "SWEEP_OUTAGE_SECONDS"
+# Connections a process keeps open to a database server (a burst may open two more for a moment).
+POOL_SIZE = 2
+# How long a SQLite transaction waits for another process's lock before it counts as an outage.
+SQLITE_BUSY_SECONDS = 60.0
 # The tables whose presence makes a database a study storage (Optuna's; more come with them).
 STORAGE_TABLES = frozenset({"studies", "trials", "version_info"})
 _T = TypeVar("_T")
@@ -155,7 +160,18 @@ def open_storage(
         raise StorageError(describe_database_error(error, url)) from None
     except ImportError as error:
         raise StorageError(f"no driver for storage URL {_redacted(url)} ({error}); install it with pip") from None
+    _LAST_OPENED[0] = url
     return storage
+
+
+# The storage URL this process opened last: a database error that reaches the CLI from deep
+# inside Optuna carries no URL, and its line must still name the database.
+_LAST_OPENED: list[str | None] = [None]
+
+
+def last_opened_url() -> str | None:
+    """The storage URL this process opened last (None before any)."""
+    return _LAST_OPENED[0]
 
 
 # What a database says when retrying cannot help: it must be fixed by hand.
@@ -185,8 +201,25 @@ def describe_database_error(error: BaseException, url: str | None = None) -> str
     return f"cannot reach the study database{where} ({cause}); check that the server is up and the URL is right"
 
 
+_POOLER = "the connection pooler (PgBouncer)"
 # (what the database says, what went wrong, what to do), the first that matches.
 _DATABASE_PROBLEMS = (
+    # A pooler answers for the server; its failures are its settings', not the server's.
+    (("pgbouncer cannot connect to server", "server login has been failing"), f"{_POOLER} cannot reach the server of",
+     "check that the server is up and the host and port of this database in the pooler's [databases] section"),
+    (("max_client_conn",), f"{_POOLER} refuses more clients for",
+     "raise max_client_conn in pgbouncer.ini, or run fewer worker processes"),
+    (("no such database:",), f"{_POOLER} has no entry for",
+     "add it to the [databases] section of pgbouncer.ini, or fix its name in the URL"),
+    (("query_wait_timeout", "query_timeout"), f"{_POOLER} found no free server connection for",
+     "raise default_pool_size (or query_wait_timeout) in pgbouncer.ini, or run fewer worker processes"),
+    (('prepared statement "',), "a connection pooler in transaction mode lost a prepared statement of",
+     "sweep's own connections prepare none; pool this database in session mode, or set max_prepared_statements "
+     "(PgBouncer 1.21 or later)"),
+    # PostgreSQL: "sorry, too many clients already", "remaining connection slots are reserved ...".
+    (("too many clients", "connection slots are reserved"), "the server has no connection left for",
+     "each sweep process holds two; put PgBouncer in front of the server (see README), raise its "
+     "max_connections, or run fewer worker processes"),
     (("not a database", "malformed"), "cannot use", "point --storage at a sweep database or at a new file"),
     (("readonly", "read-only"), "cannot write to",
      "sweep needs to write there, even to read (SQLite's write-ahead log): make the file and its directory writable"),
@@ -329,12 +362,19 @@ class _Outage:
         self._lock = threading.Lock()
         self._since: float | None = None
 
-    def seconds(self) -> float:
-        """How long the database has been away, starting the count at the first call."""
+    def seconds(self, *, since: float) -> float:
+        """How long the database has been away, counted from `since` (when the failed try began,
+        on the monotonic clock) at the first failure: a try that waited on a lock has waited
+        its time out of the budget."""
         with self._lock:
             if self._since is None:
-                self._since = time.monotonic()
+                self._since = since
             return time.monotonic() - self._since
+
+    def left(self, budget: float) -> float:
+        """Seconds of `budget` not yet spent by the present outage (all of it when there is none)."""
+        with self._lock:
+            return budget if self._since is None else budget - (time.monotonic() - self._since)
 
     def over(self) -> None:
         with self._lock:
@@ -365,13 +405,14 @@ def retrying(action: Callable[[], _T], *, what: str, delays: tuple[float, ...] =
     then give up with one line (DatabaseLostError) that names the step and the driver's cause."""
     budget = outage_budget()
     for attempt in itertools.count():
+        began = time.monotonic()
         try:
             result = action()
         except TRANSIENT as error:
             if is_permanent_database_error(error):
                 raise StorageError(describe_database_error(error)) from None
             cause = first_line(_root_cause(error))
-            away = _OUTAGE.seconds()
+            away = _OUTAGE.seconds(since=began)
             if away >= budget:
                 raise DatabaseLostError(what=what, cause=cause, seconds=away) from None
             delay = min(delays[min(attempt, len(delays) - 1)] if delays else 0.0, budget - away)
@@ -462,18 +503,27 @@ def build_storage(url: str, *, engine_kwargs: dict[str, Any] | None = None, **op
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
-        # Wait for a busy database rather than failing at once.
-        return {"connect_args": {"timeout": 60}}
-    kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_recycle": 300}
+        # Wait for a busy database rather than failing at once (see _sqlite_busy_wait_ms).
+        return {"connect_args": {"timeout": SQLITE_BUSY_SECONDS}}
+    # A process uses one connection for its work and one for its heartbeats; two more may open
+    # for a moment (creating a study takes a lock on one); none is kept beyond those two.
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_recycle": 300, "pool_size": POOL_SIZE, "max_overflow": 2}
     if url.startswith(("postgresql+psycopg:", "postgresql+psycopg2:", "postgresql:")):
-        # Notice a dead server or network in seconds, not in the kernel's two hours.
         kwargs["connect_args"] = {
+            # Notice a dead server or network in seconds, not in the kernel's two hours.
             "connect_timeout": 10,
             "keepalives": 1,
             "keepalives_idle": 30,
             "keepalives_interval": 10,
             "keepalives_count": 3,
+            # Who holds a connection, in pg_stat_activity.
+            "application_name": f"sweep {WORKER}"[:63],
         }
+    if url.startswith("postgresql+psycopg:"):
+        # psycopg 3 prepares a statement run five times on its session; behind a pooler in
+        # transaction mode the next transaction may be on another server session, where that
+        # statement does not exist. sweep's statements are cheap to plan: prepare none.
+        kwargs["connect_args"]["prepare_threshold"] = None
     return kwargs
 
 
@@ -512,6 +562,12 @@ for _name in RDB_WRITING_METHODS:
     setattr(SweepRDBStorage, _name, _writing(getattr(optuna.storages.RDBStorage, _name)))
 
 
+def _sqlite_busy_wait_ms() -> int:
+    """How long a transaction waits for another process's lock on a SQLite file: a minute, but
+    never longer than the outage budget has left, so that a locked file ends a run on time."""
+    return max(1, round(1000 * min(SQLITE_BUSY_SECONDS, _OUTAGE.left(outage_budget()))))
+
+
 def _lock_sqlite_writes_up_front(engine: sqlalchemy.engine.Engine) -> None:
     """On SQLite: WAL, a busy timeout, and transactions begun as SweepRDBStorage says."""
     if engine.dialect.name != "sqlite":
@@ -521,10 +577,10 @@ def _lock_sqlite_writes_up_front(engine: sqlalchemy.engine.Engine) -> None:
     def _on_connect(dbapi_connection: Any, _: Any) -> None:
         dbapi_connection.isolation_level = None  # sqlite3 emits no BEGIN of its own
         dbapi_connection.execute("PRAGMA journal_mode=WAL")
-        dbapi_connection.execute("PRAGMA busy_timeout=60000")
 
     @sqlalchemy.event.listens_for(engine, "begin")
     def _on_begin(connection: sqlalchemy.engine.Connection) -> None:
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={_sqlite_busy_wait_ms()}")
         connection.exec_driver_sql("BEGIN IMMEDIATE" if _WRITING.get() else "BEGIN")
 
     # Connections opened before the listeners existed would still begin lazily.
@@ -548,20 +604,18 @@ def _redacted(url: str) -> str:
 def database_lock(storage: optuna.storages.BaseStorage, name: str) -> Iterator[None]:
     """One process at a time creates a study or enqueues its grid, so no point is enqueued twice.
 
-    PostgreSQL: an advisory lock named after the study, held by its own connection. SQLite: a
-    lock file beside the database (SQLite studies are shared only between processes of one
-    machine). Other storages: none.
+    PostgreSQL: an advisory lock named after the study, taken in a transaction of its own
+    connection and let go when that transaction ends, so that it works through a pooler in
+    transaction mode and dies with a process that dies holding it. SQLite: a lock file beside
+    the database (SQLite studies are shared only between processes of one machine). Other
+    storages: none.
     """
     engine = getattr(storage, "engine", None)
     if engine is not None and engine.dialect.name == "postgresql":
         key = int.from_bytes(hashlib.sha256(f"sweep:{name}".encode()).digest()[:8], "big", signed=True)
-        with engine.connect() as connection:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:lock_id)"), {"lock_id": key})
-            try:
-                yield
-            finally:
-                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:lock_id)"), {"lock_id": key})
-                connection.commit()
+        with engine.connect() as connection, connection.begin():
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:lock_id)"), {"lock_id": key})
+            yield
         return
     with _sqlite_file_lock(str(engine.url) if engine is not None else ""):
         yield

@@ -25,6 +25,7 @@ __all__ = [
     "put_back",
     "record_heartbeat",
     "storage_of",
+    "url_of",
     "study_id_of",
     "stored_trial",
     "take",
@@ -121,6 +122,12 @@ def trial_id_of(trial: Trial | FrozenTrial) -> int:
 def engine_of(storage: optuna.storages.BaseStorage):
     """The SQLAlchemy engine under an RDBStorage (or under Optuna's cache of one); None otherwise."""
     return getattr(getattr(storage, "_backend", storage), "engine", None)
+
+
+def url_of(study: optuna.Study) -> str | None:
+    """The URL of the study's database, password included (None for a storage that is no database)."""
+    engine = engine_of(storage_of(study))
+    return engine.url.render_as_string(hide_password=False) if engine is not None else None
 
 
 def study_id_of(study: optuna.Study) -> int:

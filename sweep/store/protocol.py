@@ -36,7 +36,9 @@ from sweep.store.optuna_private import (
     study_id_of,
     take,
     trial_id_of,
+    url_of,
 )
+from sweep.store import data_files
 from sweep.store import weights as kept
 
 __all__ = [
@@ -47,7 +49,11 @@ __all__ = [
     "finish_trial",
     "load_study",
     "database_of",
+    "delete_kept_data_files",
     "delete_kept_weights",
+    "keep_data_files",
+    "kept_data_files",
+    "load_kept_data_files",
     "keep_weights_of_one",
     "kept_weights",
     "record_repeat",
@@ -428,6 +434,42 @@ def delete_kept_weights(study: optuna.Study) -> None:
         retrying(lambda: kept.delete_study_weights(engine, study_id=study_id_of(study)), what="deleting kept weights")
 
 
+def keep_data_files(study: optuna.Study, *, fingerprint: str, files: dict[str, bytes]) -> None:
+    """Keep the study's data files in its database under their data fingerprint."""
+    engine = engine_of(storage_of(study))
+    if engine is not None:
+        retrying(lambda: data_files.store_files(engine, fingerprint=fingerprint, files=files), what="keeping the data files")
+
+
+def kept_data_files(study: optuna.Study, *, fingerprint: str) -> dict[str, int]:
+    """The data files kept for a fingerprint in the study's database, with their sizes; empty where none are."""
+    engine = engine_of(storage_of(study))
+    if engine is None:
+        return {}
+    return retrying(lambda: data_files.kept_files(engine, fingerprint=fingerprint), what="reading the kept data files")
+
+
+def load_kept_data_files(study: optuna.Study, *, fingerprint: str) -> dict[str, bytes]:
+    """The data files kept for a fingerprint, as they were read at create."""
+    engine = engine_of(storage_of(study))
+    if engine is None:
+        return {}
+    return retrying(lambda: data_files.load_files(engine, fingerprint=fingerprint), what="reading the kept data files")
+
+
+def delete_kept_data_files(study: optuna.Study) -> None:
+    """Drop the data files the study kept (before the study itself is deleted), unless another
+    study in the database was made from the same data."""
+    engine = engine_of(storage_of(study))
+    fingerprint = record.fingerprint(study.user_attrs)
+    if engine is None or fingerprint is None:
+        return
+    others = optuna.get_all_study_summaries(storage_of(study), include_best_trial=False)
+    if any(record.fingerprint(other.user_attrs) == fingerprint for other in others if other.study_name != study.study_name):
+        return
+    retrying(lambda: data_files.delete_files(engine, fingerprint=fingerprint), what="deleting the kept data files")
+
+
 def _trial_id(study: optuna.Study, number: int) -> int:
     storage = storage_of(study)
     return retrying(
@@ -437,5 +479,6 @@ def _trial_id(study: optuna.Study, number: int) -> int:
 
 def database_of(study: optuna.Study) -> str | None:
     """The study's database as messages name it (None for a storage that is no database)."""
-    engine = engine_of(storage_of(study))
-    return database_name(engine.url.render_as_string(hide_password=False)) if engine is not None else None
+    url = url_of(study)
+    return database_name(url) if url is not None else None
+

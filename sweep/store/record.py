@@ -37,7 +37,7 @@ from sweep.metrics import METRICS
 from sweep.metrics import metric as metric_of
 from sweep.errors import StorageError
 from sweep.store.connection import describe_database_error
-from sweep.store.optuna_private import fixed_params, last_heartbeats
+from sweep.store.optuna_private import fixed_params, last_heartbeats, url_of
 
 if TYPE_CHECKING:
     from sweep.data.problems import Dataset
@@ -651,4 +651,4 @@ def read_results(
             encoding=dict(attrs.get(ENCODING) or {}),
         )
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
-        raise StorageError(describe_database_error(error)) from None
+        raise StorageError(describe_database_error(error, url_of(study))) from None
