@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
+import time
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,9 +49,11 @@ if TYPE_CHECKING:
 
     from sweep.report.summary import Report
 
-__all__ = ["RunOutcome", "Study", "StudySummary", "describe_data", "list_studies"]
+__all__ = ["RunOutcome", "Study", "StudySummary", "WorkerRow", "describe_data", "list_studies"]
 
 log = logging.getLogger("sweep")
+# The least time between two refreshes of the dashboard's note during a run.
+NOTE_EVERY_SECONDS = 10.0
 
 # A storage URL (None: $SWEEP_STORAGE, else sqlite:///sweep.db here), or a storage already open.
 StorageLike = str | optuna.storages.BaseStorage | None
@@ -73,6 +77,17 @@ def _opened(storage: StorageLike, *, liveness: Liveness | None = None, must_exis
     if _checked_storage(storage) is None or isinstance(storage, str):
         return open_storage(storage, liveness=liveness, must_exist=must_exist)
     return storage
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    """A process working on a study: the point it holds (None: it watches, or holds none), that
+    point's last heartbeat, and its connections to the database (None where they cannot be counted)."""
+
+    worker: str
+    point: str | None
+    last_heartbeat: datetime | None
+    connections: int | None
 
 
 @dataclass(frozen=True)
@@ -476,6 +491,23 @@ class Study:
 
         annotate(self.optuna_study, self.report())
 
+    def workers(self, *, results: Results | None = None) -> list[WorkerRow]:
+        """The processes working on the study now: each one holding a point (host:pid, the point,
+        its last heartbeat) and, on PostgreSQL, every sweep process connected to the database with
+        the connections it holds (watching processes too, which hold no point)."""
+        results = results or self.results(with_heartbeats=True)
+        connections = protocol.connections_by_process(self.optuna_study)
+        holding = {p.worker: p for p in results.points if p.state == "running" and p.worker}
+        names = sorted(set(holding) | set(connections or {}))
+        return [
+            WorkerRow(
+                worker=name, point=holding[name].key if name in holding else None,
+                last_heartbeat=results.heartbeats.get(holding[name].number) if name in holding else None,
+                connections=(connections or {}).get(name) if connections is not None else None,
+            )
+            for name in names
+        ]
+
     def set_aside(self, *, results: Results | None = None) -> list[tuple[int, str]]:
         """Trials that are none of the grid's points (enqueued by hand with Optuna), failed for
         good: each one's number and the reason stored."""
@@ -579,11 +611,14 @@ def _baselines(spec: Spec, dataset: Dataset) -> dict[str, Any]:
 
 
 class _Annotating:
-    """Passes progress on, and refreshes the dashboard note after each point."""
+    """Passes progress on, and refreshes the dashboard note after a point, at most every
+    NOTE_EVERY_SECONDS (the note reads the whole study: after every point of a big grid on many
+    machines it would cost more than the points), and once more when the run ends."""
 
     def __init__(self, study: Study, progress: Progress) -> None:
         self._study = study
         self._progress = progress
+        self._noted = time.monotonic()
 
     def point_started(self, key: str, *, n_repeats: int, n_finished: int) -> None:
         self._progress.point_started(key, n_repeats=n_repeats, n_finished=n_finished)
@@ -592,7 +627,9 @@ class _Annotating:
         self._progress.repeat_finished()
 
     def point_finished(self, key: str, *, is_complete: bool) -> None:
-        self._study.annotate()
+        if time.monotonic() - self._noted >= NOTE_EVERY_SECONDS:
+            self._study.annotate()
+            self._noted = time.monotonic()
         self._progress.point_finished(key, is_complete=is_complete)
 
     def point_paused(self, key: str, *, n_finished: int) -> None:

@@ -337,6 +337,9 @@ def status(
     point: Annotated[
         Optional[str], typer.Option("--point", help="Show one grid point in full (its key, as the table names it).")
     ] = None,
+    workers: Annotated[
+        bool, typer.Option("--workers", help="Also list the processes working on it and their database connections.")
+    ] = False,
 ) -> None:
     """Show a study's progress and results so far, best grid point first; with --point, one point
     in full (a failed point's whole reason, which the table cuts to one line).
@@ -348,6 +351,25 @@ def status(
         _print_results(study, with_heartbeats=True)
     else:
         _print_point(study, point)
+    if workers:
+        _print_workers(study)
+
+
+def _print_workers(study: Study) -> None:
+    rows = study.workers()
+    if not rows:
+        console.print("no process is working on it now")
+        return
+    table = Table(title="processes working on it now", title_justify="left")
+    for column in ("process (host:pid)", "point", "last heartbeat", "connections"):
+        table.add_column(column)
+    for row in rows:
+        beat = f"{row.last_heartbeat:%Y-%m-%d %H:%M:%S}" if row.last_heartbeat else "-"
+        connections = "-" if row.connections is None else str(row.connections)
+        table.add_row(row.worker, row.point or "(watching)", beat, connections)
+    console.print(table)
+    if rows[0].connections is None:
+        console.print("connections are counted on PostgreSQL only; each process holds at most two", highlight=False)
 
 
 @app.command()

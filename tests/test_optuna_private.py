@@ -7,6 +7,7 @@ import time
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 from sweep.store import optuna_private as private
@@ -79,3 +80,42 @@ def test_heartbeats_are_off_without_liveness(sqlite_url: str) -> None:
 def test_every_writing_method_named_exists_on_optunas_storage() -> None:
     missing = [name for name in private.RDB_WRITING_METHODS if not hasattr(optuna.storages.RDBStorage, name)]
     assert missing == []
+
+
+def test_many_user_attributes_are_set_in_one_transaction_as_optuna_sets_one(study: optuna.Study) -> None:
+    study.enqueue_trial({"x": 1.0})
+    trial = private.take(study, study.get_trials()[0])
+    trial.set_user_attr("mean", 0.1)
+    commits: list[str] = []
+    engine = private.engine_of(private.storage_of(study))
+    sqlalchemy.event.listen(engine, "commit", lambda connection: commits.append("commit"))
+    private.set_user_attrs(trial, {"mean": 0.5, "scores": [0.5, 0.5], "ci95_low": None})
+    assert commits == ["commit"]
+    assert study.get_trials()[0].user_attrs == {"mean": 0.5, "scores": [0.5, 0.5], "ci95_low": None}
+    study.tell(trial, 0.5)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        private.set_user_attrs(trial, {"mean": 0.7})
+
+
+def test_waiting_trial_ids_come_in_the_order_they_were_enqueued(study: optuna.Study) -> None:
+    for x in range(5):
+        study.enqueue_trial({"x": float(x)})
+    taken = private.take(study, study.get_trials()[2])
+    ids = private.waiting_trial_ids(study)
+    assert ids == [t._trial_id for t in study.get_trials() if t.state == TrialState.WAITING]
+    assert taken is not None and taken._trial_id not in ids and len(ids) == 4
+
+
+def test_the_schema_versions_of_a_new_storage_are_this_optuna_s(study: optuna.Study) -> None:
+    current, head, known = private.schema_versions(private.storage_of(study)._backend)
+    assert current == head and known
+
+
+def test_a_storage_opens_on_a_pool_of_one_connection(postgres_url: str) -> None:
+    """Behind a pooler, a process may get one server connection at a time: opening the storage
+    must never need a second while it holds the first (Optuna's own schema check does)."""
+    from sweep.store.connection import build_storage
+
+    open_storage(postgres_url)  # the tables
+    storage = build_storage(postgres_url, engine_kwargs={"pool_size": 1, "max_overflow": 0, "pool_timeout": 5})
+    assert optuna.get_all_study_names(storage) == []

@@ -423,3 +423,21 @@ def test_a_lost_prepared_statement_is_named_as_the_pooler_s(pgbouncer_url: str) 
     line = describe_database_error(failure.value, pgbouncer_url)
     assert line.startswith("a connection pooler in transaction mode lost a prepared statement of the study database"), line
     assert "session mode" in line and "max_prepared_statements" in line
+
+
+@pytest.mark.slow
+def test_status_lists_the_working_processes_with_their_connections(postgres_url: str, tmp_path: Path) -> None:
+    study_file = one_point_study(tmp_path, "crowd", repeats=30)
+    run = sweep_process("run", str(study_file), "--storage", postgres_url, *SLOW_AND_WATCHFUL)
+    try:
+        wait_for_repeats(postgres_url, "crowd", 1)
+        status = subprocess.run([sys.executable, "-m", "sweep", "status", "crowd", "--workers", "--storage", postgres_url],
+                                capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    finally:
+        run.terminate()
+        run.communicate(timeout=120)
+    assert status.returncode == 0, status.stderr
+    row = next(line for line in status.stdout.splitlines() if f":{run.pid} " in line)
+    cells = [cell.strip() for cell in row.strip("│ ").split("│")]
+    assert cells[1] == "L=10 stateful" and cells[2] != "-", row
+    assert 1 <= int(cells[3]) <= 4, row  # two kept (work, heartbeats), two more for a moment at most

@@ -23,12 +23,13 @@ import hashlib
 import itertools
 import logging
 import os
+import random
 import socket
 import sqlite3
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,7 +41,13 @@ import sqlalchemy.exc
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from sweep.errors import EmptyDatabaseError, StorageError, first_line
-from sweep.store.optuna_private import RDB_WRITING_METHODS, optuna_table_names, record_heartbeat
+from sweep.store.optuna_private import (
+    RDB_WRITING_METHODS,
+    optuna_table_names,
+    record_heartbeat,
+    schema_versions,
+    set_user_attrs_in_one_transaction,
+)
 
 __all__ = [
     "DEFAULT_STORAGE",
@@ -50,6 +57,7 @@ __all__ = [
     "SweepRDBStorage",
     "WORKER",
     "build_storage",
+    "connections_by_process",
     "database_exists",
     "database_lock",
     "describe_database_error",
@@ -541,9 +549,36 @@ class SweepRDBStorage(optuna.storages.RDBStorage):
     BEGIN, which in WAL mode neither waits for nor blocks anyone.
     """
 
+    def __init__(self, url: str, *args: Any, skip_compatibility_check: bool = False, **kwargs: Any) -> None:
+        super().__init__(url, *args, skip_compatibility_check=True, **kwargs)
+        self.checks_schema = not skip_compatibility_check
+        if self.checks_schema:
+            _check_schema(self)
+
     def __setstate__(self, state: dict[Any, Any]) -> None:
         super().__setstate__(state)  # a new engine, which needs the listeners again
         _lock_sqlite_writes_up_front(self.engine)
+        if self.checks_schema:
+            _check_schema(self)
+
+    def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
+        """Set many user attributes of a trial in one transaction (a writing method, as below)."""
+        set_user_attrs_in_one_transaction(self, trial_id, attrs)
+
+
+def _check_schema(storage: SweepRDBStorage) -> None:
+    """Refuse tables of a schema this Optuna does not write (see schema_versions)."""
+    current, head, known = schema_versions(storage)
+    if current == head:
+        return
+    fix = (
+        "upgrade them with: optuna storage upgrade --storage URL" if known
+        else "upgrade Optuna on this machine (pip install -U optuna)"
+    )
+    raise StorageError(
+        f"the tables of the study database {_sqlite_file(storage.url) or _redacted(storage.url)} are of "
+        f"another Optuna's schema ({current}; Optuna {optuna.__version__} writes {head}); {fix}"
+    )
 
 
 def _writing(method: Callable[..., _T]) -> Callable[..., _T]:
@@ -558,8 +593,8 @@ def _writing(method: Callable[..., _T]) -> Callable[..., _T]:
     return under_the_write_lock
 
 
-for _name in RDB_WRITING_METHODS:
-    setattr(SweepRDBStorage, _name, _writing(getattr(optuna.storages.RDBStorage, _name)))
+for _name in (*RDB_WRITING_METHODS, "set_trial_user_attrs"):
+    setattr(SweepRDBStorage, _name, _writing(getattr(SweepRDBStorage, _name)))
 
 
 def _sqlite_busy_wait_ms() -> int:
@@ -587,6 +622,23 @@ def _lock_sqlite_writes_up_front(engine: sqlalchemy.engine.Engine) -> None:
     engine.dispose()
 
 
+def connections_by_process(engine: sqlalchemy.engine.Engine) -> dict[str, int] | None:
+    """The connections sweep processes hold to this PostgreSQL database, by process (host:pid, as
+    each names its connections), this process's own left out; None on other databases. Through
+    a pooler the server sees the pooler's connections, named after the client that last used each."""
+    if engine.dialect.name != "postgresql":
+        return None
+    query = sqlalchemy.text(
+        "SELECT application_name, count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name LIKE 'sweep %' GROUP BY application_name"
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    counts = {name.removeprefix("sweep "): int(n) for name, n in rows}
+    counts.pop(WORKER, None)
+    return counts
+
+
 def display_url(url: str | None) -> str:
     """The storage URL to show: the one in use, with any password hidden."""
     return _redacted(storage_url(url))
@@ -604,21 +656,33 @@ def _redacted(url: str) -> str:
 def database_lock(storage: optuna.storages.BaseStorage, name: str) -> Iterator[None]:
     """One process at a time creates a study or enqueues its grid, so no point is enqueued twice.
 
-    PostgreSQL: an advisory lock named after the study, taken in a transaction of its own
-    connection and let go when that transaction ends, so that it works through a pooler in
-    transaction mode and dies with a process that dies holding it. SQLite: a lock file beside
-    the database (SQLite studies are shared only between processes of one machine). Other
-    storages: none.
+    PostgreSQL: an advisory lock named after the study, taken by a transaction of its own
+    connection and let go when that transaction ends, so that it dies with a process that dies
+    holding it. A process that finds it taken ends its transaction and tries again a moment
+    later, rather than wait inside one: behind a pooler in transaction mode, waiters that each
+    held a server connection could take them all, and the holder would wait for one in vain.
+    SQLite: a lock file beside the database (SQLite studies are shared only between processes of
+    one machine). Other storages: none.
     """
     engine = getattr(storage, "engine", None)
     if engine is not None and engine.dialect.name == "postgresql":
         key = int.from_bytes(hashlib.sha256(f"sweep:{name}".encode()).digest()[:8], "big", signed=True)
-        with engine.connect() as connection, connection.begin():
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:lock_id)"), {"lock_id": key})
+        with engine.connect() as connection, _holding_advisory_lock(connection, key):
             yield
         return
     with _sqlite_file_lock(str(engine.url) if engine is not None else ""):
         yield
+
+
+def _holding_advisory_lock(connection: sqlalchemy.engine.Connection, key: int) -> sqlalchemy.engine.Transaction:
+    """A transaction of `connection` that holds the advisory lock `key` (commit or roll it back to let go)."""
+    query = sqlalchemy.text("SELECT pg_try_advisory_xact_lock(:lock_id)")
+    while True:
+        transaction = connection.begin()
+        if connection.execute(query, {"lock_id": key}).scalar():
+            return transaction
+        transaction.rollback()
+        time.sleep(random.uniform(0.05, 0.3))
 
 
 @contextlib.contextmanager

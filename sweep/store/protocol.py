@@ -12,6 +12,7 @@ itself through a dropped connection.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,17 +26,20 @@ from sweep.errors import SpecError, StorageError
 from sweep.spec import GridPoint, Spec, is_given, spec_from_dict
 from sweep.store import record
 from sweep.store.connection import WORKER, database_lock, database_name, quiet_experimental, retrying
+from sweep.store.connection import connections_by_process as counted_connections
 from sweep.store.optuna_private import (
     engine_of,
     fixed_params,
     heartbeat_interval,
     last_heartbeats,
     put_back,
+    set_user_attrs,
     storage_of,
     stored_trial,
     study_id_of,
     take,
     trial_id_of,
+    waiting_trial_ids,
     url_of,
 )
 from sweep.store import data_files
@@ -48,6 +52,7 @@ __all__ = [
     "fail_trial",
     "finish_trial",
     "load_study",
+    "connections_by_process",
     "database_of",
     "delete_kept_data_files",
     "delete_kept_weights",
@@ -159,6 +164,9 @@ def create_or_resume(
     names, standardization) is stored with a new study; `baselines` (the naive forecasts' scores)
     with any study that has none yet.
     """
+    ready = _ready_study(storage, spec, fingerprint=fingerprint, points=points, baselines=baselines)
+    if ready is not None:
+        return ready
     with database_lock(storage, spec.name):
         study = _create_or_resume(
             storage, spec, fingerprint=fingerprint, points=points, sequence_length=sequence_length, encoding=encoding
@@ -166,6 +174,31 @@ def create_or_resume(
         if baselines is not None and not record.has_baselines(study.user_attrs):
             study.set_user_attr(*record.baselines_attr(baselines))
         return study
+
+
+def _ready_study(
+    storage: optuna.storages.BaseStorage,
+    spec: Spec,
+    *,
+    fingerprint: str,
+    points: Sequence[GridPoint],
+    baselines: dict | None,
+) -> optuna.Study | None:
+    """The study, where it exists with this spec and data and lacks nothing create would add;
+    else None. Read without the lock: a hundred workers that join a study at once find it
+    complete in parallel, instead of taking the lock one after another to write nothing."""
+    if spec.name not in optuna.get_all_study_names(storage):
+        return None
+    study = _load_any_study(storage, spec.name)
+    if not record.is_sweep_study(study.user_attrs) or not record.has_spec(study.user_attrs):
+        return None
+    _check_same_study(study, spec, fingerprint)
+    if record.grid_size(study.user_attrs) != len(points):
+        return None
+    if baselines is not None and not record.has_baselines(study.user_attrs):
+        return None
+    taken = record.keys_taken(study.get_trials(deepcopy=False))
+    return study if all(point.key in taken for point in points) else None
 
 
 def _create_or_resume(
@@ -254,19 +287,35 @@ def claim_next(study: optuna.Study, *, fewest_repeats_first: bool = False) -> Tr
 
 
 def _claim_next(study: optuna.Study, fewest_repeats_first: bool) -> Trial | None:
-    queue = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     if fewest_repeats_first:
-        queue = sorted(queue, key=lambda trial: (len(record.finished_repeats(trial)), trial.number))
-    for waiting in queue:
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        queue = [t._trial_id for t in sorted(waiting, key=lambda t: (len(record.finished_repeats(t)), t.number))]
+    else:
+        queue = waiting_trial_ids(study)
+    for trial_id in _spread_after_the_first(queue):
         try:
-            trial = take(study, waiting)
+            trial = take(study, trial_id)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
         if trial is not None:
-            for name, value in record.claim(waiting, worker=WORKER).items():
-                trial.set_user_attr(name, value)
+            set_user_attrs(trial, record.claim(stored_trial(trial), worker=WORKER))
             return trial
     return None
+
+
+# A worker that lost the first waiting point to another goes on from a random one of the next
+# CLAIM_SPREAD, instead of queueing behind every other worker on each point's row lock in turn.
+CLAIM_SPREAD = 16
+
+
+def _spread_after_the_first(queue: list[int]) -> list[int]:
+    """The first point, then the rest from a random place among the next few, all in the end: a
+    worker alone takes points in their order, workers in a crowd scatter after one lost race."""
+    if len(queue) < 3:
+        return queue
+    rest = queue[1:]
+    start = random.randrange(min(len(rest), CLAIM_SPREAD))
+    return [queue[0], *rest[start:], *rest[:start]]
 
 
 def requeue_failed(study: optuna.Study) -> tuple[list[str], list[str]]:
@@ -375,8 +424,7 @@ def finish_trial(study: optuna.Study, trial: Trial, *, summary: Mapping[str, Any
     def finish() -> None:
         if stored_trial(trial).state.is_finished():
             return
-        for name, item in summary.items():
-            trial.set_user_attr(name, item)
+        set_user_attrs(trial, summary)
         study.tell(trial, value, skip_if_finished=True)
 
     retrying(finish, what=f"recording the result of trial {trial.number}")
@@ -475,6 +523,14 @@ def _trial_id(study: optuna.Study, number: int) -> int:
     return retrying(
         lambda: storage.get_trial_id_from_study_id_trial_number(study_id_of(study), number), what=f"reading trial {number}"
     )
+
+
+def connections_by_process(study: optuna.Study) -> dict[str, int] | None:
+    """The connections sweep processes hold to the study's PostgreSQL database (None elsewhere)."""
+    engine = engine_of(storage_of(study))
+    if engine is None:
+        return None
+    return retrying(lambda: counted_connections(engine), what="counting connections")
 
 
 def database_of(study: optuna.Study) -> str | None:
