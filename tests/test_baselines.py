@@ -143,6 +143,13 @@ def test_a_study_made_before_baselines_shows_none_without_its_data(tmp_path: Pat
         connection.execute("DELETE FROM study_user_attributes WHERE key = ?", (record.BASELINES,))
     assert record.BASELINES not in optuna.load_study(study_name="series", storage=url).user_attrs
     (tmp_path / "series.csv").unlink()
+    # The copy of the data the study keeps scores them on read, writing nothing.
+    status = sweep_cli("status", "series", "--storage", url, cwd=tmp_path)
+    assert status.returncode == 0 and "baselines (rmse/sample): training mean" in status.stdout
+    assert record.BASELINES not in optuna.load_study(study_name="series", storage=url).user_attrs
+    # A study made before data were kept, too, has neither.
+    with sqlite3.connect(tmp_path / "s.db") as connection:
+        connection.execute("DELETE FROM sweep_data_files")
     status = sweep_cli("status", "series", "--storage", url, cwd=tmp_path)
     assert status.returncode == 0 and "no baseline stored: skill cannot be measured" in status.stdout
 

@@ -14,7 +14,7 @@ import pytest
 from sweep.store import protocol, record
 from sweep.store.connection import Liveness, MAX_STALE_RETRIES, open_storage
 from sweep.errors import DataError, SpecError, StorageError
-from sweep.data.problems import load_npz
+from sweep.data.problems import load_data, load_npz
 from sweep.data.statistics import summarize
 from sweep.report.table import point_row
 from sweep.spec import NpzProblem, grid_points, spec_from_dict
@@ -316,7 +316,12 @@ def test_a_stopped_create_holding_the_lock_blocks_no_reader_and_is_named_after_a
         assert sweep_cli("list", "--storage", sqlite_url).returncode == 0
         assert time.perf_counter() - started < 60
         monkeypatch.setattr("sweep.store.connection.LOCK_WAIT_SECONDS", 1)
+        # Resuming a study that lacks nothing needs no lock; creating a new one does.
         spec = load_spec(tiny_study)
+        fingerprint = load_data(spec).fingerprint
+        resumed = protocol.create_or_resume(open_storage(sqlite_url), spec, fingerprint=fingerprint, points=grid_points(spec, 8))
+        assert len(resumed.get_trials()) == 4  # (with the lock, this would be refused after 1 s)
+        spec = spec.model_copy(update={"name": "tiny-2"})
         with pytest.raises(StorageError, match="locked for 1 s by sweep process other-host:4242"):
             protocol.create_or_resume(open_storage(sqlite_url), spec, fingerprint="f", points=grid_points(spec, 8))
 

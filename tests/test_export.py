@@ -238,11 +238,20 @@ def test_a_postgresql_study_exports_from_another_folder_without_its_data(tmp_pat
     (made / "study.toml").write_text(TABLE_STUDY)
     assert sweep_cli("run", "study.toml", "--storage", postgres_url, "--workers", "1", cwd=made).returncode == 0
     shutil.rmtree(made)
+    # The data the study keeps check the export here too.
     done = sweep_cli("export", "table", "--storage", postgres_url, "-o", "model", cwd=elsewhere)
     assert done.returncode == 0, done.stderr
-    assert "not at hand here" in done.stdout
+    assert "it reproduces the repeat's stored test scores" in done.stdout
     contract = read_contract(elsewhere / "model")
     assert contract.classes == ["high", "low"] and contract.features == ["a", "b"]
+    # A study that keeps no data (over the cap, or made before data were kept) exports unchecked.
+    engine = sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DELETE FROM sweep_data_files")
+    engine.dispose()
+    done = sweep_cli("export", "table", "--storage", postgres_url, "-o", "unchecked", cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    assert "not at hand here" in done.stdout
 
 
 TABLE_STUDY = """
