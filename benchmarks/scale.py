@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
@@ -78,9 +79,13 @@ class WaitingPool:
 
 
 def machine(storage: str, ready: Any, start: Any, seconds: float, output: str) -> None:
-    """One machine: join the study and work until nothing is waiting or running."""
+    """One machine: join the study and work until nothing is waiting or running, or until the
+    benchmark that started it is gone, however it ended."""
     from sweep.run import runner
     from sweep.store import protocol
+    from sweep.train.pool import end_with_parent
+
+    end_with_parent(os.getppid())
 
     WaitingPool.seconds = seconds
     runner.RepeatPool = WaitingPool

@@ -353,8 +353,7 @@ class Study:
             dataset = load_data(data_files.reading_from(self.spec, data_files.written_to_cache(fingerprint, files)))
         else:
             with tempfile.TemporaryDirectory(prefix="sweep-data-") as folder:
-                for file_name, content in protocol.load_kept_data_files(self.optuna_study, fingerprint=fingerprint).items():
-                    (Path(folder) / file_name).write_bytes(content)
+                data_files.write_files(Path(folder), protocol.load_kept_data_files(self.optuna_study, fingerprint=fingerprint))
                 dataset = load_data(data_files.reading_from(self.spec, Path(folder)))
         if dataset.fingerprint != fingerprint:
             raise DataError(
@@ -496,17 +495,18 @@ class Study:
         its last heartbeat) and, on PostgreSQL, every sweep process connected to the database with
         the connections it holds (watching processes too, which hold no point)."""
         results = results or self.results(with_heartbeats=True)
+        holding = {point.worker: point for point in results.points if point.state == "running" and point.worker}
         connections = protocol.connections_by_process(self.optuna_study)
-        holding = {p.worker: p for p in results.points if p.state == "running" and p.worker}
-        names = sorted(set(holding) | set(connections or {}))
-        return [
-            WorkerRow(
-                worker=name, point=holding[name].key if name in holding else None,
-                last_heartbeat=results.heartbeats.get(holding[name].number) if name in holding else None,
-                connections=(connections or {}).get(name) if connections is not None else None,
-            )
-            for name in names
-        ]
+        rows = []
+        for name in sorted(set(holding) | set(connections or {})):
+            point = holding.get(name)
+            rows.append(WorkerRow(
+                worker=name,
+                point=point.key if point else None,
+                last_heartbeat=results.heartbeats.get(point.number) if point else None,
+                connections=None if connections is None else connections.get(name),
+            ))
+        return rows
 
     def set_aside(self, *, results: Results | None = None) -> list[tuple[int, str]]:
         """Trials that are none of the grid's points (enqueued by hand with Optuna), failed for

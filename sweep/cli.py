@@ -366,7 +366,7 @@ def _print_workers(study: Study) -> None:
     for row in rows:
         beat = f"{row.last_heartbeat:%Y-%m-%d %H:%M:%S}" if row.last_heartbeat else "-"
         connections = "-" if row.connections is None else str(row.connections)
-        table.add_row(row.worker, row.point or "(watching)", beat, connections)
+        table.add_row(escape(row.worker), escape(row.point or "(watching)"), beat, connections)
     console.print(table)
     if rows[0].connections is None:
         console.print("connections are counted on PostgreSQL only; each process holds at most two", highlight=False)

@@ -135,9 +135,46 @@ def test_the_outage_budget_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None
     ("no more connections allowed (max_client_conn)", "the connection pooler (PgBouncer) refuses more clients for", "max_client_conn"),
     ("query_wait_timeout", "the connection pooler (PgBouncer) found no free server connection for", "default_pool_size"),
     ("pgbouncer cannot connect to server", "the connection pooler (PgBouncer) cannot reach the server of", "[databases]"),
+    ('duplicate key value violates unique constraint "pg_type_typname_nsp_index"', "two processes wrote the same row of",
+     "--debug"),
 ])
-def test_a_crowded_server_or_pooler_is_named_with_the_setting_to_change(said: str, starts: str, fix: str) -> None:
+def test_what_the_database_or_pooler_says_is_named_with_what_to_do(said: str, starts: str, fix: str) -> None:
     error = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception(said))
     line = storages.describe_database_error(error, "postgresql+psycopg://sweep:secret@db-host:6432/sweeps")
     assert line.startswith(f"{starts} the study database postgresql+psycopg://sweep:***@db-host:6432/sweeps ({said}); "), line
     assert fix in line and "secret" not in line
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_workers_that_keep_their_first_weights_at_once_make_the_table_once_and_keep_them_all(
+    database: str, request: pytest.FixtureRequest
+) -> None:
+    import threading
+
+    import numpy as np
+
+    from sweep.store import weights
+
+    url = request.getfixturevalue("sqlite_url" if database == "sqlite" else "postgres_url")
+    workers = 8
+    engines = [storages.build_storage(url).engine for _ in range(workers)]
+    start = threading.Barrier(workers)
+    failures: list[BaseException] = []
+
+    def keep_first_weights(trial_id: int) -> None:
+        start.wait()
+        try:
+            weights.store_weights(engines[trial_id], study_id=1, trial_id=trial_id, repeat=0, weights=[np.full(3, trial_id)])
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            failures.append(error)
+
+    threads = [threading.Thread(target=keep_first_weights, args=(trial_id,)) for trial_id in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    kept = [weights.load_weights(engines[0], trial_id=trial_id, repeat=0) for trial_id in range(workers)]
+    assert [int(arrays[0][0]) for arrays in kept] == list(range(workers))
+    for engine in engines:
+        engine.dispose()

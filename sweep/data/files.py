@@ -26,6 +26,7 @@ __all__ = [
     "reading_from",
     "reading_from_folder",
     "written_to_cache",
+    "write_files",
 ]
 
 # The most data (files as read, in megabytes) a study keeps in its database by default.
@@ -104,6 +105,12 @@ def cache_folder(fingerprint: str) -> Path:
     return Path(root) / "data" / fingerprint
 
 
+def write_files(folder: Path, files: Mapping[str, bytes]) -> None:
+    """Write the files (kept name: bytes) into `folder`."""
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+
+
 def written_to_cache(fingerprint: str, files: Mapping[str, bytes]) -> Path:
     """Write the files to this machine's cache folder for the fingerprint, whole or not at all
     (a staging folder renamed into place), and return it. Another process that wrote it first wins."""
@@ -113,8 +120,7 @@ def written_to_cache(fingerprint: str, files: Mapping[str, bytes]) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{fingerprint}-", dir=folder.parent))
     try:
-        for name, content in files.items():
-            (staging / name).write_bytes(content)
+        write_files(staging, files)
         try:
             staging.rename(folder)
         except OSError:

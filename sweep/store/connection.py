@@ -238,6 +238,9 @@ _DATABASE_PROBLEMS = (
     (("password authentication failed", "no password supplied"), "cannot log in to",
      f"fix the user or password in the URL (or the file ${PASSWORD_FILE_ENV} names)"),
     (('role "',), "cannot log in to", "fix the user in the URL: the server has no such role"),
+    # Two writers at one row, which sweep's own writes avoid: not a connection problem.
+    (("duplicate key value", "unique constraint"), "two processes wrote the same row of",
+     "run the command again; if it happens again, run it with --debug and report the traceback"),
     # PostgreSQL: 'database "NAME" does not exist' (a missing table says 'relation "NAME" ...').
     (('database "',), "cannot use", "create that database first (createdb NAME) or fix its name in the URL"),
 )

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 
 import sqlalchemy as sa
 
+from sweep.store.own_tables import delete_rows, has_table, make_tables
+
 __all__ = ["TABLE", "delete_files", "kept_files", "load_files", "store_files"]
 
 TABLE = "sweep_data_files"
@@ -32,7 +34,7 @@ _FILES = sa.Table(
 
 def store_files(engine: sa.Engine, *, fingerprint: str, files: Mapping[str, bytes]) -> None:
     """Keep the files of one data fingerprint (name: bytes), replacing any kept before, in one transaction."""
-    _METADATA.create_all(engine, checkfirst=True)
+    make_tables(engine, _METADATA)
     rows = [
         {"fingerprint": fingerprint, "name": name, "size": len(content), "content": zlib.compress(content, 6)}
         for name, content in files.items()
@@ -44,7 +46,7 @@ def store_files(engine: sa.Engine, *, fingerprint: str, files: Mapping[str, byte
 
 def kept_files(engine: sa.Engine, *, fingerprint: str) -> dict[str, int]:
     """The names of the files kept for a fingerprint, with their sizes as read; empty where none are."""
-    if not _has_table(engine):
+    if not has_table(engine, TABLE):
         return {}
     query = sa.select(_FILES.c.name, _FILES.c.size).where(_FILES.c.fingerprint == fingerprint)
     with engine.connect() as connection:
@@ -53,7 +55,7 @@ def kept_files(engine: sa.Engine, *, fingerprint: str) -> dict[str, int]:
 
 def load_files(engine: sa.Engine, *, fingerprint: str) -> dict[str, bytes]:
     """The files kept for a fingerprint, as they were read (name: bytes); empty where none are."""
-    if not _has_table(engine):
+    if not has_table(engine, TABLE):
         return {}
     query = sa.select(_FILES.c.name, _FILES.c.content).where(_FILES.c.fingerprint == fingerprint)
     with engine.connect() as connection:
@@ -62,10 +64,4 @@ def load_files(engine: sa.Engine, *, fingerprint: str) -> dict[str, bytes]:
 
 def delete_files(engine: sa.Engine, *, fingerprint: str) -> None:
     """Drop the files kept for a fingerprint (once no study made from them is left)."""
-    if _has_table(engine):
-        with engine.begin() as connection:
-            connection.execute(_FILES.delete().where(_FILES.c.fingerprint == fingerprint))
-
-
-def _has_table(engine: sa.Engine) -> bool:
-    return sa.inspect(engine).has_table(TABLE)
+    delete_rows(engine, _FILES, _FILES.c.fingerprint == fingerprint)

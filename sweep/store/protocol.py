@@ -13,13 +13,14 @@ itself through a dropped connection.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import Trial, TrialState
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from sweep.errors import SpecError, StorageError
@@ -68,6 +69,8 @@ __all__ = [
     "release_trial",
     "study_spec",
 ]
+
+_T = TypeVar("_T")
 
 
 def store_suggestion(study: optuna.Study, suggestion: dict[str, Any]) -> None:
@@ -459,63 +462,81 @@ def release_trial(study: optuna.Study, trial: Trial) -> None:
 
 def kept_weights(study: optuna.Study, *, number: int, repeat: int) -> list[np.ndarray] | None:
     """The weights kept of a repeat of the point stored as trial `number`; None where none are."""
-    engine = engine_of(storage_of(study))
-    if engine is None:
-        return None
     trial_id = _trial_id(study, number)
-    return retrying(lambda: kept.load_weights(engine, trial_id=trial_id, repeat=repeat), what=f"reading the weights of trial {number}")
+    return _in_database(
+        study, lambda engine: kept.load_weights(engine, trial_id=trial_id, repeat=repeat),
+        what=f"reading the weights of trial {number}", otherwise=None,
+    )
 
 
 def keep_weights_of_one(study: optuna.Study, *, number: int) -> int:
     """Drop the kept weights of every point but the one stored as trial `number`; how many repeats' were dropped."""
-    engine = engine_of(storage_of(study))
-    if engine is None:
-        return 0
     trial_id = _trial_id(study, number)
-    return retrying(lambda: kept.keep_only(engine, study_id=study_id_of(study), trial_id=trial_id), what="dropping kept weights")
+    return _in_database(
+        study, lambda engine: kept.keep_only(engine, study_id=study_id_of(study), trial_id=trial_id),
+        what="dropping kept weights", otherwise=0,
+    )
 
 
 def delete_kept_weights(study: optuna.Study) -> None:
     """Drop every weight the study kept (before the study itself is deleted)."""
-    engine = engine_of(storage_of(study))
-    if engine is not None:
-        retrying(lambda: kept.delete_study_weights(engine, study_id=study_id_of(study)), what="deleting kept weights")
+    _in_database(
+        study, lambda engine: kept.delete_study_weights(engine, study_id=study_id_of(study)),
+        what="deleting kept weights", otherwise=None,
+    )
 
 
 def keep_data_files(study: optuna.Study, *, fingerprint: str, files: dict[str, bytes]) -> None:
     """Keep the study's data files in its database under their data fingerprint."""
-    engine = engine_of(storage_of(study))
-    if engine is not None:
-        retrying(lambda: data_files.store_files(engine, fingerprint=fingerprint, files=files), what="keeping the data files")
+    _in_database(
+        study, lambda engine: data_files.store_files(engine, fingerprint=fingerprint, files=files),
+        what="keeping the data files", otherwise=None,
+    )
 
 
 def kept_data_files(study: optuna.Study, *, fingerprint: str) -> dict[str, int]:
     """The data files kept for a fingerprint in the study's database, with their sizes; empty where none are."""
-    engine = engine_of(storage_of(study))
-    if engine is None:
-        return {}
-    return retrying(lambda: data_files.kept_files(engine, fingerprint=fingerprint), what="reading the kept data files")
+    return _in_database(
+        study, lambda engine: data_files.kept_files(engine, fingerprint=fingerprint),
+        what="reading the kept data files", otherwise={},
+    )
 
 
 def load_kept_data_files(study: optuna.Study, *, fingerprint: str) -> dict[str, bytes]:
     """The data files kept for a fingerprint, as they were read at create."""
-    engine = engine_of(storage_of(study))
-    if engine is None:
-        return {}
-    return retrying(lambda: data_files.load_files(engine, fingerprint=fingerprint), what="reading the kept data files")
+    return _in_database(
+        study, lambda engine: data_files.load_files(engine, fingerprint=fingerprint),
+        what="reading the kept data files", otherwise={},
+    )
 
 
 def delete_kept_data_files(study: optuna.Study) -> None:
     """Drop the data files the study kept (before the study itself is deleted), unless another
     study in the database was made from the same data."""
-    engine = engine_of(storage_of(study))
     fingerprint = record.fingerprint(study.user_attrs)
-    if engine is None or fingerprint is None:
+    if fingerprint is None:
         return
     others = optuna.get_all_study_summaries(storage_of(study), include_best_trial=False)
     if any(record.fingerprint(other.user_attrs) == fingerprint for other in others if other.study_name != study.study_name):
         return
-    retrying(lambda: data_files.delete_files(engine, fingerprint=fingerprint), what="deleting the kept data files")
+    _in_database(
+        study, lambda engine: data_files.delete_files(engine, fingerprint=fingerprint),
+        what="deleting the kept data files", otherwise=None,
+    )
+
+
+def connections_by_process(study: optuna.Study) -> dict[str, int] | None:
+    """The connections sweep processes hold to the study's PostgreSQL database (None elsewhere)."""
+    return _in_database(study, counted_connections, what="counting connections", otherwise=None)
+
+
+def _in_database(study: optuna.Study, action: Callable[[Engine], _T], *, what: str, otherwise: _T) -> _T:
+    """`action` on the engine of the study's database, retried through a dropped connection;
+    `otherwise` for a study kept in memory, which has no database for sweep's own tables."""
+    engine = engine_of(storage_of(study))
+    if engine is None:
+        return otherwise
+    return retrying(lambda: action(engine), what=what)
 
 
 def _trial_id(study: optuna.Study, number: int) -> int:
@@ -523,14 +544,6 @@ def _trial_id(study: optuna.Study, number: int) -> int:
     return retrying(
         lambda: storage.get_trial_id_from_study_id_trial_number(study_id_of(study), number), what=f"reading trial {number}"
     )
-
-
-def connections_by_process(study: optuna.Study) -> dict[str, int] | None:
-    """The connections sweep processes hold to the study's PostgreSQL database (None elsewhere)."""
-    engine = engine_of(storage_of(study))
-    if engine is None:
-        return None
-    return retrying(lambda: counted_connections(engine), what="counting connections")
 
 
 def database_of(study: optuna.Study) -> str | None:

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 import sqlalchemy as sa
 
+from sweep.store.own_tables import delete_rows, has_table, make_tables
+
 __all__ = ["TABLE", "delete_study_weights", "keep_only", "load_weights", "repeats_with_weights", "store_weights", "stored_size"]
 
 TABLE = "sweep_weights"
@@ -33,7 +35,7 @@ _WEIGHTS = sa.Table(
 
 def store_weights(engine: sa.Engine, *, study_id: int, trial_id: int, repeat: int, weights: Sequence[np.ndarray]) -> None:
     """Keep one repeat's weights, replacing any kept before, in one transaction."""
-    _METADATA.create_all(engine, checkfirst=True)
+    make_tables(engine, _METADATA)
     row = {"trial_id": trial_id, "repeat": repeat, "study_id": study_id, "arrays": _packed(weights)}
     where = (_WEIGHTS.c.trial_id == trial_id) & (_WEIGHTS.c.repeat == repeat)
     with engine.begin() as connection:
@@ -43,7 +45,7 @@ def store_weights(engine: sa.Engine, *, study_id: int, trial_id: int, repeat: in
 
 def load_weights(engine: sa.Engine, *, trial_id: int, repeat: int) -> list[np.ndarray] | None:
     """One repeat's weights, in the order they were kept; None where none are kept."""
-    if not _has_table(engine):
+    if not has_table(engine, TABLE):
         return None
     where = (_WEIGHTS.c.trial_id == trial_id) & (_WEIGHTS.c.repeat == repeat)
     with engine.connect() as connection:
@@ -53,7 +55,7 @@ def load_weights(engine: sa.Engine, *, trial_id: int, repeat: int) -> list[np.nd
 
 def repeats_with_weights(engine: sa.Engine, *, trial_id: int) -> set[int]:
     """The repeats of a trial whose weights are kept."""
-    if not _has_table(engine):
+    if not has_table(engine, TABLE):
         return set()
     with engine.connect() as connection:
         return set(connection.execute(sa.select(_WEIGHTS.c.repeat).where(_WEIGHTS.c.trial_id == trial_id)).scalars())
@@ -61,7 +63,7 @@ def repeats_with_weights(engine: sa.Engine, *, trial_id: int) -> set[int]:
 
 def stored_size(engine: sa.Engine, *, study_id: int) -> tuple[int, int]:
     """How many repeats of a study have weights kept, and their bytes in all."""
-    if not _has_table(engine):
+    if not has_table(engine, TABLE):
         return 0, 0
     query = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(sa.func.length(_WEIGHTS.c.arrays)), 0))
     with engine.connect() as connection:
@@ -71,22 +73,12 @@ def stored_size(engine: sa.Engine, *, study_id: int) -> tuple[int, int]:
 
 def keep_only(engine: sa.Engine, *, study_id: int, trial_id: int) -> int:
     """Drop every kept weight of a study but one trial's; how many repeats' were dropped."""
-    if not _has_table(engine):
-        return 0
-    where = (_WEIGHTS.c.study_id == study_id) & (_WEIGHTS.c.trial_id != trial_id)
-    with engine.begin() as connection:
-        return connection.execute(_WEIGHTS.delete().where(where)).rowcount
+    return delete_rows(engine, _WEIGHTS, (_WEIGHTS.c.study_id == study_id) & (_WEIGHTS.c.trial_id != trial_id))
 
 
 def delete_study_weights(engine: sa.Engine, *, study_id: int) -> None:
     """Drop a study's kept weights (before the study itself is deleted)."""
-    if _has_table(engine):
-        with engine.begin() as connection:
-            connection.execute(_WEIGHTS.delete().where(_WEIGHTS.c.study_id == study_id))
-
-
-def _has_table(engine: sa.Engine) -> bool:
-    return sa.inspect(engine).has_table(TABLE)
+    delete_rows(engine, _WEIGHTS, _WEIGHTS.c.study_id == study_id)
 
 
 def _packed(weights: Sequence[np.ndarray]) -> bytes:

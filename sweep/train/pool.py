@@ -26,7 +26,7 @@ from sweep.data.problems import Dataset
 if TYPE_CHECKING:
     from sweep.train.jobs import PackJob, PackResult
 
-__all__ = ["RepeatPool", "WorkerDied", "default_workers", "quiet_stderr"]
+__all__ = ["RepeatPool", "WorkerDied", "default_workers", "end_with_parent", "quiet_stderr"]
 
 
 class WorkerDied(Exception):
@@ -61,7 +61,7 @@ def default_workers() -> int:
 def _start_worker(dataset: Dataset, n_threads: int, parent: int) -> None:
     # Ctrl-C reaches the whole process group; the main process alone decides what to keep.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _end_with(parent)
+    end_with_parent(parent)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with quiet_stderr():
         # TensorFlow's native start-up chatter goes straight to file descriptor 2.
@@ -75,7 +75,7 @@ _PR_SET_PDEATHSIG = 1
 PARENT_WATCH_SECONDS = 1.0
 
 
-def _end_with(parent: int) -> None:
+def end_with_parent(parent: int) -> None:
     """Exit when the process that started this worker is gone, whatever ended it (SIGKILL, the
     out-of-memory killer, a crash): a worker otherwise waits for good on a queue whose write end
     it holds itself, with the study's data and TensorFlow in memory. Linux delivers SIGKILL at
