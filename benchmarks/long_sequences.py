@@ -15,7 +15,15 @@ and at the end the peak resident memory of the largest worker process. Then it t
 epoch on sequences of 100 to 2,000 steps with batches of similar length, as sweep makes them,
 against plainly shuffled batches.
 
+Last, memory: 30 repeats of 32 units on 1,344-step sequences in batches of 16 (the whole
+sequence stateless, and stateful in chunks of 96), on a fresh pool for each memory setting:
+packs sized by parameters alone and predicting 2,048 / P sequences at once (as sweep did
+before packs were sized by memory), sweep's default budget, and 500 MB. For each it prints the
+pack sizes chosen, the throughput of a second run (the first compiles) and every worker
+process's peak resident memory.
+
     python benchmarks/long_sequences.py [--plain-repeats 2] [--lengths 50 200 1000 2000] [--smoke]
+    python benchmarks/long_sequences.py --memory-only
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ import time
 from sweep.train.jobs import PackJob
 from sweep.train.pool import RepeatPool, default_workers
 from sweep.data.problems import Dataset, load_problem
-from sweep.run.packs import repeat_seed, split_into_packs
+from sweep.run.packs import PackMemory, repeat_seed, split_into_packs
+from sweep.train.memory import default_memory_per_worker, parse_memory, readable_bytes
 from sweep.spec import LagEchoProblem
 
 from plain_keras import plain_lag_echo
@@ -38,22 +47,31 @@ UNITS = 32
 SETTINGS = dict(units=UNITS, epochs=1, batch_size=10, optimizer="adam", learning_rate=0.001)
 
 
-def fused_jobs(key: str, length: int, mode: str, n_workers: int) -> list[PackJob]:
-    packs = split_into_packs(list(range(N_REPEATS)), n_workers=n_workers, units=UNITS, n_features=1)
+def fused_jobs(
+    key: str, length: int, mode: str, n_workers: int, *, memory: PackMemory | None = None, settings: dict = SETTINGS
+) -> list[PackJob]:
+    """The packs sweep's runner makes for a point: sized by parameters, and by `memory` where given."""
+    most = None
+    if memory is not None:
+        most = max(1, memory.budget // memory.repeat_bytes(window=length, batch_size=settings["batch_size"], units=UNITS))
+    packs = split_into_packs(list(range(N_REPEATS)), n_workers=n_workers, units=UNITS, n_features=1, most=most)
     return [
-        PackJob(key=key, length=length, mode=mode, repeats=tuple(p), seeds=tuple(repeat_seed(0, key, r) for r in p), **SETTINGS)
+        PackJob(key=key, length=length, mode=mode, repeats=tuple(p), seeds=tuple(repeat_seed(0, key, r) for r in p),
+                memory_bytes=memory.budget if memory is not None else None, **settings)
         for p in packs
     ]
 
 
-def run_jobs(pool: RepeatPool, jobs: list[PackJob]) -> tuple[float, float]:
-    """Wall seconds, and the mean test RMSE of the repeats."""
+def run_jobs(pool: RepeatPool, jobs: list[PackJob], *, peaks: dict[int, float] | None = None) -> tuple[float, float]:
+    """Wall seconds, and the mean test RMSE of the repeats; each worker's peak memory into `peaks`."""
     started = time.perf_counter()
     scores = []
     for _, outcome in pool.run(jobs):
         if isinstance(outcome, BaseException):
             raise outcome
         scores.extend(result.scores["rmse/sample"] for result in outcome.results)
+        if peaks is not None:
+            peaks[outcome.process] = max(peaks.get(outcome.process, 0.0), outcome.peak_memory_mb)
     return time.perf_counter() - started, sum(scores) / len(scores)
 
 
@@ -113,11 +131,42 @@ def _epoch(network, train, plans) -> int:
     return n_updates
 
 
+def memory_case(n_workers: int, *, smoke: bool) -> None:
+    """Peak memory and throughput on 1,344-step sequences, one fresh pool per memory setting."""
+    steps, n_train, n_test = (200, 32, 64) if smoke else (1344, 80, 256)
+    dataset = load_problem(LagEchoProblem(kind="lag-echo", length=steps, lag=5, n_train=n_train, n_test=n_test, seed=0))
+    settings = dict(SETTINGS, batch_size=16)
+    points = [(steps, "stateless"), (96 if not smoke else 50, "stateful")]
+    print(f"memory: {n_train} training and {n_test} test sequences of {steps:,} steps, {UNITS} units, batch 16, "
+          f"{N_REPEATS} repeats, 1 epoch, {n_workers} workers")
+    print(f"{'memory per worker':28s} {'point':16s} {'packs':>14s} {'rep/s':>7s}  peak resident memory of each worker")
+    default = default_memory_per_worker(n_workers, data_bytes=dataset.n_bytes)
+    budgets = [("packs by parameters alone", None), (f"default ({readable_bytes(default)})", default),
+               ("500 MB", parse_memory("500MB"))]
+    if smoke:  # one setting, to check that it runs
+        budgets = budgets[-1:]
+    for title, budget in budgets:
+        memory = None
+        if budget is not None:
+            memory = PackMemory(budget=budget, n_features=1, n_outputs=1, longest=steps)
+        with RepeatPool(dataset, n_workers=n_workers) as pool:
+            peaks: dict[int, float] = {}
+            for length, mode in points:
+                jobs = fused_jobs(f"L={length} {mode}", length, mode, pool.n_workers, memory=memory, settings=settings)
+                run_jobs(pool, jobs, peaks=peaks)
+                again, _ = run_jobs(pool, jobs, peaks=peaks)
+                sizes = sorted({len(job.repeats) for job in jobs})
+                print(f"{title:28s} {'L=%d %s' % (length, mode):16s} {'%d of %s' % (len(jobs), sizes):>14s} "
+                      f"{N_REPEATS / again:7.2f}  " + ", ".join(f"{peak:.0f} MB" for _, peak in sorted(peaks.items())),
+                      flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--plain-repeats", type=int, default=2, help="repeats timed on the plain Keras path, per point")
     parser.add_argument("--lengths", type=int, nargs="+", default=[50, 200, 1000, 2000])
     parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--memory-only", action="store_true", help="only the 1,344-step memory case")
     parser.add_argument("--smoke", action="store_true", help="the smallest run: 20 sequences of 200 steps, L=50, to check that it runs")
     options = parser.parse_args()
     if options.plain_repeats < 1:
@@ -125,16 +174,26 @@ def main() -> None:
     steps, n_train = (200, 20) if options.smoke else (2000, 100)
     if options.smoke:
         options.lengths, options.plain_repeats = [50], 1
+    if not options.memory_only:
+        speeds(options, steps=steps, n_train=n_train)
+    memory_case(options.workers, smoke=options.smoke)
+
+
+def speeds(options: argparse.Namespace, *, steps: int, n_train: int) -> None:
+    """Fused packs against plain Keras at each length, then batches of similar lengths."""
     dataset: Dataset = load_problem(LagEchoProblem(kind="lag-echo", length=steps, lag=5, n_train=n_train, n_test=20, seed=0))
     print(f"{options.workers} worker processes, {os.cpu_count()} CPUs; {n_train} sequences of {steps:,} steps, {UNITS} units, "
           f"{N_REPEATS} repeats, 1 epoch")
     print(f"{'point':18s} {'fixed cost':>10s} {'fused':>14s} {'plain Keras':>14s} {'ratio':>7s}  test RMSE")
+    # Packs as sweep sizes them by default: by parameters, and by a share of the memory available.
+    budget = default_memory_per_worker(options.workers, data_bytes=dataset.n_bytes)
+    memory = PackMemory(budget=budget, n_features=1, n_outputs=1, longest=steps)
     with RepeatPool(dataset, n_workers=options.workers) as pool:
         # A sweep's first point also pays the workers' start and TensorFlow's one-off set-up.
-        run_jobs(pool, fused_jobs("warm-up", 10, "stateful", pool.n_workers))
+        run_jobs(pool, fused_jobs("warm-up", 10, "stateful", pool.n_workers, memory=memory))
         for length in options.lengths:
             for mode in ("stateless", "stateful"):
-                jobs = fused_jobs(f"L={length} {mode}", length, mode, pool.n_workers)
+                jobs = fused_jobs(f"L={length} {mode}", length, mode, pool.n_workers, memory=memory)
                 first, _ = run_jobs(pool, jobs)
                 again, rmse = run_jobs(pool, jobs)
                 started = time.perf_counter()

@@ -42,6 +42,7 @@ from sweep.store import protocol, record
 from sweep.store.connection import Liveness, database_exists, open_storage
 from sweep.store.optuna_private import storage_of
 from sweep.store.record import Results, StoredPoint, read_results
+from sweep.train.memory import parse_memory
 from sweep.train.pool import default_workers
 
 if TYPE_CHECKING:
@@ -203,20 +204,28 @@ class Study:
             self._data = (dataset, points)
         return self._data
 
-    def run(self, *, workers: int | None = None, reference: bool = False, progress: Progress | None = None) -> RunOutcome:
+    def run(
+        self, *, workers: int | None = None, reference: bool = False, progress: Progress | None = None,
+        memory_per_worker: int | str | None = None,
+    ) -> RunOutcome:
         """Train every waiting point on `workers` processes (default: the CPU count), each repeat
         stored as it finishes, until no point is waiting (or, with heartbeats, running elsewhere).
 
         Interrupting (KeyboardInterrupt) puts the point in progress back in the queue with its
         finished repeats. `reference` trains one Keras model at a time instead of fused packs.
+        `memory_per_worker` (bytes, or "500MB", "2GB") bounds what each worker's packs take
+        beyond TensorFlow and the data: packs are made smaller to fit it (default:
+        $SWEEP_MEMORY_PER_WORKER, else a share of the memory available). MemoryBudgetError,
+        before anything trains, where not even one repeat of a point fits.
         """
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise SweepError(f"workers must be a whole number of at least 1 (None: the CPU count), not {workers!r}")
+        budget = parse_memory(memory_per_worker, what="memory_per_worker") if memory_per_worker is not None else None
         dataset, points = self._dataset_and_points()
         watched = _Annotating(self, progress or NoProgress())
         n_trained = run_study(
             self.optuna_study, self.spec, dataset, points=points, n_workers=workers or default_workers(),
-            is_fused=not reference, progress=watched,
+            is_fused=not reference, progress=watched, memory_per_worker=budget,
         )
         self.annotate()
         counts = self.counts()

@@ -33,6 +33,7 @@ from sweep.store.connection import (
     last_opened_url,
     open_storage,
 )
+from sweep.train.memory import MemoryBudgetError, parse_memory
 from sweep.train.pool import default_workers
 
 app = typer.Typer(
@@ -78,6 +79,25 @@ DataCapOption = Annotated[
         show_default=False,
     ),
 ]
+def _memory_size(value: Optional[str]) -> Optional[str]:
+    """Refuse a --memory-per-worker that is no amount before anything is opened or written."""
+    if value is not None:
+        try:
+            parse_memory(value)
+        except MemoryBudgetError as error:
+            raise typer.BadParameter(str(error).removeprefix("--memory-per-worker ")) from None
+    return value
+
+
+MemoryOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--memory-per-worker", metavar="SIZE", callback=_memory_size,
+        help="Memory each worker process may give its packs of repeats, beyond TensorFlow and the data, "
+        "such as 500MB or 2GB (default: $SWEEP_MEMORY_PER_WORKER, else a share of the memory available).",
+        show_default=False,
+    ),
+]
 HeartbeatOption = Annotated[int, typer.Option(min=1, help="Seconds between a worker's heartbeats on its point.")]
 GraceOption = Annotated[int, typer.Option(min=2, help="Seconds of silence after which a worker counts as dead.")]
 
@@ -96,6 +116,7 @@ def run(
     heartbeat_interval: HeartbeatOption = 10,
     grace_period: GraceOption = 60,
     data_cap: DataCapOption = None,
+    memory_per_worker: MemoryOption = None,
 ) -> None:
     """Run a study: enqueue its grid, train every waiting point, print the results.
 
@@ -106,7 +127,8 @@ def run(
     """
     liveness = Liveness(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     _work(_study_for(target, storage=storage, liveness=liveness, overrides={"repeats": repeats, "epochs": epochs,
-                     "name": name}, data_cap=data_cap), storage=storage, workers=workers, reference=reference)
+                     "name": name}, data_cap=data_cap), storage=storage, workers=workers, reference=reference,
+          memory_per_worker=memory_per_worker)
 
 
 @app.command()
@@ -117,6 +139,7 @@ def worker(
     reference: ReferenceOption = False,
     heartbeat_interval: HeartbeatOption = 10,
     grace_period: GraceOption = 60,
+    memory_per_worker: MemoryOption = None,
     data_dir: Annotated[
         Optional[Path],
         typer.Option(
@@ -136,10 +159,12 @@ def worker(
     """
     liveness = Liveness(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     study = Study.open(name, storage=storage, liveness=liveness, data_dir=data_dir)
-    _work(study, storage=storage, workers=workers, reference=reference)
+    _work(study, storage=storage, workers=workers, reference=reference, memory_per_worker=memory_per_worker)
 
 
-def _work(study: Study, *, storage: str | None, workers: int | None, reference: bool) -> None:
+def _work(
+    study: Study, *, storage: str | None, workers: int | None, reference: bool, memory_per_worker: str | None = None
+) -> None:
     """Train the study's waiting points with progress bars, then print its results."""
     spec, points = study.spec, study.points
     n_workers = workers or default_workers()
@@ -149,7 +174,9 @@ def _work(study: Study, *, storage: str | None, workers: int | None, reference: 
     )
     try:
         with _stopped_by_sigterm(), _ProgressBars(study.counts(), n_points=len(points)) as progress:
-            outcome = study.run(workers=n_workers, reference=reference, progress=progress)
+            outcome = study.run(
+                workers=n_workers, reference=reference, progress=progress, memory_per_worker=memory_per_worker
+            )
     except KeyboardInterrupt as stop:
         how = "terminated" if isinstance(stop, Terminated) else "interrupted"
         typer.echo(f"{how}: the point in progress keeps its finished repeats; run again to resume", err=True)

@@ -89,6 +89,11 @@ class Dataset:
         return int(self.x_train.shape[2])
 
     @property
+    def n_bytes(self) -> int:
+        """The arrays' size in memory, as every worker process holds them."""
+        return sum(int(getattr(self, f"{axis}_{part}").nbytes) for part in self.parts for axis in ("x", "y"))
+
+    @property
     def is_per_step(self) -> bool:
         """True when there is a target at every step (many-to-many), not one per sequence."""
         return self.y_train.ndim == 3

@@ -14,12 +14,13 @@ import optuna
 
 from sweep.data.problems import Dataset
 from sweep.errors import StorageError
-from sweep.run.packs import pack_jobs
+from sweep.run.packs import PackMemory, check_memory, pack_jobs
 from sweep.run.racing import Race
 from sweep.spec import GridPoint, Spec
 from sweep.store import protocol, record
 from sweep.store.connection import WORKER, DatabaseLostError, kept_alive
 from sweep.train.jobs import PackJob, PackResult
+from sweep.train.memory import default_memory_per_worker, memory_from_environment
 from sweep.train.pool import RepeatPool, WorkerDied
 
 __all__ = ["Progress", "Run", "run_study"]
@@ -56,8 +57,8 @@ class NoProgress:
 @dataclass(frozen=True)
 class Run:
     """Everything one run works with, built once: the study and its spec, the data, the grid,
-    the worker pool, how repeats train (`is_fused`), the race (None: not raced), and who hears
-    of progress."""
+    the worker pool, how repeats train (`is_fused`), the race (None: not raced), who hears
+    of progress, and what each worker's packs may take in memory."""
 
     study: optuna.Study
     spec: Spec
@@ -67,6 +68,7 @@ class Run:
     is_fused: bool
     race: Race | None
     progress: Progress
+    memory: PackMemory
 
     @property
     def ranked_by(self) -> str:
@@ -83,20 +85,27 @@ def run_study(
     n_workers: int,
     is_fused: bool = True,
     progress: Progress | None = None,
+    memory_per_worker: int | None = None,
 ) -> int:
     """Train grid points until none is waiting or running; returns how many this call finished.
 
     With heartbeats on, a worker that finds nothing waiting keeps watching the points other
     workers run: one whose worker died is failed after the grace period and queued again with
-    its finished repeats, and this worker takes it over.
+    its finished repeats, and this worker takes it over. Packs are no larger than
+    `memory_per_worker` bytes hold (default: $SWEEP_MEMORY_PER_WORKER, else a share of the
+    memory available); MemoryBudgetError, before any training, where one repeat of a point
+    cannot fit.
     """
     if spec.validation.is_on != dataset.has_validation:
         raise ValueError("the dataset's validation split is not the spec's: load the data with sweep.data.problems.load_data(spec)")
+    memory = pack_memory(dataset, n_workers=n_workers, memory_per_worker=memory_per_worker)
+    if is_fused:
+        check_memory(spec, points, memory)
     try:
         with RepeatPool(dataset, n_workers=n_workers) as pool:
             run = Run(
                 study=study, spec=spec, dataset=dataset, points=points, pool=pool, is_fused=is_fused,
-                race=race_of(spec, len(points)), progress=progress or NoProgress(),
+                race=race_of(spec, len(points)), progress=progress or NoProgress(), memory=memory,
             )
             return _work_through(run)
     except DatabaseLostError as error:
@@ -107,6 +116,17 @@ def run_study(
                 f"study {study.study_name!r} was deleted while this run worked on it; there is nothing left to train"
             ) from None
         raise
+
+
+def pack_memory(dataset: Dataset, *, n_workers: int, memory_per_worker: int | None) -> PackMemory:
+    """What sizes this run's packs: the budget given, $SWEEP_MEMORY_PER_WORKER, or a share of
+    the memory available, with the data's shape."""
+    budget = memory_per_worker or memory_from_environment() or default_memory_per_worker(
+        n_workers, data_bytes=dataset.n_bytes
+    )
+    return PackMemory(
+        budget=budget, n_features=dataset.n_features, n_outputs=dataset.n_outputs, longest=dataset.sequence_length
+    )
 
 
 def _work_through(run: Run) -> int:
@@ -187,6 +207,7 @@ def _train_missing(run: Run, trial: optuna.Trial, point: GridPoint, missing: lis
     that died; False when the point failed instead (stored as such)."""
     jobs = pack_jobs(
         run.spec, point, missing, n_features=run.dataset.n_features, n_workers=run.pool.n_workers, is_fused=run.is_fused,
+        memory=run.memory,
     )
     for _ in range(MAX_WORKER_DEATHS + 1):
         jobs, failure, kind = _train_jobs(run, trial, jobs)

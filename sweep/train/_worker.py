@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import resource
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -16,6 +18,7 @@ from sweep.data import shaping
 from sweep.data.problems import Dataset
 from sweep.data.scoring import score_all
 from sweep.metrics import is_maximized
+from sweep.train.memory import prediction_rows
 from sweep.train.jobs import PackJob, PackResult, RepeatResult
 from sweep.train._common import Architecture
 from sweep.train._fused import FusedNetwork
@@ -72,10 +75,14 @@ def train_job(job: PackJob) -> PackResult:
     )
     arch = _architecture(dataset, job, train)
     score = partial(score_all, task=dataset.task, target_scale=dataset.target_scale)
-    scored = _Scored(test=test, validation=validation, mode=job.mode, score=score)
-    if job.is_fused:
-        return _train_fused(job, arch, train, scored)
-    return _train_one_by_one(job, arch, train, scored)
+    scored = _Scored(test=test, validation=validation, mode=job.mode, score=score, units=job.units, memory_bytes=job.memory_bytes)
+    trained = _train_fused(job, arch, train, scored) if job.is_fused else _train_one_by_one(job, arch, train, scored)
+    return replace(trained, peak_memory_mb=_peak_memory_mb(), process=os.getpid())
+
+
+def _peak_memory_mb() -> float:
+    """This process's peak resident memory (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _prepare(
@@ -100,8 +107,12 @@ class _Scored:
     """The data a job's networks are scored on: the test data once trained, and the validation
     data, where the study holds some out, after every epoch."""
 
-    def __init__(self, *, test: shaping.Chunks, validation: shaping.Chunks | None, mode: str, score: Callable) -> None:
+    def __init__(
+        self, *, test: shaping.Chunks, validation: shaping.Chunks | None, mode: str, score: Callable,
+        units: int, memory_bytes: int | None,
+    ) -> None:
         self.mode, self.score = mode, score
+        self.units, self.memory_bytes = units, memory_bytes
         # Each set with its inputs in the mode's layout, made once: the validation data are
         # predicted after every epoch.
         self.test = (test, shaping.as_mode(test, mode))
@@ -120,7 +131,7 @@ class _Scored:
     def _all_scores(
         self, predict: Callable, chunks: shaping.Chunks, inputs: shaping.Chunks, *, n_repeats: int | None
     ) -> list[dict[str, float]]:
-        outputs = _predict_all(predict, inputs, n_repeats=n_repeats)
+        outputs = _predict_all(predict, inputs, n_repeats=n_repeats, units=self.units, memory_bytes=self.memory_bytes)
         per_network = outputs if n_repeats is not None else outputs[None]
         return [self.score(shaping.outputs_by_sequence(network, chunks, self.mode), chunks) for network in per_network]
 
@@ -306,9 +317,14 @@ def _divergence(job: PackJob, result: RepeatResult) -> str:
     )
 
 
-def _predict_all(predict: Callable, test: shaping.Chunks, *, n_repeats: int | None) -> np.ndarray:
-    """Predictions in batches of sequences; with a pack, the repeat axis comes first."""
-    step = _EVAL_BATCH if n_repeats is None else max(1, _EVAL_BATCH // n_repeats)
+def _predict_all(
+    predict: Callable, test: shaping.Chunks, *, n_repeats: int | None, units: int, memory_bytes: int | None
+) -> np.ndarray:
+    """Predictions in batches of sequences, as many at once as the pack's memory holds; with a
+    pack, the repeat axis comes first."""
+    most = _EVAL_BATCH if n_repeats is None else max(1, _EVAL_BATCH // n_repeats)
+    steps = test.x.shape[1] * test.x.shape[2]
+    step = prediction_rows(n_repeats=n_repeats or 1, steps=steps, units=units, budget=memory_bytes, most=most)
     parts = [
         predict(test.x[start : start + step], test.mask[start : start + step]).numpy()
         for start in range(0, test.n_sequences, step)

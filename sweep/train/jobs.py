@@ -35,6 +35,9 @@ class PackJob:
     patience: int = 0
     # Send each repeat's final weights back with its scores (the study keeps them for export).
     keep_weights: bool = False
+    # The bytes the pack may take beyond the worker's own (None: unbounded); prediction goes
+    # through the sequences a few at a time within it.
+    memory_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,10 @@ class RepeatResult:
 
 @dataclass(frozen=True)
 class PackResult:
-    """What a worker sends back for a pack: finished repeats, and why any others failed."""
+    """What a worker sends back for a pack: finished repeats, why any others failed, and the
+    worker process's peak resident memory so far (MB; 0 where unknown)."""
 
     results: tuple[RepeatResult, ...]
     failures: tuple[tuple[int, str], ...] = ()
+    peak_memory_mb: float = 0.0
+    process: int = 0
