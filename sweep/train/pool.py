@@ -165,7 +165,9 @@ class RepeatPool:
         self._executor = self._start()
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        """End the workers once their work is done. They hold nothing to save, and an orderly exit
+        spends about 1.4 s in TensorFlow's teardown, at the end of every run: they are stopped."""
+        self.terminate()
 
     def terminate(self) -> None:
         """Stop at once, abandoning the jobs in progress (their finished repeats are stored already)."""
@@ -177,8 +179,5 @@ class RepeatPool:
     def __enter__(self) -> RepeatPool:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.terminate()
+    def __exit__(self, *exc_info: object) -> None:
+        self.terminate()
