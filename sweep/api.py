@@ -15,11 +15,9 @@ The command line is a thin layer over this module: what it does, a notebook can 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -621,13 +619,6 @@ def _baselines(spec: Spec, dataset: Dataset) -> dict[str, Any]:
     return {baseline.name: baseline.to_dict() for baseline in baselines}
 
 
-def _takes_an_argument(method: Callable[..., object]) -> bool:
-    try:
-        return bool(inspect.signature(method).parameters)
-    except (TypeError, ValueError):  # no signature to read: assume the current protocol
-        return True
-
-
 class _Annotating:
     """Passes progress on, and refreshes the dashboard note after a point, at most every
     NOTE_EVERY_SECONDS (the note reads the whole study: after every point of a big grid on many
@@ -637,17 +628,12 @@ class _Annotating:
         self._study = study
         self._progress = progress
         self._noted = time.monotonic()
-        # A progress written before points trained side by side takes no key.
-        self._is_told_the_key = _takes_an_argument(progress.repeat_finished)
 
     def point_started(self, key: str, *, n_repeats: int, n_finished: int) -> None:
         self._progress.point_started(key, n_repeats=n_repeats, n_finished=n_finished)
 
-    def repeat_finished(self, key: str) -> None:
-        if self._is_told_the_key:
-            self._progress.repeat_finished(key)
-        else:
-            self._progress.repeat_finished()  # type: ignore[call-arg]
+    def repeat_finished(self) -> None:
+        self._progress.repeat_finished()
 
     def point_finished(self, key: str, *, is_complete: bool) -> None:
         if time.monotonic() - self._noted >= NOTE_EVERY_SECONDS:

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from typer.exceptions import TyperException
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
 from sweep import api
@@ -609,8 +609,7 @@ def delete(
 
 
 class _ProgressBars:
-    """A bar of the study's grid points, and one of repeats for each point being trained (several
-    where workers train points side by side)."""
+    """Two bars: grid points of the study, and repeats of the point being trained."""
 
     def __init__(self, counts: dict[str, int], *, n_points: int) -> None:
         self._bars = Progress(
@@ -621,8 +620,7 @@ class _ProgressBars:
             console=console,
         )
         self._points = self._bars.add_task("grid points", total=n_points, completed=counts["done"] + counts["failed"])
-        self._repeats: dict[str, TaskID] = {}
-        self._last_finished: str | None = None  # its bar stays on screen, full, until the next finishes
+        self._repeats = self._bars.add_task("repeats", total=1, visible=False)
 
     def __enter__(self) -> _ProgressBars:
         self._bars.start()
@@ -632,30 +630,18 @@ class _ProgressBars:
         self._bars.stop()
 
     def point_started(self, key: str, *, n_repeats: int, n_finished: int) -> None:
-        self._drop(key)
-        self._repeats[key] = self._bars.add_task(key, total=n_repeats, completed=n_finished)
+        self._bars.update(self._repeats, description=key, total=n_repeats, completed=n_finished, visible=True)
 
-    def repeat_finished(self, key: str) -> None:
-        if key in self._repeats:
-            self._bars.advance(self._repeats[key])
+    def repeat_finished(self) -> None:
+        self._bars.advance(self._repeats)
 
     def point_finished(self, key: str, *, is_complete: bool) -> None:
         self._bars.advance(self._points)
-        if self._last_finished is not None and self._last_finished != key:
-            self._drop(self._last_finished)
-        self._last_finished = key if is_complete else None
         if not is_complete:
-            self._drop(key)
             self._bars.console.print(f"[red]failed[/] {key}")
 
     def point_paused(self, key: str, *, n_finished: int) -> None:
         """A raced point at a stage: it waits for the others to reach it."""
-        self._drop(key)
-
-    def _drop(self, key: str) -> None:
-        task = self._repeats.pop(key, None)
-        if task is not None:
-            self._bars.remove_task(task)
 
 
 def _print_results(sweep_study: Study, *, with_heartbeats: bool = False) -> None:

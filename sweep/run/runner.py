@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,7 +33,7 @@ MAX_WORKER_DEATHS = 2
 class Progress(Protocol):
     def point_started(self, key: str, *, n_repeats: int, n_finished: int) -> None: ...
 
-    def repeat_finished(self, key: str) -> None: ...
+    def repeat_finished(self) -> None: ...
 
     def point_finished(self, key: str, *, is_complete: bool) -> None: ...
 
@@ -45,7 +44,7 @@ class NoProgress:
     def point_started(self, key: str, *, n_repeats: int, n_finished: int) -> None:
         pass
 
-    def repeat_finished(self, key: str) -> None:
+    def repeat_finished(self) -> None:
         pass
 
     def point_finished(self, key: str, *, is_complete: bool) -> None:
@@ -131,8 +130,6 @@ def pack_memory(dataset: Dataset, *, n_workers: int, memory_per_worker: int | No
 
 
 def _work_through(run: Run) -> int:
-    if _points_side_by_side(run):
-        return _work_side_by_side(run)
     interval = protocol.liveness_interval(run.study)
     n_points = 0
     while True:
@@ -260,194 +257,17 @@ def _train_jobs(run: Run, trial: optuna.Trial, jobs: list[PackJob]) -> tuple[lis
             if isinstance(outcome, WorkerDied):
                 lost.append(job)
                 continue
-            failure, kind = _record_outcome(run, trial, job, outcome)
-            if failure is not None:
-                return lost, failure, kind
+            if not isinstance(outcome, PackResult):
+                return lost, f"{job.key} repeats {list(job.repeats)}: {type(outcome).__name__}: {outcome}", record.ERRORED
+            for index, result in enumerate(outcome.results):
+                details = record.repeat_details(result, worker=WORKER)
+                try:
+                    protocol.record_repeat(
+                        trial, repeat=result.repeat, score=details[run.ranked_by], details=details, weights=result.weights
+                    )
+                except DatabaseLostError as error:
+                    raise error.but(n_unrecorded=len(outcome.results) - index) from None
+                run.progress.repeat_finished()
+            if outcome.failures:
+                return lost, outcome.failures[0][1], record.DIVERGED
     return lost, None, ""
-
-
-def _record_outcome(run: Run, trial: optuna.Trial, job: PackJob, outcome: PackResult | BaseException) -> tuple[str | None, str]:
-    """Store each repeat a job finished; the reason and kind of its failure, if it failed (None, "" if not)."""
-    if not isinstance(outcome, PackResult):
-        return f"{job.key} repeats {list(job.repeats)}: {type(outcome).__name__}: {outcome}", record.ERRORED
-    for index, result in enumerate(outcome.results):
-        details = record.repeat_details(result, worker=WORKER)
-        try:
-            protocol.record_repeat(
-                trial, repeat=result.repeat, score=details[run.ranked_by], details=details, weights=result.weights
-            )
-        except DatabaseLostError as error:
-            raise error.but(n_unrecorded=len(outcome.results) - index) from None
-        run.progress.repeat_finished(job.key)
-    if outcome.failures:
-        return outcome.failures[0][1], record.DIVERGED
-    return None, ""
-
-
-# Side by side: each worker trains whole points, one pack of all their repeats, instead of every
-# worker a share of one point. Small networks cost little more in a pack of 30 than of 15 (the
-# overhead is per step, not per repeat), and each point's loops are traced by one worker, not
-# by all: the default study's 12 points cost 35.7 s of one core in packs of 30 against 2 x
-# 28.2 s in packs of 15.
-
-
-def _points_side_by_side(run: Run) -> bool:
-    """Whether this run trains several points at once: fused, not raced (a race judges a stage
-    once every point has reached it), more than one worker, and every point's repeats in one pack."""
-    if not run.is_fused or run.race is not None or run.pool.n_workers < 2:
-        return False
-    everything = list(range(run.spec.repeats))
-    return all(
-        len(pack_jobs(run.spec, point, everything, n_features=run.dataset.n_features, n_workers=1, is_fused=True,
-                      memory=run.memory)) == 1
-        for point in run.points
-    )
-
-
-@dataclass
-class _Claimed:
-    """A point claimed to be trained side by side with others: its trial and heartbeat, and once
-    started, the point, its one job and how often a worker died under it."""
-
-    trial: optuna.Trial
-    heartbeat: contextlib.ExitStack
-    point: GridPoint | None = None
-    job: PackJob | None = None
-    started: float = 0.0
-    deaths: int = 0
-
-
-def _work_side_by_side(run: Run) -> int:
-    return _SideBySide(run).work()
-
-
-class _SideBySide:
-    """The points a run trains at once. `held` is every point claimed and not yet settled, by
-    trial number, from the moment it is claimed: those go back to the queue if the run stops,
-    whatever it was doing. `in_flight` is the job training for each."""
-
-    def __init__(self, run: Run) -> None:
-        self.run = run
-        self.interval = protocol.liveness_interval(run.study)
-        self.held: dict[int, _Claimed] = {}
-        self.in_flight: dict[Future, _Claimed] = {}
-        self.n_points = 0
-
-    def work(self) -> int:
-        """Keep every worker on a point of its own until none is waiting (or, with heartbeats,
-        running elsewhere); how many points this call finished."""
-        try:
-            while True:
-                while len(self.in_flight) < self.run.pool.n_workers and self._start_next():
-                    pass
-                if not self.in_flight:
-                    if self.interval is None or not protocol.others_alive(self.run.study):
-                        return self.n_points
-                    time.sleep(min(self.interval, 5))
-                    continue
-                done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
-                self._take(done)
-        except BaseException as error:
-            # Interrupted: every point held goes back to the queue with the repeats it finished.
-            self._put_back_all(after=error)
-            raise
-
-    def _start_next(self) -> bool:
-        """Claim the next waiting point and start its job; False when none is waiting. A point
-        that needs no training (enqueued by hand, or every repeat stored) is settled here."""
-        trial = protocol.claim_next(self.run.study)
-        if trial is None:
-            return False
-        claimed = _Claimed(trial=trial, heartbeat=contextlib.ExitStack())
-        self.held[trial.number] = claimed
-        try:
-            claimed.heartbeat.enter_context(kept_alive(trial, interval=self.interval))
-            claimed.job = self._job_of(claimed)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            self._let_go(claimed)  # silent too long (a network partition): taken over elsewhere
-            return True
-        if claimed.job is None:
-            self._let_go(claimed)
-            self.n_points += 1
-            return True
-        self.in_flight[self.run.pool.submit(claimed.job)] = claimed
-        return True
-
-    def _job_of(self, claimed: _Claimed) -> PackJob | None:
-        """The point's one job, of the repeats it lacks; None where it needs none and is settled here."""
-        run, trial = self.run, claimed.trial
-        claimed.started = time.perf_counter()
-        claimed.point = point = protocol.suggest_point(trial, run.spec, run.points)
-        if point is None:  # enqueued by hand with Optuna: no point of this grid
-            protocol.set_aside(run.study, trial)
-            return None
-        protocol.restore_missing_scores(trial, run.ranked_by)
-        finished = record.finished_repeats(trial)
-        missing = [repeat for repeat in range(run.spec.repeats) if repeat not in finished]
-        run.progress.point_started(point.key, n_repeats=run.spec.repeats, n_finished=len(finished))
-        jobs = pack_jobs(
-            run.spec, point, missing, n_features=run.dataset.n_features, n_workers=1, is_fused=True, memory=run.memory,
-        )
-        if not jobs:
-            _finish(run, trial, point, protocol.stored_repeats(trial), started=claimed.started)
-            return None
-        (job,) = jobs
-        return job
-
-    def _take(self, done: set[Future]) -> None:
-        """Store what the finished jobs trained and settle their points. A dead worker breaks the
-        whole pool: the jobs it ended are started again on a new one."""
-        outcomes = {future: self.run.pool.outcome(self.in_flight[future].job, future) for future in done}
-        if any(isinstance(outcome, WorkerDied) for outcome in outcomes.values()):
-            wait(self.in_flight)  # every other job in flight ends at once, some perhaps finished first
-            outcomes = {future: self.run.pool.outcome(claimed.job, future) for future, claimed in self.in_flight.items()}
-        died = [future for future, outcome in outcomes.items() if isinstance(outcome, WorkerDied)]
-        for future, outcome in outcomes.items():
-            if future not in died:
-                self._settle(self.in_flight.pop(future), outcome)
-        if died:
-            self._start_again(died)
-
-    def _settle(self, claimed: _Claimed, outcome: PackResult | BaseException) -> None:
-        """Store a finished job's repeats and complete or fail its point."""
-        run = self.run
-        try:
-            failure, kind = _record_outcome(run, claimed.trial, claimed.job, outcome)
-            if failure is not None:
-                _fail(run, claimed.trial, claimed.point, failure, kind=kind)
-            else:
-                _finish(run, claimed.trial, claimed.point, protocol.stored_repeats(claimed.trial), started=claimed.started)
-                self.n_points += 1
-        except optuna.exceptions.UpdateFinishedTrialError:
-            pass  # silent too long (a network partition): another worker has taken the point over
-        self._let_go(claimed)
-
-    def _start_again(self, died: list[Future]) -> None:
-        """Restart the pool and the jobs a dead worker ended (they stored nothing); a point whose
-        workers died too often fails."""
-        self.run.pool.restart()
-        for future in died:
-            claimed = self.in_flight.pop(future)
-            claimed.deaths += 1
-            if claimed.deaths > MAX_WORKER_DEATHS:
-                _fail(self.run, claimed.trial, claimed.point, f"worker processes died {MAX_WORKER_DEATHS + 1} times training this point")
-                self._let_go(claimed)
-                continue
-            self.in_flight[self.run.pool.submit(claimed.job)] = claimed
-
-    def _let_go(self, claimed: _Claimed) -> None:
-        self.held.pop(claimed.trial.number, None)
-        claimed.heartbeat.close()
-
-    def _put_back_all(self, *, after: BaseException) -> None:
-        """Every point held back to the queue; the first problem doing so is raised once all were tried."""
-        problems = []
-        for claimed in list(self.held.values()):
-            claimed.heartbeat.close()
-            try:
-                _put_back(self.run, claimed.trial, after=after)
-            except Exception as problem:  # noqa: BLE001 - raised below, once the others are back
-                problems.append(problem)
-        self.held.clear()
-        if problems:
-            raise problems[0]
