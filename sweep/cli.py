@@ -33,7 +33,7 @@ from sweep.store.connection import (
     last_opened_url,
     open_storage,
 )
-from sweep.train.memory import MemoryBudgetError, parse_memory
+from sweep.train.memory import MEMORY_ENV, MemoryBudgetError, parse_memory
 from sweep.train.pool import default_workers
 
 app = typer.Typer(
@@ -92,7 +92,7 @@ def _memory_size(value: Optional[str]) -> Optional[str]:
 MemoryOption = Annotated[
     Optional[str],
     typer.Option(
-        "--memory-per-worker", metavar="SIZE", callback=_memory_size,
+        "--memory-per-worker", metavar="SIZE", callback=_memory_size, envvar=MEMORY_ENV,
         help="Memory each worker process may give its packs of repeats, beyond TensorFlow and the data, "
         "such as 500MB or 2GB (default: $SWEEP_MEMORY_PER_WORKER, else a share of the memory available).",
         show_default=False,

@@ -155,3 +155,21 @@ def test_sweep_run_refuses_a_budget_too_small_for_one_repeat_in_one_line_before_
     assert "Traceback" not in done.stderr
     status = subprocess.run([sys.executable, "-m", "sweep", "status", "long"], capture_output=True, text=True, cwd=tmp_path)
     assert "0 done" in status.stdout and "1 waiting" in status.stdout, status.stdout
+
+
+@pytest.mark.parametrize(("option", "environment", "said"), [
+    (["--memory-per-worker", "10kb"], {}, "must be at least 1MB, not '10kb'"),
+    ([], {memory.MEMORY_ENV: "lots"}, "(env var: 'SWEEP_MEMORY_PER_WORKER'): takes an amount such as 500MB or 2GB, not 'lots'"),
+])
+def test_a_memory_setting_that_is_no_amount_ends_the_command_before_anything_is_written(
+    tiny_study: Path, tmp_path: Path, option: list[str], environment: dict[str, str], said: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sweep", "run", str(tiny_study), *option],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600, env={**os.environ, **environment, "COLUMNS": "300"},
+    )
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: Invalid value for '--memory-per-worker'"), done.stderr
+    assert said in lines[0]
+    assert not list(tmp_path.glob("*.db*"))  # refused before the study was made
