@@ -98,3 +98,32 @@ def test_a_dashboard_on_an_empty_database_waits_for_a_study_and_makes_no_table(t
         out, _ = server.communicate(timeout=20)
     assert "waiting for a study in sqlite:///" in out and "the database has no tables yet" in out, out
     assert snapshot(f"sqlite:///{path}") == ([], ("delete",))
+
+
+def test_a_study_database_still_being_made_is_waited_for_not_refused(tmp_path: Path) -> None:
+    """A process that makes a new SQLite storage shows Optuna's tables one at a time; another
+    that opens the file meanwhile waits for the maker's lock instead of calling it another program's."""
+    import fcntl
+    import threading
+
+    import optuna
+
+    path = tmp_path / "studies.db"
+    url = f"sqlite:///{path}"
+    with sqlite3.connect(path) as connection:  # what the maker has made so far
+        connection.execute("CREATE TABLE studies (study_id INTEGER NOT NULL, study_name VARCHAR(512) NOT NULL, PRIMARY KEY (study_id))")
+    lock = open(f"{path}.lock", "a+")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+
+    def finish_making() -> None:
+        optuna.storages.RDBStorage(url)  # the rest of the tables
+        fcntl.flock(lock, fcntl.LOCK_UN)
+
+    maker = threading.Timer(1.0, finish_making)
+    maker.start()
+    try:
+        storage = sweep.store.connection.open_storage(url)
+    finally:
+        maker.join()
+        lock.close()
+    assert storage.get_all_studies() == []

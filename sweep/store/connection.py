@@ -441,6 +441,12 @@ def _refuse_other_programs_database(url: str, *, creating: bool) -> None:
     `creating`, one without any table. The tables are listed read-only: a SQLite file is opened
     in read-only mode, so that even its journal mode stays as it was."""
     tables = _table_names(url)
+    if tables and _may_be_half_made(url, tables):
+        # SQLite makes Optuna's tables one statement at a time, so a process that makes a new
+        # database shows some of them before all; it holds the lock beside the file till the
+        # last, so wait for it and look again rather than take its half for another program's.
+        with _sqlite_file_lock(url):
+            tables = _table_names(url)
     if tables is None or STORAGE_TABLES <= tables:
         return
     where = _sqlite_file(url) or _redacted(url)
@@ -458,6 +464,18 @@ def _refuse_other_programs_database(url: str, *, creating: bool) -> None:
         problem = f"it holds another program's tables ({shown}) and no studies"
     fix = "point --storage at a new database for sweep's studies" if creating else "check --storage (or $SWEEP_STORAGE)"
     raise StorageError(f"{where} is not a study database: {problem}; sweep leaves it as it is: {fix}")
+
+
+def _may_be_half_made(url: str, tables: set[str]) -> bool:
+    """Whether `tables` could be a study storage still being made: Optuna's tables, not all of
+    them, in a SQLite file whose creation lock exists (its maker leaves it there)."""
+    database = _sqlite_file(url)
+    return (
+        database is not None
+        and not STORAGE_TABLES <= tables
+        and tables <= set(optuna_table_names()) | {"version_info", "alembic_version"}
+        and os.path.exists(f"{database}.lock")
+    )
 
 
 def _table_names(url: str) -> set[str] | None:
