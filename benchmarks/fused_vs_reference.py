@@ -14,7 +14,7 @@ Keras's per-model compilation is, since the usual way pays it for every repeat. 
 whole default sweep (`sweep run studies/echo_first.toml`) in a temporary directory, which counts
 everything, and prints its wall time and the peak resident memory of its largest process.
 
-    python benchmarks/fused_vs_reference.py [--reference-repeats 6] [--rounds 3] [--skip-sweep] [--smoke]
+    python benchmarks/fused_vs_reference.py [--reference-repeats 6] [--rounds 3] [--skip-sweep | --sweep-only] [--smoke]
 """
 
 from __future__ import annotations
@@ -137,6 +137,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timings of each path, interleaved; the median is reported")
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--skip-sweep", action="store_true", help="do not time the whole default sweep")
+    parser.add_argument("--sweep-only", action="store_true", help="time the whole default sweep against plain Keras alone")
     parser.add_argument("--smoke", action="store_true", help="the smallest run of every path, to check that it runs (no sweep)")
     options = parser.parse_args()
     if options.rounds < 1 or options.reference_repeats < 1:
@@ -144,7 +145,7 @@ def main() -> None:
     if options.smoke:
         options.rounds, options.reference_repeats, options.skip_sweep = 1, 1, True
     print(f"{options.workers} worker processes, {os.cpu_count()} CPUs")
-    for title, dataset, settings in cases(smoke=options.smoke):
+    for title, dataset, settings in [] if options.sweep_only else cases(smoke=options.smoke):
         print(title)
         with RepeatPool(dataset, n_workers=options.workers) as pool:
             # Trace each path's loops once in every worker, as the first grid point of a sweep does.

@@ -15,9 +15,11 @@ The command line is a thin layer over this module: what it does, a notebook can 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +30,6 @@ import optuna
 from sweep.data import files as data_files
 from sweep.data.baselines import score_baselines
 from sweep.data.problems import Dataset, DataSummary, describe, load_data, load_problem
-from sweep.data.suggest import Suggestion, suggest, target_periods
 from sweep.errors import DataError, SpecError, StorageError, SweepError
 from sweep.export.contract import ExportError
 from sweep.export.exporting import Exported, export_repeat, refit, representative_repeat
@@ -46,6 +47,7 @@ from sweep.train.memory import parse_memory
 from sweep.train.pool import default_workers
 
 if TYPE_CHECKING:
+    from sweep.data.suggest import Suggestion
     import pandas as pd
 
     from sweep.report.summary import Report
@@ -563,6 +565,8 @@ def suggest_lengths(spec: Spec) -> Suggestion:
 
 def _suggestion(spec: Spec, dataset: Dataset) -> Suggestion:
     target = spec.problem.target if spec.problem.kind == "series" else None
+    from sweep.data.suggest import suggest  # statsmodels and scipy: 1.8 s that only a suggestion needs
+
     return suggest(dataset, dataset.encoding.get("features"), target_name=target)
 
 
@@ -614,9 +618,18 @@ def _baselines(spec: Spec, dataset: Dataset) -> dict[str, Any]:
         return {baseline.name: baseline.to_dict() for baseline in score_baselines(dataset)}
     season = problem.season
     if season is None:
+        from sweep.data.suggest import target_periods  # statsmodels: see _suggestion
+
         season = next(iter(target_periods(dataset)), None)
     baselines = score_baselines(dataset, target=problem.target, season=season, horizon=problem.horizon)
     return {baseline.name: baseline.to_dict() for baseline in baselines}
+
+
+def _takes_an_argument(method: Callable[..., object]) -> bool:
+    try:
+        return bool(inspect.signature(method).parameters)
+    except (TypeError, ValueError):  # no signature to read: assume the current protocol
+        return True
 
 
 class _Annotating:
@@ -628,12 +641,17 @@ class _Annotating:
         self._study = study
         self._progress = progress
         self._noted = time.monotonic()
+        # A progress written before points trained side by side takes no key.
+        self._is_told_the_key = _takes_an_argument(progress.repeat_finished)
 
     def point_started(self, key: str, *, n_repeats: int, n_finished: int) -> None:
         self._progress.point_started(key, n_repeats=n_repeats, n_finished=n_finished)
 
-    def repeat_finished(self) -> None:
-        self._progress.repeat_finished()
+    def repeat_finished(self, key: str) -> None:
+        if self._is_told_the_key:
+            self._progress.repeat_finished(key)
+        else:
+            self._progress.repeat_finished()  # type: ignore[call-arg]
 
     def point_finished(self, key: str, *, is_complete: bool) -> None:
         if time.monotonic() - self._noted >= NOTE_EVERY_SECONDS:

@@ -7,7 +7,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import optuna
 import sqlalchemy.exc
@@ -15,13 +15,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from typer.exceptions import TyperException
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
 from sweep import api
 from sweep.api import Study
 from sweep.data.problems import DataSummary
-from sweep.data.suggest import Suggestion
 from sweep.errors import EmptyDatabaseError, SweepError
 from sweep.report.skill import NO_BASELINE
 from sweep.spec import Spec, apply_overrides, load_spec
@@ -35,6 +34,9 @@ from sweep.store.connection import (
 )
 from sweep.train.memory import MEMORY_ENV, MemoryBudgetError, parse_memory
 from sweep.train.pool import default_workers
+
+if TYPE_CHECKING:
+    from sweep.data.suggest import Suggestion
 
 app = typer.Typer(
     help="Grid search over truncated-BPTT subsequence lengths for LSTMs, stored in Optuna studies.",
@@ -609,7 +611,8 @@ def delete(
 
 
 class _ProgressBars:
-    """Two bars: grid points of the study, and repeats of the point being trained."""
+    """A bar of the study's grid points, and one of repeats for each point being trained (several
+    where workers train points side by side)."""
 
     def __init__(self, counts: dict[str, int], *, n_points: int) -> None:
         self._bars = Progress(
@@ -620,7 +623,8 @@ class _ProgressBars:
             console=console,
         )
         self._points = self._bars.add_task("grid points", total=n_points, completed=counts["done"] + counts["failed"])
-        self._repeats = self._bars.add_task("repeats", total=1, visible=False)
+        self._repeats: dict[str, TaskID] = {}
+        self._last_finished: str | None = None  # its bar stays on screen, full, until the next finishes
 
     def __enter__(self) -> _ProgressBars:
         self._bars.start()
@@ -630,18 +634,30 @@ class _ProgressBars:
         self._bars.stop()
 
     def point_started(self, key: str, *, n_repeats: int, n_finished: int) -> None:
-        self._bars.update(self._repeats, description=key, total=n_repeats, completed=n_finished, visible=True)
+        self._drop(key)
+        self._repeats[key] = self._bars.add_task(key, total=n_repeats, completed=n_finished)
 
-    def repeat_finished(self) -> None:
-        self._bars.advance(self._repeats)
+    def repeat_finished(self, key: str) -> None:
+        if key in self._repeats:
+            self._bars.advance(self._repeats[key])
 
     def point_finished(self, key: str, *, is_complete: bool) -> None:
         self._bars.advance(self._points)
+        if self._last_finished is not None and self._last_finished != key:
+            self._drop(self._last_finished)
+        self._last_finished = key if is_complete else None
         if not is_complete:
+            self._drop(key)
             self._bars.console.print(f"[red]failed[/] {key}")
 
     def point_paused(self, key: str, *, n_finished: int) -> None:
         """A raced point at a stage: it waits for the others to reach it."""
+        self._drop(key)
+
+    def _drop(self, key: str) -> None:
+        task = self._repeats.pop(key, None)
+        if task is not None:
+            self._bars.remove_task(task)
 
 
 def _print_results(sweep_study: Study, *, with_heartbeats: bool = False) -> None:

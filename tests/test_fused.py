@@ -11,6 +11,7 @@ from sweep.train.jobs import PackJob
 from sweep.data.problems import check_arrays, load_problem
 from sweep.data.statistics import summarize
 from sweep.spec import EchoFirstProblem, LagEchoProblem
+from sweep.train import _common
 from sweep.train import FusedNetwork, KerasNetwork, set_dataset, train_job
 from sweep.train._common import MAX_UNROLL, XLA_MIN_UNITS, Architecture, initial_weights, seeded_layers
 
@@ -129,8 +130,15 @@ def test_initial_weights_are_those_of_newly_built_keras_layers(seed: int, units:
     arch = Architecture(task="classification", n_features=n_features, n_outputs=n_outputs, is_per_step=False,
                         units=units, length=4, is_masked=False)
     lstm, head = seeded_layers(arch, seed)
-    for drawn, built in zip(initial_weights(arch, seed), lstm.get_weights() + head.get_weights()):
-        np.testing.assert_array_equal(drawn, built)
+    built = lstm.get_weights() + head.get_weights()
+    for drawn, expected in zip(initial_weights(arch, seed), built):
+        np.testing.assert_array_equal(drawn, expected)
+    # Drawn without making layers (the seeds' draws were found), and the same where they are not.
+    assert _common._initializer_draws(arch) is not None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_common, "_initializer_draws", lambda arch: None)
+        for drawn, expected in zip(initial_weights(arch, seed), built):
+            np.testing.assert_array_equal(drawn, expected)
 
 
 def test_initial_weights_leave_tensorflow_seeded_as_it_was() -> None:

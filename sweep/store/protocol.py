@@ -13,6 +13,7 @@ itself through a dropped connection.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -26,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sweep.errors import SpecError, StorageError
 from sweep.spec import GridPoint, Spec, is_given, spec_from_dict
 from sweep.store import record
-from sweep.store.connection import WORKER, database_lock, database_name, quiet_experimental, retrying
+from sweep.store.connection import WORKER, DatabaseLostError, database_lock, database_name, quiet_experimental, retrying
 from sweep.store.connection import connections_by_process as counted_connections
 from sweep.store.optuna_private import (
     engine_of,
@@ -289,6 +290,11 @@ def claim_next(study: optuna.Study, *, fewest_repeats_first: bool = False) -> Tr
     return retrying(lambda: _claim_next(study, fewest_repeats_first), what="claiming a grid point")
 
 
+def count_waiting(study: optuna.Study) -> int:
+    """How many points are waiting to be claimed."""
+    return retrying(lambda: len(waiting_trial_ids(study)), what="counting the waiting grid points")
+
+
 def _claim_next(study: optuna.Study, fewest_repeats_first: bool) -> Trial | None:
     if fewest_repeats_first:
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
@@ -387,21 +393,49 @@ def suggest_point(trial: Trial, spec: Spec, points: Sequence[GridPoint]) -> Grid
 def record_repeat(
     trial: Trial, *, repeat: int, score: float, details: Mapping[str, Any], weights: Sequence[np.ndarray] = ()
 ) -> None:
-    """Store one finished repeat: its weights (where kept), every metric as an attribute, then its
-    objective score as an intermediate value (in that order: a recorded repeat always has its
-    weights, and :func:`restore_missing_scores` can mend a cut between the last two)."""
+    """Store one finished repeat: see :func:`record_repeats`."""
+    record_repeats(trial, [FinishedRepeat(repeat=repeat, score=score, details=details, weights=weights)])
+
+
+@dataclass(frozen=True)
+class FinishedRepeat:
+    """A repeat to record: its index, objective score, every metric, and its weights (empty: not kept)."""
+
+    repeat: int
+    score: float
+    details: Mapping[str, Any]
+    weights: Sequence[np.ndarray] = ()
+
+
+def record_repeats(trial: Trial, repeats: Sequence[FinishedRepeat]) -> None:
+    """Store finished repeats of a trial: their weights (where kept), in one transaction, then every
+    metric as attributes, in one, then each objective score as an intermediate value (in that
+    order: a recorded repeat always has its weights, and :func:`restore_missing_scores` can mend a
+    cut between the last two). A pack's repeats cost three transactions and a report each, where
+    one at a time they cost three each."""
+    if not repeats:
+        return
     engine = engine_of(storage_of(trial.study))
-    if weights and engine is not None:
+    numbers = [finished.repeat for finished in repeats]
+    kept_weights = {finished.repeat: finished.weights for finished in repeats if finished.weights}
+    attributes = {record.repeat_attr(finished.repeat): dict(finished.details) for finished in repeats}
+    try:
+        if kept_weights and engine is not None:
+            retrying(
+                lambda: kept.store_many_weights(
+                    engine, study_id=study_id_of(trial.study), trial_id=trial_id_of(trial), weights=kept_weights
+                ),
+                what=f"keeping the weights of repeats {numbers} of trial {trial.number}",
+            )
+        retrying(lambda: set_user_attrs(trial, attributes), what=f"recording repeats {numbers} of trial {trial.number}")
+    except DatabaseLostError as error:
+        raise error.but(n_unrecorded=len(repeats)) from None
+    # Recorded from here: a score not reported is restored from its attribute.
+    for finished in repeats:
         retrying(
-            lambda: kept.store_weights(engine, study_id=study_id_of(trial.study), trial_id=trial_id_of(trial), repeat=repeat, weights=weights),
-            what=f"keeping the weights of repeat {repeat} of trial {trial.number}",
+            lambda: trial.report(finished.score, step=finished.repeat),
+            what=f"recording the score of repeat {finished.repeat} of trial {trial.number}",
         )
-
-    def store() -> None:
-        trial.set_user_attr(record.repeat_attr(repeat), dict(details))
-        trial.report(score, step=repeat)
-
-    retrying(store, what=f"recording repeat {repeat} of trial {trial.number}")
 
 
 def restore_missing_scores(trial: Trial, metric: str) -> None:

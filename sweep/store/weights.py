@@ -12,14 +12,14 @@ it reads no weights and writes nothing.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import sqlalchemy as sa
 
 from sweep.store.own_tables import delete_rows, has_table, make_tables
 
-__all__ = ["TABLE", "delete_study_weights", "keep_only", "load_weights", "repeats_with_weights", "store_weights", "stored_size"]
+__all__ = ["TABLE", "delete_study_weights", "keep_only", "load_weights", "repeats_with_weights", "store_many_weights", "store_weights", "stored_size"]
 
 TABLE = "sweep_weights"
 _METADATA = sa.MetaData()
@@ -35,12 +35,22 @@ _WEIGHTS = sa.Table(
 
 def store_weights(engine: sa.Engine, *, study_id: int, trial_id: int, repeat: int, weights: Sequence[np.ndarray]) -> None:
     """Keep one repeat's weights, replacing any kept before, in one transaction."""
+    store_many_weights(engine, study_id=study_id, trial_id=trial_id, weights={repeat: weights})
+
+
+def store_many_weights(
+    engine: sa.Engine, *, study_id: int, trial_id: int, weights: Mapping[int, Sequence[np.ndarray]]
+) -> None:
+    """Keep the weights of several repeats of a trial, by repeat, replacing any kept before, in one transaction."""
     make_tables(engine, _METADATA)
-    row = {"trial_id": trial_id, "repeat": repeat, "study_id": study_id, "arrays": _packed(weights)}
-    where = (_WEIGHTS.c.trial_id == trial_id) & (_WEIGHTS.c.repeat == repeat)
+    rows = [
+        {"trial_id": trial_id, "repeat": repeat, "study_id": study_id, "arrays": _packed(arrays)}
+        for repeat, arrays in weights.items()
+    ]
+    where = (_WEIGHTS.c.trial_id == trial_id) & _WEIGHTS.c.repeat.in_(list(weights))
     with engine.begin() as connection:
         connection.execute(_WEIGHTS.delete().where(where))
-        connection.execute(_WEIGHTS.insert().values(**row))
+        connection.execute(_WEIGHTS.insert(), rows)
 
 
 def load_weights(engine: sa.Engine, *, trial_id: int, repeat: int) -> list[np.ndarray] | None:

@@ -13,6 +13,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+try:  # the initializers that Keras seeds from Python's generator
+    from keras.src.initializers.random_initializers import RandomInitializer
+except ImportError:  # another Keras: layers are made for every repeat
+    RandomInitializer = None
+
 from sweep.data.problems import Dataset  # noqa: E402
 
 # Each grid point has its own shapes; tracing once per point is expected, not worth a warning.
@@ -123,21 +128,68 @@ def initial_weights(arch: Architecture, seed: int) -> list[np.ndarray]:
 
     New layers take their initializers' seeds from the global generator that `seed` resets, so
     drawing from the initializers of unbuilt layers gives exactly the built layers' weights, in
-    a third of the time.
+    a third of the time; where the draws that seed each initializer are known (see
+    :func:`_initializer_draws`), the layers are not even made, a third of that again.
     """
-    _seed_keras(seed)
-    lstm = keras.layers.LSTM(arch.units, return_sequences=True, return_state=True, unroll=arch.is_unrolled)
-    head = keras.layers.Dense(arch.n_outputs, activation=arch.activation)
     units = arch.units
     bias = np.zeros(4 * units, np.float32)
     bias[units : 2 * units] = 1.0  # Keras's unit_forget_bias
-    return [
-        np.asarray(lstm.cell.kernel_initializer((arch.n_features, 4 * units))),
-        np.asarray(lstm.cell.recurrent_initializer((units, 4 * units))),
-        bias,
-        np.asarray(head.kernel_initializer((units, arch.n_outputs))),
-        np.zeros(arch.n_outputs, np.float32),
-    ]
+    shapes = [(arch.n_features, 4 * units), (units, 4 * units), (units, arch.n_outputs)]
+    initializers = _seeded_initializers(arch, seed)
+    kernel, recurrent, head = (np.asarray(initializer(shape)) for initializer, shape in zip(initializers, shapes))
+    return [kernel, recurrent, bias, head, np.zeros(arch.n_outputs, np.float32)]
+
+
+def _seeded_initializers(arch: Architecture, seed: int) -> list[keras.initializers.Initializer]:
+    """The initializers of the LSTM's kernel and recurrent kernel and of the head's kernel, seeded
+    as new layers made after `_seed_keras(seed)` would seed them."""
+    draws = _initializer_draws(arch)
+    _seed_keras(seed)
+    if draws is None:
+        lstm, head = _unbuilt_layers(arch)
+        return [lstm.cell.kernel_initializer, lstm.cell.recurrent_initializer, head.kernel_initializer]
+    seeds = [random.randint(1, int(1e9)) for _ in range(max(index for index, _, _ in draws) + 1)]
+    initializers = []
+    for index, kind, config in draws:
+        initializer = kind.from_config(config)
+        initializer.seed = seeds[index]  # what the draw would have given it
+        initializers.append(initializer)
+    return initializers
+
+
+# By architecture: which draw seeds each initializer, with its class and settings (None: unknown).
+_DRAWS: dict[tuple, list[tuple[int, type, dict]] | None] = {}
+_PROBE_SEED = 12345
+
+
+def _initializer_draws(arch: Architecture) -> list[tuple[int, type, dict]] | None:
+    """Which of Python's draws after a seed each initializer of new layers takes as its seed, with
+    its class and settings. Found once per process by making the layers under a known seed and
+    matching their seeds to the draws (Keras seeds an unseeded initializer with
+    ``random.randint(1, 1e9)``); None where they do not match (another Keras), and then the
+    layers are made for every repeat."""
+    key = (arch.units, arch.n_features, arch.n_outputs, arch.activation, arch.is_unrolled)
+    if key not in _DRAWS:
+        _seed_keras(_PROBE_SEED)
+        lstm, head = _unbuilt_layers(arch)
+        _seed_keras(_PROBE_SEED)
+        draws = [random.randint(1, int(1e9)) for _ in range(64)]
+        found: list[tuple[int, type, dict]] | None = []
+        for initializer in (lstm.cell.kernel_initializer, lstm.cell.recurrent_initializer, head.kernel_initializer):
+            is_seeded = RandomInitializer is not None and isinstance(initializer, RandomInitializer)
+            drawn = initializer.seed if is_seeded else None
+            if drawn not in draws:
+                found = None
+                break
+            found.append((draws.index(drawn), type(initializer), initializer.get_config()))
+        _DRAWS[key] = found
+    return _DRAWS[key]
+
+
+def _unbuilt_layers(arch: Architecture) -> tuple[keras.layers.LSTM, keras.layers.Dense]:
+    lstm = keras.layers.LSTM(arch.units, return_sequences=True, return_state=True, unroll=arch.is_unrolled)
+    head = keras.layers.Dense(arch.n_outputs, activation=arch.activation)
+    return lstm, head
 
 
 def _seed_keras(seed: int) -> None:

@@ -148,17 +148,27 @@ class RepeatPool:
                 done, _ = wait(futures, return_when=FIRST_COMPLETED)
                 for future in done:
                     job = futures.pop(future)
-                    error = future.exception()
-                    if isinstance(error, BrokenProcessPool):
-                        is_broken = True
-                        yield job, WorkerDied(f"a worker process died while training {job.key} repeats {list(job.repeats)}")
-                    else:
-                        yield job, error if error is not None else future.result()
+                    outcome = self.outcome(job, future)
+                    is_broken = is_broken or isinstance(outcome, WorkerDied)
+                    yield job, outcome
         finally:
             for future in futures:
                 future.cancel()
             if is_broken:
                 self.restart()
+
+    def submit(self, job: PackJob) -> Future:
+        """Start one job on the first free worker; :meth:`outcome` reads it once done."""
+        return self._executor.submit(_train, job)
+
+    @staticmethod
+    def outcome(job: PackJob, future: Future) -> PackResult | BaseException:
+        """A finished job's result, the exception it raised, or WorkerDied where its worker died
+        (then every job in flight fails so, and the pool needs :meth:`restart`)."""
+        error = future.exception()
+        if isinstance(error, BrokenProcessPool):
+            return WorkerDied(f"a worker process died while training {job.key} repeats {list(job.repeats)}")
+        return error if error is not None else future.result()
 
     def restart(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
