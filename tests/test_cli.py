@@ -193,3 +193,16 @@ def test_a_database_error_after_the_storage_opened_names_the_database(
     code, _, err = sweep_in_process(capsys, monkeypatch, *command, "--storage", sqlite_url)
     assert code != 0 and err.count("\n") == 1 and "Traceback" not in err, err
     assert err.startswith("error: ") and str(Path(database).resolve()) in err and "trial_values" in err, err
+
+
+def test_the_command_line_starts_without_the_statistics_libraries() -> None:
+    """scipy.stats and statsmodels take over a second to import; only suggestions, baselines of
+    series and finished points need them, so every command does not pay for them to start."""
+    import subprocess
+    import sys
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, sweep.cli; print(sorted({'scipy.stats', 'scipy.signal', 'statsmodels'} & set(sys.modules)))"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    assert loaded.stdout.strip() == "[]"

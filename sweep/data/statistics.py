@@ -7,7 +7,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
 
 from sweep.metrics import metric as metric_of
 
@@ -37,6 +36,8 @@ def _summary(values: np.ndarray, confidence: float = 0.95, metric: str | None = 
     if n > 1:
         std = float(values.std(ddof=1))
         sem = std / math.sqrt(n)
+        from scipy import stats  # 0.9 s to import: every command would pay it to start
+
         low, high = (mean, mean) if sem == 0 else stats.t.interval(confidence, df=n - 1, loc=mean, scale=sem)
     else:
         std = sem = low = high = math.nan

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from scipy import stats
-
 __all__ = ["ALPHA", "TEST_DESCRIPTION", "adjusted_p_values"]
 
 ALPHA = 0.05
@@ -21,6 +19,8 @@ def adjusted_p_values(best: Sequence[float], others: Sequence[Sequence[float]]) 
     """Each of `others` against `best`, at equal repeat counts (the first repeats of the longer
     as many as the shorter has: a point a race stopped meets the best's first repeats), adjusted
     for the number of comparisons (Benjamini-Hochberg)."""
+    from scipy import stats  # 0.9 s to import: every command would pay it to start
+
     raw = [_p_value(tuple(best[: len(other)]), tuple(other[: len(best)])) for other in others]
     return [float(p) for p in stats.false_discovery_control(raw, method="bh")] if raw else []
 
@@ -28,4 +28,6 @@ def adjusted_p_values(best: Sequence[float], others: Sequence[Sequence[float]]) 
 def _p_value(best: tuple[float, ...], other: tuple[float, ...]) -> float:
     if len(best) < 2 or len(other) < 2 or len(set(best) | set(other)) == 1:
         return 1.0  # nothing to tell apart: too few repeats, or every score the same
+    from scipy import stats
+
     return float(stats.mannwhitneyu(best, other, alternative="two-sided").pvalue)
