@@ -417,6 +417,7 @@ def record_repeats(trial: Trial, repeats: Sequence[FinishedRepeat]) -> None:
         return
     engine = engine_of(storage_of(trial.study))
     numbers = [finished.repeat for finished in repeats]
+    named = f"repeat {numbers[0]}" if len(numbers) == 1 else f"repeats {', '.join(map(str, numbers))}"
     kept_weights = {finished.repeat: finished.weights for finished in repeats if finished.weights}
     attributes = {record.repeat_attr(finished.repeat): dict(finished.details) for finished in repeats}
     try:
@@ -425,9 +426,9 @@ def record_repeats(trial: Trial, repeats: Sequence[FinishedRepeat]) -> None:
                 lambda: kept.store_many_weights(
                     engine, study_id=study_id_of(trial.study), trial_id=trial_id_of(trial), weights=kept_weights
                 ),
-                what=f"keeping the weights of repeats {numbers} of trial {trial.number}",
+                what=f"keeping the weights of {named} of trial {trial.number}",
             )
-        retrying(lambda: set_user_attrs(trial, attributes), what=f"recording repeats {numbers} of trial {trial.number}")
+        retrying(lambda: set_user_attrs(trial, attributes), what=f"recording {named} of trial {trial.number}")
     except DatabaseLostError as error:
         raise error.but(n_unrecorded=len(repeats)) from None
     # Recorded from here: a score not reported is restored from its attribute.
