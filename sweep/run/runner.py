@@ -181,12 +181,10 @@ def run_point(run: Run, trial: optuna.Trial) -> bool:
     """Train the claimed point's missing repeats and store its record; False when a race only
     paused it at a stage, back in the queue."""
     started = time.perf_counter()
-    point = protocol.suggest_point(trial, run.spec, run.points)
-    if point is None:  # enqueued by hand with Optuna: no point of this grid
-        protocol.set_aside(run.study, trial)
+    opened = _open_point(run, trial)
+    if opened is None:
         return True
-    protocol.restore_missing_scores(trial, run.ranked_by)
-    finished = record.finished_repeats(trial)
+    point, finished = opened
     if run.race is not None and run.race.is_boundary(len(finished)):
         verdict = run.race.judge(point.key, _contenders(run))
         if verdict.is_stopped:
@@ -204,6 +202,17 @@ def run_point(run: Run, trial: optuna.Trial) -> bool:
         return False
     _finish(run, trial, point, protocol.stored_repeats(trial), started=started)
     return True
+
+
+def _open_point(run: Run, trial: optuna.Trial) -> tuple[GridPoint, dict[int, dict]] | None:
+    """The claimed trial's grid point and the repeats it already holds (scores mended where a cut
+    left them out); None for a trial enqueued by hand with Optuna, set aside as no point of this grid."""
+    point = protocol.suggest_point(trial, run.spec, run.points)
+    if point is None:
+        protocol.set_aside(run.study, trial)
+        return None
+    protocol.restore_missing_scores(trial, run.ranked_by)
+    return point, record.finished_repeats(trial)
 
 
 def _train_missing(run: Run, trial: optuna.Trial, point: GridPoint, missing: list[int]) -> bool:
@@ -288,8 +297,8 @@ def _record_outcome(run: Run, trial: optuna.Trial, job: PackJob, outcome: PackRe
 # Side by side: each worker trains whole points, one pack of all their repeats, instead of every
 # worker a share of one point. Small networks cost little more in a pack of 30 than of 15 (the
 # overhead is per step, not per repeat), and each point's loops are traced by one worker, not
-# by all: the default study's 12 points cost 35.7 s of one core in packs of 30 against 2 x
-# 28.2 s in packs of 15. Workers that would find no point waiting share the last ones instead.
+# by all: the default study's 12 points cost 51.5 s of one core in packs of 30 against 2 x
+# 38.9 s in packs of 15. Workers that would find no point waiting share the last ones instead.
 
 
 def _points_side_by_side(run: Run) -> bool:
@@ -391,12 +400,11 @@ class _SideBySide:
         none (then it is settled here)."""
         run, trial = self.run, claimed.trial
         claimed.started = time.perf_counter()
-        claimed.point = point = protocol.suggest_point(trial, run.spec, run.points)
-        if point is None:  # enqueued by hand with Optuna: no point of this grid
-            protocol.set_aside(run.study, trial)
+        opened = _open_point(run, trial)
+        if opened is None:
             return []
-        protocol.restore_missing_scores(trial, run.ranked_by)
-        finished = record.finished_repeats(trial)
+        point, finished = opened
+        claimed.point = point
         missing = [repeat for repeat in range(run.spec.repeats) if repeat not in finished]
         run.progress.point_started(point.key, n_repeats=run.spec.repeats, n_finished=len(finished))
         idle = run.pool.n_workers - len(self.in_flight) - len(self.ready) - protocol.count_waiting(run.study)
