@@ -15,6 +15,8 @@ input, forget, candidate, output; sigmoid and tanh).
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import tensorflow as tf
 
@@ -40,17 +42,19 @@ class FusedNetwork:
         self.n_repeats = n_repeats
         self.learning_rate = learning_rate
         units, n_in, n_out = arch.units, arch.n_features, arch.n_outputs
-        shapes = {
+        self.shapes = {
             "kernel": (n_in, 4 * units),
             "recurrent_kernel": (units, 4 * units),
             "bias": (4 * units,),
             "head_kernel": (units, n_out),
             "head_bias": (n_out,),
         }
-        self.weights = {
-            name: tf.Variable(tf.zeros((n_repeats, *shape)), name=name) for name, shape in shapes.items()
-        }
-        self.variables = list(self.weights.values())
+        self.sizes = [int(np.prod(shape)) for shape in self.shapes.values()]
+        # One variable holds all of a repeat's weights in a row. The optimizer's update is
+        # elementwise, so it is the same, but a few operations for the whole pack instead of a
+        # few for each of five arrays: with short subsequences, most of an update's operations.
+        self.flat = tf.Variable(tf.zeros((n_repeats, sum(self.sizes))), name="weights")
+        self.variables = [self.flat]
         self.optimizer = make_optimizer(optimizer, learning_rate, self.variables)
         signature = epoch_signature(arch, index_shape=(n_repeats, None, None))
         self.train_epoch = tf.function(self._train_epoch, input_signature=signature, jit_compile=arch.is_compiled_with_xla)
@@ -63,36 +67,38 @@ class FusedNetwork:
         """Each repeat's initial weights, drawn from its seed as new Keras layers draw them."""
         if len(seeds) != self.n_repeats:
             raise ValueError(f"{len(seeds)} seeds for a pack of {self.n_repeats}")
-        per_repeat = [initial_weights(self.arch, seed) for seed in seeds]
-        for index, variable in enumerate(self.variables):
-            variable.assign(np.stack([weights[index] for weights in per_repeat]))
+        rows = [np.concatenate([array.ravel() for array in initial_weights(self.arch, seed)]) for seed in seeds]
+        self.flat.assign(np.stack(rows))
         reset_optimizer(self.optimizer, self.learning_rate)
 
     def get_weights(self, repeat: int) -> list[np.ndarray]:
         """One repeat's weights, in the order of a Keras LSTM's and Dense's get_weights()."""
-        return [variable[repeat].numpy() for variable in self.variables]
+        parts = np.split(self.flat[repeat].numpy(), np.cumsum(self.sizes)[:-1])
+        return [part.reshape(shape) for part, shape in zip(parts, self.shapes.values())]
 
     def set_weights(self, repeat: int, weights: list[np.ndarray]) -> None:
         """Put back one repeat's weights, as :meth:`get_weights` gave them; the others stay."""
-        for variable, value in zip(self.variables, weights):
-            variable[repeat].assign(value)
+        self.flat[repeat].assign(np.concatenate([np.ravel(value) for value in weights]))
 
-    def forward(self, x: tf.Tensor, mask: tf.Tensor, h: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    def unpacked(self) -> dict[str, tf.Tensor]:
+        """The weights by name, each with the repeat axis first, read from the one variable."""
+        parts = tf.split(self.flat, self.sizes, axis=1)
+        return {name: tf.reshape(part, (self.n_repeats, *shape)) for (name, shape), part in zip(self.shapes.items(), parts)}
+
+    def forward(self, w: dict, x: tf.Tensor, mask: tf.Tensor, h: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, ...]:
         """One chunk for every repeat: x (P, B, L, features), mask (P, B, L), state (P, B, units)."""
-        sequence, h, c = self.recur(x, mask, h, c)
-        return self.readout(sequence), h, c
+        sequence, h, c = self.recur(w, x, mask, h, c)
+        return self.readout(w, sequence), h, c
 
-    def recur(self, x: tf.Tensor, mask: tf.Tensor, h: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    def recur(self, w: dict, x: tf.Tensor, mask: tf.Tensor, h: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, ...]:
         """The LSTMs alone: every step's hidden state (P, B, L, units), and the final state."""
-        w = self.weights
         z_inputs = tf.einsum("pblf,pfg->pblg", x, w["kernel"]) + w["bias"][:, None, None, :]
         return lstm_chunk(
             z_inputs, h, c, w["recurrent_kernel"], mask if self.arch.is_masked else None, is_unrolled=self.arch.is_unrolled
         )
 
-    def readout(self, sequence: tf.Tensor) -> tf.Tensor:
+    def readout(self, w: dict, sequence: tf.Tensor) -> tf.Tensor:
         """The heads: (P, B, L, units) hidden states to (P, B, L, outputs)."""
-        w = self.weights
         logits = tf.einsum("pblu,puo->pblo", sequence, w["head_kernel"]) + w["head_bias"][:, None, None, :]
         return self._activate(logits)
 
@@ -124,11 +130,13 @@ class FusedNetwork:
             while j < n_chunks:
                 target = y_group[:, :, j] if self.arch.is_per_step else y_group
                 with tf.GradientTape() as tape:
+                    w = self.unpacked()
                     if self.arch.backward is None:
-                        outputs, h, c = self.forward(x_group[:, :, j], mask_group[:, :, j], h, c)
+                        outputs, h, c = self.forward(w, x_group[:, :, j], mask_group[:, :, j], h, c)
                     else:
                         outputs, h, c = decoupled_forward(
-                            self.arch, self.recur, self.readout, x_group[:, :, j], mask_group[:, :, j], history, j, h, c
+                            self.arch, partial(self.recur, w), partial(self.readout, w), x_group[:, :, j],
+                            mask_group[:, :, j], history, j, h, c,
                         )
                     losses = chunk_loss(self.arch, outputs, target, mask_group[:, :, j])
                     # Summed, each repeat's gradient is that of its own loss alone.
@@ -146,9 +154,10 @@ class FusedNetwork:
         state_shape = (self.n_repeats, n, self.arch.units)
         h, c = tf.zeros(state_shape), tf.zeros(state_shape)
         outputs = tf.TensorArray(tf.float32, size=n_chunks)
+        w = self.unpacked()
         for j in tf.range(n_chunks):
             x_chunk = tf.repeat(x[None, :, j], self.n_repeats, axis=0)
             mask_chunk = tf.repeat(mask[None, :, j], self.n_repeats, axis=0)
-            out, h, c = self.forward(x_chunk, mask_chunk, h, c)
+            out, h, c = self.forward(w, x_chunk, mask_chunk, h, c)
             outputs = outputs.write(j, out)
         return tf.transpose(outputs.stack(), [1, 2, 0, 3, 4])
