@@ -247,7 +247,9 @@ def plan_batches(spans: np.ndarray, *, n_chunks: int, batch_size: int, rng: np.r
     order = rng.permutation(len(spans)) if rng is not None else np.arange(len(spans))
     order = order[np.argsort(spans[order], kind="stable")]
     groups = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-    group_spans = [int(spans[group].max()) for group in groups]
+    # Sorted by span, a group's longest is its last: a max per group cost a stateless epoch of
+    # 20,000 one-step windows 60 ms, every repeat.
+    group_spans = [int(spans[group[-1]]) for group in groups]
     full = [g for g, group in enumerate(groups) if len(group) == batch_size]
     rest = [g for g, group in enumerate(groups) if len(group) != batch_size]
     ordered = _arrange_by_span(full, [group_spans[g] for g in full], epoch) + rest

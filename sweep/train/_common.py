@@ -203,6 +203,18 @@ def _seed_keras(seed: int) -> None:
     random.seed(seed)
 
 
+# The training loops are written with Python's `for` and `while` over tensors, which AutoGraph
+# turns into graph loops; it would also rewrite, at the first trace in every worker, each Keras
+# function they call (the losses, the optimizer's update: about 150 functions, a second of the
+# first grid point), which hold no such loops. Those are marked to be called as they are.
+keep_as_written = tf.autograph.experimental.do_not_convert
+
+
+@keep_as_written
+def apply_gradients(optimizer: keras.optimizers.Optimizer, gradients: list, variables: list) -> None:
+    optimizer.apply(gradients, variables)
+
+
 def make_optimizer(name: str, learning_rate: float, variables: list) -> keras.optimizers.Optimizer:
     optimizers = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
     optimizer = optimizers[name](learning_rate=learning_rate)
@@ -226,6 +238,7 @@ def pointwise_loss(arch: Architecture, y: tf.Tensor, outputs: tf.Tensor) -> tf.T
     return keras.losses.sparse_categorical_crossentropy(y[..., 0], outputs)
 
 
+@keep_as_written
 def chunk_loss(arch: Architecture, outputs: tf.Tensor, y: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     """Mean loss of one chunk, over the batch axis (the second-last axis of the result's input).
 

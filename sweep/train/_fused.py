@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from sweep.train._common import (
     Architecture,
+    apply_gradients,
     chunk_loss,
     decoupled_forward,
     epoch_signature,
@@ -57,11 +58,14 @@ class FusedNetwork:
         self.variables = [self.flat]
         self.optimizer = make_optimizer(optimizer, learning_rate, self.variables)
         signature = epoch_signature(arch, index_shape=(n_repeats, None, None))
-        self.train_epoch = tf.function(self._train_epoch, input_signature=signature, jit_compile=arch.is_compiled_with_xla)
+        # The loops are written out: traced as written, not rewritten by AutoGraph.
+        self.train_epoch = tf.function(
+            self._train_epoch, input_signature=signature, jit_compile=arch.is_compiled_with_xla, autograph=False
+        )
         # XLA compiles anew for every shape, about 2 s each: a smaller last batch, trained once
         # an epoch, would cost more to compile than XLA saves on it.
-        self.train_epoch_uncompiled = tf.function(self._train_epoch, input_signature=signature)
-        self.predict = tf.function(self._predict, input_signature=predict_signature(arch))
+        self.train_epoch_uncompiled = tf.function(self._train_epoch, input_signature=signature, autograph=False)
+        self.predict = tf.function(self._predict, input_signature=predict_signature(arch), autograph=False)
 
     def reset(self, seeds: list[int]) -> None:
         """Each repeat's initial weights, drawn from its seed as new Keras layers draw them."""
@@ -116,48 +120,62 @@ class FusedNetwork:
         g of every repeat from its chunk `first_chunks[g]` on.
 
         Returns each repeat's summed loss of the updates, shape (P,).
+
+        One loop over every update of the block, group after group and chunk after chunk, the
+        state zeroed at each group's first: stateless samples are one chunk each, and a loop per
+        group, entered once per update, cost them a third of their time. Stateful and stateless
+        training of one length are then the same program.
         """
         n_groups, batch, n_chunks = tf.shape(index)[1], tf.shape(index)[2], tf.shape(x)[1]
-        state_shape = (self.n_repeats, batch, self.arch.units)
-        total = tf.zeros((self.n_repeats,))
-        for g in tf.range(n_groups):
-            rows = index[:, g]
-            x_group, mask_group, y_group = tf.gather(x, rows), tf.gather(mask, rows), tf.gather(y, rows)
-            h, c = tf.zeros(state_shape), tf.zeros(state_shape)
-            history = padded_history(x_group, mask_group, self.arch)
-            # A while loop, not a range: XLA needs a range's bounds at compile time.
-            j = tf.cast(first_chunks[g], tf.int32)
-            while j < n_chunks:
-                target = y_group[:, :, j] if self.arch.is_per_step else y_group
-                with tf.GradientTape() as tape:
-                    w = self.unpacked()
-                    if self.arch.backward is None:
-                        outputs, h, c = self.forward(w, x_group[:, :, j], mask_group[:, :, j], h, c)
-                    else:
-                        outputs, h, c = decoupled_forward(
-                            self.arch, partial(self.recur, w), partial(self.readout, w), x_group[:, :, j],
-                            mask_group[:, :, j], history, j, h, c,
-                        )
-                    losses = chunk_loss(self.arch, outputs, target, mask_group[:, :, j])
-                    # Summed, each repeat's gradient is that of its own loss alone.
-                    loss = tf.reduce_sum(losses)
-                gradients = tape.gradient(loss, self.variables)
-                self.optimizer.apply(gradients, self.variables)
-                h, c = tf.stop_gradient(h), tf.stop_gradient(c)
-                total += losses
-                j += 1
+        first_chunks = tf.cast(first_chunks, tf.int32)
+        step_shape = tf.concat([[-1], tf.shape(x)[2:]], axis=0)
+        # The chunks as rows of their own: chunk j of sequence i is row i * k + j.
+        x_rows, mask_rows = tf.reshape(x, step_shape), tf.reshape(mask, step_shape[:2])
+        y_rows = tf.reshape(y, tf.concat([[-1], tf.shape(y)[2:]], axis=0)) if self.arch.is_per_step else None
+
+        def update(g: tf.Tensor, j: tf.Tensor, is_first: tf.Tensor, h: tf.Tensor, c: tf.Tensor, total: tf.Tensor) -> tuple:
+            rows = tf.gather(index, g, axis=1)
+            chunk_rows = rows * tf.cast(n_chunks, rows.dtype) + tf.cast(j, rows.dtype)
+            x_chunk, mask_chunk = tf.gather(x_rows, chunk_rows), tf.gather(mask_rows, chunk_rows)
+            target = tf.gather(y_rows, chunk_rows) if self.arch.is_per_step else tf.gather(y, rows)
+            h, c = tf.where(is_first, 0.0, h), tf.where(is_first, 0.0, c)
+            with tf.GradientTape() as tape:
+                w = self.unpacked()
+                if self.arch.backward is None:
+                    outputs, h, c = self.forward(w, x_chunk, mask_chunk, h, c)
+                else:
+                    history = padded_history(tf.gather(x, rows), tf.gather(mask, rows), self.arch)
+                    outputs, h, c = decoupled_forward(
+                        self.arch, partial(self.recur, w), partial(self.readout, w), x_chunk, mask_chunk, history, j, h, c
+                    )
+                losses = chunk_loss(self.arch, outputs, target, mask_chunk)
+                # Summed, each repeat's gradient is that of its own loss alone.
+                loss = tf.reduce_sum(losses)
+            gradients = tape.gradient(loss, self.variables)
+            apply_gradients(self.optimizer, gradients, self.variables)
+            # The next update: the group's next chunk, or the next group's first.
+            is_last = j + 1 >= n_chunks
+            g_next = g + tf.cast(is_last, g.dtype)
+            j_next = tf.where(is_last, tf.gather(first_chunks, tf.minimum(g_next, n_groups - 1)), j + 1)
+            return g_next, j_next, is_last, tf.stop_gradient(h), tf.stop_gradient(c), total + losses
+
+        state = tf.zeros((self.n_repeats, batch, self.arch.units))
+        start = (tf.constant(0), first_chunks[0], tf.constant(True), state, state, tf.zeros((self.n_repeats,)))
+        *_, total = tf.while_loop(lambda g, *_: g < n_groups, update, start)
         return total
 
     def _predict(self, x: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
         """Every repeat's outputs for x (n, k, L, features): (P, n, k, L, outputs)."""
         n, n_chunks = tf.shape(x)[0], tf.shape(x)[1]
-        state_shape = (self.n_repeats, n, self.arch.units)
-        h, c = tf.zeros(state_shape), tf.zeros(state_shape)
-        outputs = tf.TensorArray(tf.float32, size=n_chunks)
         w = self.unpacked()
-        for j in tf.range(n_chunks):
+
+        def chunk(j: tf.Tensor, h: tf.Tensor, c: tf.Tensor, outputs: tf.TensorArray) -> tuple:
             x_chunk = tf.repeat(x[None, :, j], self.n_repeats, axis=0)
             mask_chunk = tf.repeat(mask[None, :, j], self.n_repeats, axis=0)
             out, h, c = self.forward(w, x_chunk, mask_chunk, h, c)
-            outputs = outputs.write(j, out)
+            return j + 1, h, c, outputs.write(j, out)
+
+        state = tf.zeros((self.n_repeats, n, self.arch.units))
+        start = (tf.constant(0), state, state, tf.TensorArray(tf.float32, size=n_chunks))
+        *_, outputs = tf.while_loop(lambda j, *_: j < n_chunks, chunk, start)
         return tf.transpose(outputs.stack(), [1, 2, 0, 3, 4])

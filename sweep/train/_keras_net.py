@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from sweep.train._common import (
     Architecture,
+    apply_gradients,
     chunk_loss,
     decoupled_forward,
     epoch_signature,
@@ -75,7 +76,7 @@ class KerasNetwork:
                         outputs, h, c = decoupled_forward(self.arch, self.recur, self.head, x_group[:, j], mask_group[:, j], history, j, h, c)
                     loss = chunk_loss(self.arch, outputs, target, mask_group[:, j])
                 gradients = tape.gradient(loss, self.variables)
-                self.optimizer.apply(gradients, self.variables)
+                apply_gradients(self.optimizer, gradients, self.variables)
                 # Truncation: the state goes on to the next subsequence, its gradient does not.
                 h, c = tf.stop_gradient(h), tf.stop_gradient(c)
                 total += loss

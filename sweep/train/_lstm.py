@@ -45,12 +45,20 @@ def lstm_chunk(
     return chunk(z_inputs, h, c, kernel)
 
 
-def _steps(by_step: tf.Tensor, *, is_unrolled: bool, reverse: bool = False) -> range | tf.Tensor:
-    """The step indices of a (P, B, L, n) tensor: Python's when unrolled, a symbolic loop's otherwise."""
-    length = _length(by_step, is_unrolled=is_unrolled)
+def _loop(length: int | tf.Tensor, body: Callable[..., tuple], carry: tuple, *, is_unrolled: bool, reverse: bool = False) -> tuple:
+    """`carry = body(t, *carry)` for every step t, last to first with `reverse`: a Python loop
+    when unrolled, a graph loop otherwise (written out: these functions are traced as written,
+    not rewritten by AutoGraph)."""
     if is_unrolled:
-        return range(length - 1, -1, -1) if reverse else range(length)
-    return tf.range(length - 1, -1, -1) if reverse else tf.range(length)
+        for t in range(length - 1, -1, -1) if reverse else range(length):
+            carry = body(t, *carry)
+        return carry
+
+    def step(i: tf.Tensor, *carry: object) -> tuple:
+        return (i + 1, *body(length - 1 - i if reverse else i, *carry))
+
+    _, *carry = tf.while_loop(lambda i, *_: i < length, step, (tf.constant(0), *carry))
+    return tuple(carry)
 
 
 def _length(by_step: tf.Tensor, *, is_unrolled: bool) -> int | tf.Tensor:
@@ -71,10 +79,9 @@ def _forward(
 ) -> tuple[tf.Tensor, ...]:
     """The steps, keeping each step's four gate activations and cell state for the backward pass."""
     length = _length(z_inputs, is_unrolled=is_unrolled)
-    outputs, cells = _new_steps(length), _new_steps(length)
-    gates = tuple(_new_steps(length) for _ in range(4))
     step_input = _step_reader(z_inputs, is_unrolled=is_unrolled)
-    for t in _steps(z_inputs, is_unrolled=is_unrolled):
+
+    def step(t: int | tf.Tensor, h: tf.Tensor, c: tf.Tensor, outputs: Steps, cells: Steps, gates: tuple) -> tuple:
         z = step_input(t) + tf.matmul(h, kernel)
         z_in, z_forget, z_candidate, z_out = tf.split(z, 4, axis=-1)
         step_gates = (tf.sigmoid(z_in), tf.sigmoid(z_forget), tf.tanh(z_candidate), tf.sigmoid(z_out))
@@ -86,9 +93,10 @@ def _forward(
             h_next, c_next = tf.where(real, h_next, h), tf.where(real, c_next, c)
         # Each gate apart: joined and split again at every step, they cost two more operations.
         gates = tuple(_write(steps, t, gate) for steps, gate in zip(gates, step_gates))
-        cells = _write(cells, t, c_next)
-        outputs = _write(outputs, t, h_next)
-        h, c = h_next, c_next
+        return h_next, c_next, _write(outputs, t, h_next), _write(cells, t, c_next), gates
+
+    carry = (h, c, _new_steps(length), _new_steps(length), tuple(_new_steps(length) for _ in range(4)))
+    h, c, outputs, cells, gates = _loop(length, step, carry, is_unrolled=is_unrolled)
     return _by_step(outputs), gates, cells, h, c
 
 
@@ -110,9 +118,10 @@ def _backward(
     each one operation where written out they are three: with small networks an update's time
     goes by the number of operations more than by their size.
     """
-    d_z_steps = _new_steps(_length(d_outputs, is_unrolled=is_unrolled))
+    length = _length(d_outputs, is_unrolled=is_unrolled)
     step_d_output = _step_reader(d_outputs, is_unrolled=is_unrolled)
-    for t in _steps(d_outputs, is_unrolled=is_unrolled, reverse=True):
+
+    def step(t: int | tf.Tensor, d_h: tf.Tensor, d_c: tf.Tensor, d_z_steps: Steps) -> tuple:
         d_h = d_h + step_d_output(t)
         gate_in, gate_forget, candidate, gate_out = (_read(steps, t) for steps in gates)
         c_prev = _previous_cell(cells, c0, t)
@@ -134,8 +143,9 @@ def _backward(
             real = mask[:, :, t, None]
             d_z = tf.where(real, d_z, 0.0)
             d_h_prev, d_c_prev = tf.where(real, d_h_prev, d_h), tf.where(real, d_c_prev, d_c)
-        d_z_steps = _write(d_z_steps, t, d_z)
-        d_h, d_c = d_h_prev, d_c_prev
+        return d_h_prev, d_c_prev, _write(d_z_steps, t, d_z)
+
+    d_h, d_c, d_z_steps = _loop(length, step, (d_h, d_c, _new_steps(length)), is_unrolled=is_unrolled, reverse=True)
     return _by_step(d_z_steps), d_h, d_c
 
 
