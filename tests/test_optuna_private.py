@@ -106,6 +106,16 @@ def test_waiting_trial_ids_come_in_the_order_they_were_enqueued(study: optuna.St
     assert taken is not None and taken._trial_id not in ids and len(ids) == 4
 
 
+def test_waiting_trials_come_with_the_parameters_they_were_enqueued_with(study: optuna.Study) -> None:
+    for x in range(4):
+        study.enqueue_trial({"x": float(x), "mode": "stateful"})
+    private.take(study, study.get_trials()[1])
+    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING))  # enqueued with no parameters
+    waiting = private.waiting_trial_params(study)
+    assert [trial_id for trial_id, _ in waiting] == private.waiting_trial_ids(study)
+    assert [params for _, params in waiting] == [{"x": x, "mode": "stateful"} for x in (0.0, 2.0, 3.0)] + [{}]
+
+
 def test_the_schema_versions_of_a_new_storage_are_this_optuna_s(study: optuna.Study) -> None:
     current, head, known = private.schema_versions(private.storage_of(study)._backend)
     assert current == head and known

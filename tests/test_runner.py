@@ -47,6 +47,15 @@ def test_creating_twice_enqueues_each_point_once(tiny_study: Path, sqlite_url: s
     assert [t.user_attrs["key"] for t in trials] == [p.key for p in points]
 
 
+def test_a_claim_takes_the_points_it_prefers_first_each_rank_in_the_queue_s_order(tiny_study: Path, sqlite_url: str) -> None:
+    _, _, points, study = prepared(tiny_study, sqlite_url)
+    claimed = []
+    while (trial := protocol.claim_next(study, prefer=lambda params: 0 if params["mode"] == "stateful" else 1)) is not None:
+        claimed.append(trial.user_attrs["key"])
+    by_mode = sorted(points, key=lambda point: point.mode != "stateful")
+    assert claimed == [point.key for point in by_mode] and {point.mode for point in points} == {"stateless", "stateful"}
+
+
 @pytest.mark.slow
 def test_a_released_point_keeps_its_repeats_and_trains_only_the_missing_ones(tiny_study: Path, sqlite_url: str) -> None:
     spec, dataset, points, study = prepared(tiny_study, sqlite_url)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from typing import Protocol
@@ -329,6 +329,12 @@ class _Claimed:
     deaths: int = 0
 
 
+def _shapes(point: GridPoint) -> tuple:
+    """What fixes a point's traced programs in a worker: its settings and lengths, not its state
+    mode (both modes of one length share their programs)."""
+    return point.length, point.backward, point.settings
+
+
 def _work_side_by_side(run: Run) -> int:
     return _SideBySide(run).work()
 
@@ -345,6 +351,9 @@ class _SideBySide:
         self.held: dict[int, _Claimed] = {}
         self.ready: deque[tuple[_Claimed, PackJob]] = deque()
         self.in_flight: dict[Future, tuple[_Claimed, PackJob]] = {}
+        # The shapes each worker process has trained, by its process id: a point of the same
+        # shapes runs there without tracing its loops again.
+        self.traced: dict[int, set[tuple]] = {}
         self.n_points = 0
 
     def work(self) -> int:
@@ -361,7 +370,7 @@ class _SideBySide:
                 done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
                 finished = self._take(done)
                 # The free workers get their next job first: storing a pack's repeats takes a while.
-                self._keep_workers_busy()
+                self._keep_workers_busy(free=self._note_traced(finished))
                 for claimed, job, outcome in finished:
                     self._settle(claimed, job, outcome)
         except BaseException as error:
@@ -372,10 +381,11 @@ class _SideBySide:
     def _submit(self, claimed: _Claimed, job: PackJob) -> None:
         self.in_flight[self.run.pool.submit(job)] = (claimed, job)
 
-    def _claim_next(self) -> bool:
-        """Claim the next waiting point and make its jobs ready; False when none is waiting. A
-        point that needs no training (enqueued by hand, or every repeat stored) is settled here."""
-        trial = protocol.claim_next(self.run.study)
+    def _claim_next(self, worker: int | None = None) -> bool:
+        """Claim the next waiting point, the one best for `worker` (a process id; None: any),
+        and make its jobs ready; False when none is waiting. A point that needs no training
+        (enqueued by hand, or every repeat stored) is settled here."""
+        trial = protocol.claim_next(self.run.study, prefer=self._preference(worker))
         if trial is None:
             return False
         claimed = _Claimed(trial=trial, heartbeat=contextlib.ExitStack())
@@ -416,11 +426,42 @@ class _SideBySide:
             _finish(run, trial, point, protocol.stored_repeats(trial), started=claimed.started)
         return jobs
 
-    def _keep_workers_busy(self) -> None:
-        """Start ready jobs, claiming points for more, until every worker has one or none is waiting."""
-        while len(self.in_flight) < self.run.pool.n_workers and (self.ready or self._claim_next()):
+    def _keep_workers_busy(self, free: list[int] | None = None) -> None:
+        """Start ready jobs, claiming points for more, until every worker has one or none is
+        waiting. `free` holds the process ids of workers that just finished a job: each of the
+        next claims is for one of them, as the free worker is the one that takes the job."""
+        free = list(free or [])
+        while len(self.in_flight) < self.run.pool.n_workers and (
+            self.ready or self._claim_next(free.pop(0) if free else None)
+        ):
             if self.ready:
                 self._submit(*self.ready.popleft())
+
+    def _note_traced(self, finished: list[tuple[_Claimed, PackJob, PackResult | BaseException]]) -> list[int]:
+        """Note the shapes each finished job's worker has trained; the process ids of those workers."""
+        workers = []
+        for claimed, _, outcome in finished:
+            if isinstance(outcome, PackResult) and outcome.process and claimed.point is not None:
+                self.traced.setdefault(outcome.process, set()).add(_shapes(claimed.point))
+                workers.append(outcome.process)
+        return workers
+
+    def _preference(self, worker: int | None) -> Callable[[dict], int]:
+        """How a waiting point ranks for `worker`, by its parameters: first the shapes it has
+        trained (it runs them without tracing again, about a second a length saved), then shapes
+        no worker has trained nor is training (one traces them, where taking another's shapes
+        would trace them twice), then the rest."""
+        own = self.traced.get(worker, set()) if worker is not None else set()
+        elsewhere = {shapes for other, traced in self.traced.items() if other != worker for shapes in traced}
+        elsewhere |= {_shapes(claimed.point) for claimed, _ in self.in_flight.values() if claimed.point is not None}
+
+        def rank(params: dict) -> int:
+            if not params:
+                return 1
+            shapes = _shapes(GridPoint.from_params(params))
+            return 0 if shapes in own else 2 if shapes in elsewhere else 1
+
+        return rank
 
     def _take(self, done: set[Future]) -> list[tuple[_Claimed, PackJob, PackResult | BaseException]]:
         """The finished jobs with what they brought back, to be stored. A dead worker breaks the

@@ -9,6 +9,7 @@ pins each behaviour, so that an Optuna upgrade that changes one fails one clear 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -34,6 +35,7 @@ __all__ = [
     "stored_trial",
     "take",
     "waiting_trial_ids",
+    "waiting_trial_params",
     "trial_id_of",
 ]
 
@@ -89,6 +91,30 @@ def waiting_trial_ids(study: optuna.Study) -> list[int]:
             .all()
         )
     return [trial_id for (trial_id,) in rows]
+
+
+def waiting_trial_params(study: optuna.Study) -> list[tuple[int, dict[str, Any]]]:
+    """The ids of the study's WAITING trials in the order they were enqueued, each with the
+    parameters it was enqueued with (empty where it has none), read with one small query."""
+    storage = getattr(study._storage, "_backend", study._storage)
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        return [(trial._trial_id, fixed_params(trial)) for trial in waiting]
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    attribute = models.TrialSystemAttributeModel
+    with _create_scoped_session(storage.scoped_session) as session:
+        rows = (
+            session.query(models.TrialModel.trial_id, attribute.value_json)
+            .outerjoin(
+                attribute, (attribute.trial_id == models.TrialModel.trial_id) & (attribute.key == "fixed_params")
+            )
+            .filter(models.TrialModel.study_id == study._study_id, models.TrialModel.state == TrialState.WAITING)
+            .order_by(models.TrialModel.number)
+            .all()
+        )
+    return [(trial_id, dict(json.loads(value) or {}) if value else {}) for trial_id, value in rows]
 
 
 def set_user_attrs(trial: Trial, attrs: Mapping[str, Any]) -> None:

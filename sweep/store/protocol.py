@@ -42,6 +42,7 @@ from sweep.store.optuna_private import (
     take,
     trial_id_of,
     waiting_trial_ids,
+    waiting_trial_params,
     url_of,
 )
 from sweep.store import data_files
@@ -279,15 +280,18 @@ def enqueue_grid(study: optuna.Study, points: Sequence[GridPoint]) -> int:
     return len(missing)
 
 
-def claim_next(study: optuna.Study, *, fewest_repeats_first: bool = False) -> Trial | None:
+def claim_next(
+    study: optuna.Study, *, fewest_repeats_first: bool = False, prefer: Callable[[dict[str, Any]], int] | None = None
+) -> Trial | None:
     """Take the next WAITING trial, marking it RUNNING; None when no point is waiting.
 
     The claim reads and updates the trial in one transaction that locks its row (or, on SQLite,
     the database), so two workers never take the same point. With `fewest_repeats_first` (a
     race), the point with the fewest finished repeats comes first, so that every point reaches
-    a stage before any goes past it.
+    a stage before any goes past it. With `prefer`, the points it ranks lowest, by the
+    parameters they were enqueued with, come first, each rank in the queue's order.
     """
-    return retrying(lambda: _claim_next(study, fewest_repeats_first), what="claiming a grid point")
+    return retrying(lambda: _claim_next(study, fewest_repeats_first, prefer), what="claiming a grid point")
 
 
 def count_waiting(study: optuna.Study) -> int:
@@ -295,10 +299,12 @@ def count_waiting(study: optuna.Study) -> int:
     return retrying(lambda: len(waiting_trial_ids(study)), what="counting the waiting grid points")
 
 
-def _claim_next(study: optuna.Study, fewest_repeats_first: bool) -> Trial | None:
+def _claim_next(study: optuna.Study, fewest_repeats_first: bool, prefer: Callable[[dict[str, Any]], int] | None) -> Trial | None:
     if fewest_repeats_first:
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         queue = [t._trial_id for t in sorted(waiting, key=lambda t: (len(record.finished_repeats(t)), t.number))]
+    elif prefer is not None:
+        queue = [trial_id for trial_id, params in sorted(waiting_trial_params(study), key=lambda item: prefer(item[1]))]
     else:
         queue = waiting_trial_ids(study)
     for trial_id in _spread_after_the_first(queue):
