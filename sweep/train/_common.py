@@ -203,10 +203,11 @@ def _seed_keras(seed: int) -> None:
     random.seed(seed)
 
 
-# The training loops are written with Python's `for` and `while` over tensors, which AutoGraph
-# turns into graph loops; it would also rewrite, at the first trace in every worker, each Keras
-# function they call (the losses, the optimizer's update: about 150 functions, a second of the
-# first grid point), which hold no such loops. Those are marked to be called as they are.
+# The reference network's loops (`_keras_net`) are Python's `for` and `while` over tensors, which
+# AutoGraph turns into graph loops; it would also rewrite, at the first trace in every worker,
+# each Keras function they call (the losses, the optimizer's update: about 150 functions, a second
+# of the first grid point), which hold no such loops. Those are marked to be called as they are.
+# (The fused network's loops are written out, and traced with AutoGraph off.)
 keep_as_written = tf.autograph.experimental.do_not_convert
 
 
