@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -152,20 +153,33 @@ def test_ctrl_c_puts_the_point_back_and_the_next_run_finishes_it(tmp_path: Path)
     assert all(first.intermediate_values[step] == value for step, value in kept.items())
 
 
-def wait_for_partial_trial(url: str, name: str, *, deadline: float, process: subprocess.Popen) -> dict[int, float]:
-    """The first point's repeats once two are stored while it runs."""
+def wait_for_trials(
+    url: str, name: str, *, until: Callable[[list], bool], deadline: float, process: subprocess.Popen, what: str,
+    every: float = 0.3,
+) -> list:
+    """The study's trials once `until` holds for them; fails (killing the sweep) if the sweep ends
+    first or `deadline` passes, saying `what` never happened."""
     while time.monotonic() < deadline:
-        time.sleep(0.3)
+        time.sleep(every)
         if process.poll() is not None:
             raise AssertionError(f"the sweep ended (status {process.returncode}) first: {process.communicate()[1][-2000:]}")
         try:
             trials = optuna.load_study(study_name=name, storage=url).get_trials()
         except (KeyError, sqlalchemy.exc.SQLAlchemyError):
             continue  # not made yet, or being made: Optuna here and sweep there both stamp a new database
-        if trials and trials[0].state == TrialState.RUNNING and len(trials[0].intermediate_values) >= 2:
-            return dict(trials[0].intermediate_values)
+        if until(trials):
+            return trials
     process.kill()
-    raise AssertionError(f"no repeat finished in time: {process.communicate()[1][-2000:]}")
+    raise AssertionError(f"{what} in time: {process.communicate()[1][-2000:]}")
+
+
+def wait_for_partial_trial(url: str, name: str, *, deadline: float, process: subprocess.Popen) -> dict[int, float]:
+    """The first point's repeats once two are stored while it runs."""
+    trials = wait_for_trials(
+        url, name, deadline=deadline, process=process, what="no repeat finished",
+        until=lambda trials: bool(trials) and trials[0].state == TrialState.RUNNING and len(trials[0].intermediate_values) >= 2,
+    )
+    return dict(trials[0].intermediate_values)
 
 
 def worker_pids(parent: int) -> list[int]:

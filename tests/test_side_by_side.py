@@ -13,13 +13,12 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-import sqlalchemy
 from optuna.trial import TrialState
 
 import sweep
 from sweep.spec import spec_from_dict
 
-from tests.test_runner import worker_pids
+from tests.test_runner import wait_for_trials, worker_pids
 
 SMALL = {
     "repeats": 3, "seed": 0,
@@ -113,20 +112,18 @@ def _study_file(tmp_path: Path, name: str) -> tuple[Path, str]:
     return study_file, f"sqlite:///{tmp_path / 'sweep.db'}"
 
 
-def _wait_for_two_running(url: str, name: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        if process.poll() is not None:
-            raise AssertionError(f"the sweep ended (status {process.returncode}) first: {process.communicate()[1][-2000:]}")
-        try:
-            trials = optuna.load_study(study_name=name, storage=url).get_trials()
-        except (KeyError, sqlalchemy.exc.SQLAlchemyError):
-            continue  # not made yet, or being made
-        if sum(trial.state == TrialState.RUNNING for trial in trials) == 2:
-            return
-    process.kill()
-    raise AssertionError("two points never ran at once")
+def _started_side_by_side(tmp_path: Path, name: str, **popen: object) -> tuple[subprocess.Popen, str]:
+    """`sweep run` of a small study on two workers, once two of its points run at once; and its storage."""
+    study_file, url = _study_file(tmp_path, name)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sweep", "run", str(study_file), "--workers", "2", "--storage", url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
+    )
+    wait_for_trials(
+        url, name, deadline=time.monotonic() + 300, process=process, what="two points never ran at once", every=0.2,
+        until=lambda trials: sum(trial.state == TrialState.RUNNING for trial in trials) == 2,
+    )
+    return process, url
 
 
 def _every_point_complete_once(url: str, name: str, repeats: int) -> None:
@@ -139,12 +136,7 @@ def _every_point_complete_once(url: str, name: str, repeats: int) -> None:
 
 @pytest.mark.slow
 def test_a_worker_killed_while_points_run_side_by_side_loses_and_doubles_nothing(tmp_path: Path) -> None:
-    study_file, url = _study_file(tmp_path, "killed-side-by-side")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sweep", "run", str(study_file), "--workers", "2", "--storage", url],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    _wait_for_two_running(url, "killed-side-by-side", process)
+    process, url = _started_side_by_side(tmp_path, "killed-side-by-side")
     workers = worker_pids(process.pid)
     assert len(workers) == 2
     os.kill(workers[0], signal.SIGKILL)
@@ -155,13 +147,10 @@ def test_a_worker_killed_while_points_run_side_by_side_loses_and_doubles_nothing
 
 @pytest.mark.slow
 def test_ctrl_c_puts_back_every_point_running_side_by_side(tmp_path: Path) -> None:
-    study_file, url = _study_file(tmp_path, "interrupted-side-by-side")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sweep", "run", str(study_file), "--workers", "2", "--storage", url],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    process, url = _started_side_by_side(
+        tmp_path, "interrupted-side-by-side",
         start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    _wait_for_two_running(url, "interrupted-side-by-side", process)
     os.killpg(process.pid, signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
