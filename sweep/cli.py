@@ -33,7 +33,7 @@ from sweep.store.connection import (
     open_storage,
 )
 from sweep.train.memory import MEMORY_ENV, MemoryBudgetError, parse_memory
-from sweep.train.pool import default_workers, started_early
+from sweep.train.pool import default_workers
 
 if TYPE_CHECKING:
     from sweep.data.suggest import Suggestion
@@ -128,10 +128,9 @@ def run(
     Example: sweep run studies/echo_first.toml --repeats 3 --epochs 1 --workers 2
     """
     liveness = Liveness(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
-    with started_early(workers or default_workers()):  # the workers import TensorFlow while the study opens
-        study = _study_for(target, storage=storage, liveness=liveness, overrides={"repeats": repeats, "epochs": epochs,
-                           "name": name}, data_cap=data_cap)
-        _work(study, storage=storage, workers=workers, reference=reference, memory_per_worker=memory_per_worker)
+    _work(_study_for(target, storage=storage, liveness=liveness, overrides={"repeats": repeats, "epochs": epochs,
+                     "name": name}, data_cap=data_cap), storage=storage, workers=workers, reference=reference,
+          memory_per_worker=memory_per_worker)
 
 
 @app.command()
@@ -161,9 +160,8 @@ def worker(
     Example: sweep worker echo-first --storage postgresql+psycopg://user@db-host/sweeps
     """
     liveness = Liveness(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
-    with started_early(workers or default_workers()):  # the workers import TensorFlow while the study opens
-        study = Study.open(name, storage=storage, liveness=liveness, data_dir=data_dir)
-        _work(study, storage=storage, workers=workers, reference=reference, memory_per_worker=memory_per_worker)
+    study = Study.open(name, storage=storage, liveness=liveness, data_dir=data_dir)
+    _work(study, storage=storage, workers=workers, reference=reference, memory_per_worker=memory_per_worker)
 
 
 def _work(

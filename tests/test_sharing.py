@@ -441,29 +441,3 @@ def test_status_lists_the_working_processes_with_their_connections(postgres_url:
     cells = [cell.strip() for cell in row.strip("│ ").split("│")]
     assert cells[1] == "L=10 stateful" and cells[2] != "-", row
     assert 1 <= int(cells[3]) <= 4, row  # two kept (work, heartbeats), two more for a moment at most
-
-
-@pytest.mark.parametrize("command", [["worker", "nowhere"], ["run", "nowhere"]])
-def test_a_command_that_cannot_open_its_study_ends_with_the_workers_it_started(
-    command: list[str], sqlite_url: str, tmp_path: Path
-) -> None:
-    """The workers start importing TensorFlow while the study opens; a study that cannot be
-    opened ends the command in one line, at once, and its workers with it."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sweep", *command, "--storage", sqlite_url, "--workers", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True,
-    )
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 1 and err.count("\n") == 1 and err.startswith("error: no study database"), err
-    assert _running_in_session(process.pid, wait=5) == []
-
-
-def _running_in_session(session: int, *, wait: float) -> list[str]:
-    """The processes of a session still running (not exited) after up to `wait` seconds."""
-    deadline = time.monotonic() + wait
-    while True:
-        listed = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-s", str(session)], capture_output=True, text=True)
-        running = [line for line in listed.stdout.splitlines() if line.split()[1][0] != "Z"]
-        if not running or time.monotonic() > deadline:
-            return running
-        time.sleep(0.2)

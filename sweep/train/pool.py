@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import multiprocessing.context
-import multiprocessing.queues
 import os
 import signal
 import sys
@@ -27,7 +26,7 @@ from sweep.data.problems import Dataset
 if TYPE_CHECKING:
     from sweep.train.jobs import PackJob, PackResult
 
-__all__ = ["RepeatPool", "WorkerDied", "default_workers", "end_with_parent", "quiet_stderr", "started_early"]
+__all__ = ["RepeatPool", "WorkerDied", "default_workers", "end_with_parent", "quiet_stderr"]
 
 
 class WorkerDied(Exception):
@@ -59,9 +58,7 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def _start_worker(dataset: Dataset | multiprocessing.queues.Queue, n_threads: int, parent: int) -> None:
-    """Ready a worker: TensorFlow imported, then the study's data, given or, for a worker
-    started before they were loaded, taken from the queue once they are."""
+def _start_worker(dataset: Dataset, n_threads: int, parent: int) -> None:
     # Ctrl-C reaches the whole process group; the main process alone decides what to keep.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     end_with_parent(parent)
@@ -70,11 +67,7 @@ def _start_worker(dataset: Dataset | multiprocessing.queues.Queue, n_threads: in
         # TensorFlow's native start-up chatter goes straight to file descriptor 2.
         from sweep.train import _common, _worker
     _common.limit_threads(n_threads)
-    _worker.set_dataset(dataset if isinstance(dataset, Dataset) else dataset.get())
-
-
-def _nothing() -> None:
-    """A job that only makes the pool start a worker."""
+    _worker.set_dataset(dataset)
 
 
 # Linux's prctl option that delivers a signal to a process when its parent dies.
@@ -125,73 +118,22 @@ def quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-# The workers started early and not yet taken over by a pool: how many, their pool, and the
-# queue on which they wait for the data.
-_EARLY: tuple[int, ProcessPoolExecutor, multiprocessing.queues.Queue] | None = None
-
-
-@contextlib.contextmanager
-def started_early(n_workers: int) -> Iterator[None]:
-    """Start `n_workers` workers on entry, before the study's data are loaded: they import
-    TensorFlow (about 3 s) while this process opens the study, and the first :class:`RepeatPool`
-    of as many workers inside takes them over and hands them the data. Workers not taken over
-    (the study could not be opened, or had nothing to train) are stopped on exit: they wait for
-    data that will not come, and an interpreter's exit would wait on them."""
-    global _EARLY
-    data: multiprocessing.queues.Queue = _SpawnContext().Queue()
-    # Data put for workers that were then stopped must not hold this process at its exit.
-    data.cancel_join_thread()
-    executor = _executor(n_workers, data)
-    for _ in range(n_workers):  # a spawning pool starts a worker for each job no worker is free for
-        executor.submit(_nothing)
-    _EARLY = (n_workers, executor, data)
-    try:
-        yield
-    finally:
-        _end_early()
-
-
-def _end_early() -> None:
-    global _EARLY
-    if _EARLY is not None:
-        _terminate(_EARLY[1])
-        _EARLY = None
-
-
-def _executor(n_workers: int, dataset: Dataset | multiprocessing.queues.Queue) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(
-        max_workers=n_workers,
-        mp_context=_SpawnContext(),
-        initializer=_start_worker,
-        initargs=(dataset, max(1, default_workers() // n_workers), os.getpid()),
-    )
-
-
-def _terminate(executor: ProcessPoolExecutor) -> None:
-    # ProcessPoolExecutor has no public way to stop running work before Python 3.14.
-    for process in list(getattr(executor, "_processes", {}).values()):
-        process.terminate()
-    executor.shutdown(wait=True, cancel_futures=True)
-
-
 class RepeatPool:
-    """A pool of spawned worker processes, each holding the study's data: those started early
-    (see :func:`started_early`), if as many, else new ones."""
+    """A pool of spawned worker processes, each holding the study's data."""
 
     def __init__(self, dataset: Dataset, *, n_workers: int) -> None:
-        global _EARLY
         self.dataset = dataset
         self.n_workers = n_workers
-        if _EARLY is not None and _EARLY[0] == n_workers:
-            _, self._executor, waiting = _EARLY
-            _EARLY = None
-            for _ in range(n_workers):
-                waiting.put(dataset)
-        else:
-            self._executor = self._start()
+        self._executor = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
-        return _executor(self.n_workers, self.dataset)
+        n_threads = max(1, default_workers() // self.n_workers)
+        return ProcessPoolExecutor(
+            max_workers=self.n_workers,
+            mp_context=_SpawnContext(),
+            initializer=_start_worker,
+            initargs=(self.dataset, n_threads, os.getpid()),
+        )
 
     def run(self, jobs: Sequence[PackJob]) -> Iterator[tuple[PackJob, PackResult | BaseException]]:
         """Yield (job, result or the exception it raised) as jobs finish, in finishing order.
@@ -231,7 +173,7 @@ class RepeatPool:
     def restart(self) -> None:
         """A new pool in place of a broken one. The broken pool's workers are stopped and waited
         for first: a worker left alive waits on its queue for good, and the process with it."""
-        _terminate(self._executor)
+        self.terminate()
         self._executor = self._start()
 
     def close(self) -> None:
@@ -241,7 +183,10 @@ class RepeatPool:
 
     def terminate(self) -> None:
         """Stop at once, abandoning the jobs in progress (their finished repeats are stored already)."""
-        _terminate(self._executor)
+        # ProcessPoolExecutor has no public way to stop running work before Python 3.14.
+        for process in list(getattr(self._executor, "_processes", {}).values()):
+            process.terminate()
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> RepeatPool:
         return self
