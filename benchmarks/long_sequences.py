@@ -6,7 +6,10 @@ For every grid point it prints
 
 * the fused packs' throughput, timed on a worker pool that has already trained other points,
   as in a sweep, and the fixed cost of the point: the first run (tracing and XLA compilation of
-  the new length) less an identical second run;
+  the new length) less the faster of two identical runs after it, with XLA's cache of compiled programs empty,
+  and again in a new pool with the programs kept (as the next run of the study would find
+  them); the pool's first point is L=10 stateful, and its fixed cost also counts TensorFlow's
+  first use in each worker;
 * plain Keras the usual way, one new model per repeat (model.fit on the stateless split; a
   stateful LSTM fed with train_on_batch and reset after each batch of sequences), on the same
   pool, and the ratio of the two throughputs;
@@ -23,6 +26,7 @@ pack sizes chosen, the throughput of a second run (the first compiles) and every
 process's peak resident memory.
 
     python benchmarks/long_sequences.py [--plain-repeats 2] [--lengths 50 200 1000 2000] [--smoke]
+    python benchmarks/long_sequences.py --sequences 20 --plain-repeats 1 --skip-memory   # fixed costs
     python benchmarks/long_sequences.py --memory-only
 """
 
@@ -31,12 +35,14 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import tempfile
 import time
 
 from sweep.train.jobs import PackJob
 from sweep.train.pool import RepeatPool, default_workers
 from sweep.data.problems import Dataset, load_problem
 from sweep.run.packs import PackMemory, repeat_seed, split_into_packs
+from sweep.train.compile_cache import CACHE_ENV
 from sweep.train.memory import default_memory_per_worker, parse_memory, readable_bytes
 from sweep.spec import LagEchoProblem
 
@@ -166,42 +172,73 @@ def main() -> None:
     parser.add_argument("--plain-repeats", type=int, default=2, help="repeats timed on the plain Keras path, per point")
     parser.add_argument("--lengths", type=int, nargs="+", default=[50, 200, 1000, 2000])
     parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--sequences", type=int, default=100, help="training sequences (20: the points' fixed costs dominate)")
     parser.add_argument("--memory-only", action="store_true", help="only the 1,344-step memory case")
+    parser.add_argument("--skip-memory", action="store_true", help="not the 1,344-step memory case")
     parser.add_argument("--smoke", action="store_true", help="the smallest run: 20 sequences of 200 steps, L=50, to check that it runs")
     options = parser.parse_args()
     if options.plain_repeats < 1:
         parser.error("--plain-repeats must be at least 1")
-    steps, n_train = (200, 20) if options.smoke else (2000, 100)
+    steps, n_train = (200, 20) if options.smoke else (2000, options.sequences)
     if options.smoke:
         options.lengths, options.plain_repeats = [50], 1
     if not options.memory_only:
         speeds(options, steps=steps, n_train=n_train)
-    memory_case(options.workers, smoke=options.smoke)
+    if not options.skip_memory:
+        memory_case(options.workers, smoke=options.smoke)
+
+
+def started_workers(pool: RepeatPool) -> float:
+    """Start every worker of a new pool; the seconds it took. Each starts on its first job."""
+    started = time.perf_counter()
+    pids: set[int] = set()
+    while len(pids) < pool.n_workers:
+        futures = [pool._executor.submit(os.getpid) for _ in range(pool.n_workers)]
+        pids.update(future.result() for future in futures)
+    return time.perf_counter() - started
 
 
 def speeds(options: argparse.Namespace, *, steps: int, n_train: int) -> None:
-    """Fused packs against plain Keras at each length, then batches of similar lengths."""
+    """Fused packs against plain Keras at each length, each point's fixed cost with XLA's cache of
+    compiled programs empty and then full, then batches of similar lengths."""
     dataset: Dataset = load_problem(LagEchoProblem(kind="lag-echo", length=steps, lag=5, n_train=n_train, n_test=20, seed=0))
     print(f"{options.workers} worker processes, {os.cpu_count()} CPUs; {n_train} sequences of {steps:,} steps, {UNITS} units, "
           f"{N_REPEATS} repeats, 1 epoch")
-    print(f"{'point':18s} {'fixed cost':>10s} {'fused':>14s} {'plain Keras':>14s} {'ratio':>7s}  test RMSE")
     # Packs as sweep sizes them by default: by parameters, and by a share of the memory available.
     budget = default_memory_per_worker(options.workers, data_bytes=dataset.n_bytes)
     memory = PackMemory(budget=budget, n_features=1, n_outputs=1, longest=steps)
-    with RepeatPool(dataset, n_workers=options.workers) as pool:
-        # A sweep's first point also pays the workers' start and TensorFlow's one-off set-up.
-        run_jobs(pool, fused_jobs("warm-up", 10, "stateful", pool.n_workers, memory=memory))
-        for length in options.lengths:
-            for mode in ("stateless", "stateful"):
-                jobs = fused_jobs(f"L={length} {mode}", length, mode, pool.n_workers, memory=memory)
-                first, _ = run_jobs(pool, jobs)
-                again, rmse = run_jobs(pool, jobs)
+    points = [("warm-up", 10, "stateful")] + [
+        (f"L={length} {mode}", length, mode) for length in options.lengths for mode in ("stateless", "stateful")
+    ]
+    jobs = {key: fused_jobs(key, length, mode, options.workers, memory=memory) for key, length, mode in points}
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ[CACHE_ENV] = cache  # the workers inherit it: every program is compiled anew
+        with RepeatPool(dataset, n_workers=options.workers) as pool:
+            print(f"the workers started (TensorFlow imported) in {started_workers(pool):.1f} s")
+            first, again = {}, {}
+            for key, length, mode in points:
+                first[key], _ = run_jobs(pool, jobs[key])
+                # The faster of two more runs: a slow spell of the machine in one is not fixed cost.
+                (again[key], rmse), (other, _) = run_jobs(pool, jobs[key]), run_jobs(pool, jobs[key])
+                again[key] = min(again[key], other)
+                if key == "warm-up":
+                    print(f"a fresh pool's first point (L=10 stateful: TensorFlow's first use, tracing, compilation): "
+                          f"fixed cost {first[key] - again[key]:.1f} s")
+                    print(f"{'point':18s} {'fixed cost':>10s} {'fused':>14s} {'plain Keras':>14s} {'ratio':>7s}  test RMSE")
+                    continue
                 started = time.perf_counter()
                 list(pool._executor.map(plain_lag_echo, [(dataset, length, mode, s, SETTINGS) for s in range(options.plain_repeats)]))
                 plain_rate = options.plain_repeats / (time.perf_counter() - started)
-                fused_rate = N_REPEATS / again
-                print(f"{'L=%d %s' % (length, mode):18s} {first - again:9.1f}s {fused_rate:9.2f} rep/s {plain_rate:9.3f} rep/s "
+                fused_rate = N_REPEATS / again[key]
+                print(f"{key:18s} {first[key] - again[key]:9.1f}s {fused_rate:9.2f} rep/s {plain_rate:9.3f} rep/s "
                       f"{fused_rate / plain_rate:6.1f}x  {rmse:.3f}", flush=True)
+        # A new pool, as the next run of a study or a sweep of the same shapes starts one.
+        with RepeatPool(dataset, n_workers=options.workers) as pool:
+            started_workers(pool)
+            cached = {key: run_jobs(pool, jobs[key])[0] - again[key] for key, _, _ in points}
+        del os.environ[CACHE_ENV]
+    print("fixed costs in a new pool, the compiled programs kept: "
+          + ", ".join(f"{key} {seconds:.1f} s" for key, seconds in cached.items()))
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"peak resident memory of the largest worker process: {peak_mb:.0f} MB")
     longest = steps

@@ -22,6 +22,7 @@ from sweep.report.summary import Report
 from sweep.report.summary import collect as collect_report
 from sweep.spec import Spec, grid_points, spec_from_dict
 from sweep.store.record import read_results
+from sweep.train.compile_cache import CACHE_ENV
 
 POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -52,6 +53,15 @@ batch_size = 10
 metric = "accuracy"
 per = "sample"
 """
+
+
+@pytest.fixture(autouse=True, scope="session")
+def compile_cache_of_the_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """XLA's compiled programs kept in a folder of the test session's, not in the user's cache;
+    the worker processes of every test inherit it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("compile-cache")))
+        yield
 
 
 @pytest.fixture

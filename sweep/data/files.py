@@ -18,6 +18,7 @@ __all__ = [
     "DATA_CAP_ENV",
     "DATA_CAP_MB",
     "cache_folder",
+    "cache_root",
     "data_cap_bytes",
     "kept_name",
     "named_files",
@@ -96,13 +97,17 @@ def _with_paths(spec: Spec, paths: Mapping[str, Path]) -> Spec:
     return spec.model_copy(update={"problem": problem})
 
 
-def cache_folder(fingerprint: str) -> Path:
-    """Where this machine keeps its copy of the data of one fingerprint: under $SWEEP_CACHE_DIR,
-    else $XDG_CACHE_HOME/sweep, else ~/.cache/sweep."""
+def cache_root() -> Path:
+    """This machine's cache of sweep's: $SWEEP_CACHE_DIR, else $XDG_CACHE_HOME/sweep, else ~/.cache/sweep."""
     root = os.environ.get(CACHE_ENV)
     if not root:
         root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "sweep")
-    return Path(root) / "data" / fingerprint
+    return Path(root)
+
+
+def cache_folder(fingerprint: str) -> Path:
+    """Where this machine keeps its copy of the data of one fingerprint: under :func:`cache_root`."""
+    return cache_root() / "data" / fingerprint
 
 
 def write_files(folder: Path, files: Mapping[str, bytes]) -> None:

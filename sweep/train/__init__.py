@@ -12,8 +12,10 @@ Two implementations of the same training:
 * :class:`FusedNetwork`: a pack of repeats as one computation, each with its own weights, seed,
   shuffle order and optimizer state, trained to the same weights as the reference would train each.
 
-``jobs`` (the picklable work that crosses processes), ``pool`` (the spawned worker processes) and
-``memory`` (what a pack of repeats takes, and what a worker may give it) import no TensorFlow, so the main process uses them freely; the modules that begin with an
+``jobs`` (the picklable work that crosses processes), ``pool`` (the spawned worker processes),
+``memory`` (what a pack of repeats takes, and what a worker may give it) and ``compile_cache``
+(where XLA keeps compiled programs between processes and runs) import no TensorFlow, so the main
+process uses them freely; the modules that begin with an
 underscore import it, and only worker processes (and tests) load them. The names below load them
 when first asked for.
 """

@@ -22,6 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
 
 from sweep.data.problems import Dataset
+from sweep.train.compile_cache import use_compile_cache
 
 if TYPE_CHECKING:
     from sweep.train.jobs import PackJob, PackResult
@@ -63,6 +64,7 @@ def _start_worker(dataset: Dataset, n_threads: int, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     end_with_parent(parent)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    use_compile_cache()  # before TensorFlow is imported: it reads its XLA flags once
     with quiet_stderr():
         # TensorFlow's native start-up chatter goes straight to file descriptor 2.
         from sweep.train import _common, _worker

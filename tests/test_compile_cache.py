@@ -1,0 +1,100 @@
+"""XLA's compiled programs kept between worker processes and runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sweep.data.problems import load_problem
+from sweep.spec import LagEchoProblem
+from sweep.train import compile_cache
+from sweep.train._common import XLA_MIN_UNITS
+from sweep.train.compile_cache import CACHE_ENV, compile_cache_directory, use_compile_cache
+from sweep.train.jobs import PackJob
+from sweep.train.pool import RepeatPool
+
+
+@pytest.fixture
+def no_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No XLA flags, and after the test none of those it set: the workers of later tests inherit them."""
+    monkeypatch.setenv("TF_XLA_FLAGS", "")  # remembers that there were none
+    monkeypatch.delenv("TF_XLA_FLAGS")
+
+
+def test_the_cache_lives_in_sweep_s_cache_one_folder_per_tensorflow_version(monkeypatch, tmp_path):
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path))  # where sweep keeps the data it reads from a study, too
+    directory = compile_cache_directory()
+    assert directory.parent == tmp_path / "xla"
+    assert directory.name.startswith("tensorflow-2.")
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "elsewhere"))
+    assert compile_cache_directory().parent == tmp_path / "elsewhere"
+
+
+@pytest.mark.parametrize("value", ["off", "OFF", "0", "none", ""])
+def test_the_cache_can_be_turned_off(monkeypatch, no_flags, value):
+    monkeypatch.setenv(CACHE_ENV, value)
+    assert compile_cache_directory() is None
+    assert use_compile_cache() is None
+    assert "TF_XLA_FLAGS" not in os.environ
+
+
+def test_tensorflow_is_pointed_at_a_writable_cache(monkeypatch, no_flags, tmp_path):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    directory = use_compile_cache()
+    assert directory is not None and directory.is_dir()
+    assert os.environ["TF_XLA_FLAGS"] == f"--tf_xla_persistent_cache_directory={directory}"
+
+
+def test_a_cache_that_cannot_be_written_is_not_used(monkeypatch, no_flags):
+    # TensorFlow fails the training whose compiled program it cannot write.
+    monkeypatch.setenv(CACHE_ENV, "/proc/sweep-cannot-write-here")
+    assert use_compile_cache() is None
+    assert "TF_XLA_FLAGS" not in os.environ
+
+
+def test_a_cache_the_user_gave_tensorflow_is_left_as_it_is(monkeypatch, tmp_path):
+    flags = f"--tf_xla_persistent_cache_directory={tmp_path / 'mine'} --tf_xla_cpu_global_jit"
+    monkeypatch.setenv("TF_XLA_FLAGS", flags)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "sweep's"))
+    assert use_compile_cache() is None
+    assert os.environ["TF_XLA_FLAGS"] == flags
+
+
+def test_the_oldest_entries_and_abandoned_writes_are_dropped(monkeypatch, no_flags, tmp_path):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(compile_cache, "MAX_ENTRIES", 2)
+    directory = compile_cache_directory()
+    directory.mkdir(parents=True)
+    for age in range(4):
+        entry = directory / f"entry{age}.pb"
+        entry.write_bytes(b"x")
+        os.utime(entry, (1e9 - age, 1e9 - age))
+    (directory / "abandoned.pb.tmp").write_bytes(b"x")
+    os.utime(directory / "abandoned.pb.tmp", (1e9, 1e9))
+    (directory / "being-written.pb.tmp").write_bytes(b"x")
+    use_compile_cache()
+    assert sorted(path.name for path in directory.iterdir()) == ["being-written.pb.tmp", "entry0.pb", "entry1.pb"]
+
+
+def test_a_new_pool_loads_the_programs_an_earlier_one_compiled_and_trains_the_same(monkeypatch, no_flags, tmp_path):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    dataset = load_problem(LagEchoProblem(kind="lag-echo", length=12, lag=2, n_train=8, n_test=4, seed=0))
+    job = PackJob(key="L=6 stateful", length=6, mode="stateful", units=XLA_MIN_UNITS, epochs=1, batch_size=4,
+                  optimizer="adam", learning_rate=0.01, repeats=(0, 1), seeds=(3, 4))
+
+    def train_in_a_new_pool() -> list[dict[str, float]]:
+        with RepeatPool(dataset, n_workers=1) as pool:
+            ((_, outcome),) = pool.run([job])
+        assert not isinstance(outcome, BaseException), outcome
+        return [result.scores for result in outcome.results]
+
+    first = train_in_a_new_pool()
+    entries = {path: path.stat().st_ino for path in compile_cache_directory().glob("*.pb")}
+    assert entries, "the compiled epoch was not kept"
+    again = train_in_a_new_pool()
+    # Compiled again, an entry would have been written anew, under a new inode.
+    assert {path: path.stat().st_ino for path in compile_cache_directory().glob("*.pb")} == entries
+    assert again == first
