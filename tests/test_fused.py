@@ -29,6 +29,16 @@ def three_classes():
     )
 
 
+def sum_per_sequence():
+    """Regression with one target per sequence: the hand-written mean squared error."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(32, 8, 1)).astype(np.float32)
+    y = x[:, :3, 0].sum(axis=1)
+    return check_arrays(
+        {"x_train": x[:24], "y_train": y[:24], "x_test": x[24:], "y_test": y[24:]}, task="regression", source="test",
+    )
+
+
 PROBLEMS = {
     "echo-first": lambda: load_problem(EchoFirstProblem(kind="echo-first", length=8, n_train=24, n_test=8, seed=2)),
     "echo-first padded": lambda: load_problem(EchoFirstProblem(kind="echo-first", length=9, n_train=24, n_test=8, seed=2)),
@@ -38,6 +48,7 @@ PROBLEMS = {
     "lag-echo long": lambda: load_problem(LagEchoProblem(kind="lag-echo", length=68, lag=3, n_train=24, n_test=8, seed=2)),
     "lag-echo padded": lambda: load_problem(LagEchoProblem(kind="lag-echo", length=9, lag=2, n_train=24, n_test=8, seed=2)),
     "three classes": three_classes,
+    "sum per sequence": sum_per_sequence,
 }
 
 
@@ -71,6 +82,8 @@ def train_both(dataset, *, length: int, mode: str, units: int = 5, batch_size: i
 def test_every_repeat_of_a_pack_ends_with_the_weights_and_predictions_it_gets_alone(problem: str, mode: str) -> None:
     dataset = PROBLEMS[problem]()
     fused, alone, _ = train_both(dataset, length=4, mode=mode)
+    # One target per sequence, and a sigmoid or no activation: the head's and loss's gradient by hand.
+    assert fused.has_loss_by_hand == (not dataset.is_per_step and dataset.n_outputs == 1)
     test = shaping.chunk(dataset.x_test, dataset.y_test, 4)
     assert_repeats_match(fused, alone, shaping.stateless(test) if mode == "stateless" else test)
 

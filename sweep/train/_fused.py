@@ -32,6 +32,7 @@ from sweep.train._common import (
     predict_signature,
     reset_optimizer,
 )
+from sweep.train._head import has_loss_by_hand, last_step_loss
 from sweep.train._lstm import lstm_chunk
 
 
@@ -51,6 +52,7 @@ class FusedNetwork:
             "head_bias": (n_out,),
         }
         self.sizes = [int(np.prod(shape)) for shape in self.shapes.values()]
+        self.has_loss_by_hand = has_loss_by_hand(arch)
         # One variable holds all of a repeat's weights in a row. The optimizer's update is
         # elementwise, so it is the same, but a few operations for the whole pack instead of a
         # few for each of five arrays: with short subsequences, most of an update's operations.
@@ -101,6 +103,14 @@ class FusedNetwork:
             z_inputs, h, c, w["recurrent_kernel"], mask if self.arch.is_masked else None, is_unrolled=self.arch.is_unrolled
         )
 
+    def last_state(self, w: dict, x: tf.Tensor, mask: tf.Tensor, h: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The LSTMs' final state alone, for a loss that reads nothing else."""
+        z_inputs = tf.einsum("pblf,pfg->pblg", x, w["kernel"]) + w["bias"][:, None, None, :]
+        return lstm_chunk(
+            z_inputs, h, c, w["recurrent_kernel"], mask if self.arch.is_masked else None, is_unrolled=self.arch.is_unrolled,
+            keep_outputs=False,
+        )
+
     def readout(self, w: dict, sequence: tf.Tensor) -> tf.Tensor:
         """The heads: (P, B, L, units) hidden states to (P, B, L, outputs)."""
         logits = tf.einsum("pblu,puo->pblo", sequence, w["head_kernel"]) + w["head_bias"][:, None, None, :]
@@ -141,14 +151,18 @@ class FusedNetwork:
             h, c = tf.where(is_first, 0.0, h), tf.where(is_first, 0.0, c)
             with tf.GradientTape() as tape:
                 w = self.unpacked()
-                if self.arch.backward is None:
-                    outputs, h, c = self.forward(w, x_chunk, mask_chunk, h, c)
+                if self.has_loss_by_hand:
+                    h, c = self.last_state(w, x_chunk, mask_chunk, h, c)
+                    losses = last_step_loss(self.arch, h, w["head_kernel"], w["head_bias"], target, mask_chunk)
                 else:
-                    history = padded_history(tf.gather(x, rows), tf.gather(mask, rows), self.arch)
-                    outputs, h, c = decoupled_forward(
-                        self.arch, partial(self.recur, w), partial(self.readout, w), x_chunk, mask_chunk, history, j, h, c
-                    )
-                losses = chunk_loss(self.arch, outputs, target, mask_chunk)
+                    if self.arch.backward is None:
+                        outputs, h, c = self.forward(w, x_chunk, mask_chunk, h, c)
+                    else:
+                        history = padded_history(tf.gather(x, rows), tf.gather(mask, rows), self.arch)
+                        outputs, h, c = decoupled_forward(
+                            self.arch, partial(self.recur, w), partial(self.readout, w), x_chunk, mask_chunk, history, j, h, c
+                        )
+                    losses = chunk_loss(self.arch, outputs, target, mask_chunk)
                 # Summed, each repeat's gradient is that of its own loss alone.
                 loss = tf.reduce_sum(losses)
             gradients = tape.gradient(loss, self.variables)

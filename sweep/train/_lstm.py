@@ -18,29 +18,35 @@ Gradient = Callable[..., tuple]
 
 
 def lstm_chunk(
-    z_inputs: tf.Tensor, h: tf.Tensor, c: tf.Tensor, kernel: tf.Tensor, mask: tf.Tensor | None, *, is_unrolled: bool
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    z_inputs: tf.Tensor, h: tf.Tensor, c: tf.Tensor, kernel: tf.Tensor, mask: tf.Tensor | None, *, is_unrolled: bool,
+    keep_outputs: bool = True,
+) -> tuple[tf.Tensor, ...]:
     """Run L steps: z_inputs (P, B, L, 4 units) is x @ kernel + bias, state (P, B, units).
 
     `kernel` is the recurrent kernel (P, units, 4 units); `mask` (P, B, L), if given, marks the
     real steps, and a padded step leaves the state as it was. Returns every step's output
-    (P, B, L, units) and the final state.
+    (P, B, L, units) and the final state; without `keep_outputs`, the final state alone, for a
+    loss that reads nothing else (the backward pass then adds no gradient at every step).
     """
 
     @tf.custom_gradient
     def chunk(z_inputs: tf.Tensor, h0: tf.Tensor, c0: tf.Tensor, kernel: tf.Tensor) -> tuple[tuple, Gradient]:
         outputs, gates, cells, h_last, c_last = _forward(z_inputs, h0, c0, kernel, mask, is_unrolled=is_unrolled)
 
-        def gradient(d_outputs: tf.Tensor, d_h: tf.Tensor | None, d_c: tf.Tensor | None) -> tuple:
+        def gradient(*upstream: tf.Tensor | None) -> tuple:
+            d_outputs, d_h, d_c = upstream if keep_outputs else (None, *upstream)
             d_h = tf.zeros_like(h0) if d_h is None else d_h
             d_c = tf.zeros_like(c0) if d_c is None else d_c
-            d_z, d_h0, d_c0 = _backward(d_outputs, d_h, d_c, gates, cells, c0, kernel, mask, is_unrolled=is_unrolled)
+            d_z, d_h0, d_c0 = _backward(
+                d_outputs, d_h, d_c, gates, cells, c0, kernel, mask, length=_length(z_inputs, is_unrolled=is_unrolled),
+                is_unrolled=is_unrolled,
+            )
             # The state each step started from: h0, then every step's output but the last.
             previous = tf.concat([h0[:, :, None], outputs[:, :, :-1]], axis=2)
             d_kernel = tf.einsum("pblu,pblg->pug", previous, d_z)
             return d_z, d_h0, d_c0, d_kernel
 
-        return (outputs, h_last, c_last), gradient
+        return ((outputs, h_last, c_last) if keep_outputs else (h_last, c_last)), gradient
 
     return chunk(z_inputs, h, c, kernel)
 
@@ -101,7 +107,7 @@ def _forward(
 
 
 def _backward(
-    d_outputs: tf.Tensor,
+    d_outputs: tf.Tensor | None,
     d_h: tf.Tensor,
     d_c: tf.Tensor,
     gates: tuple[Steps, ...],
@@ -110,19 +116,21 @@ def _backward(
     kernel: tf.Tensor,
     mask: tf.Tensor | None,
     *,
+    length: int | tf.Tensor,
     is_unrolled: bool,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """The gradient of the gates' inputs at every step, and of the initial state.
+    """The gradient of the gates' inputs at every step, and of the initial state; `d_outputs`
+    None where no step's output reached the loss but through the final state.
 
     TensorFlow's own sigmoid and tanh gradient operations, dy * y * (1 - y) and dy * (1 - y * y),
     each one operation where written out they are three: with small networks an update's time
     goes by the number of operations more than by their size.
     """
-    length = _length(d_outputs, is_unrolled=is_unrolled)
-    step_d_output = _step_reader(d_outputs, is_unrolled=is_unrolled)
+    step_d_output = None if d_outputs is None else _step_reader(d_outputs, is_unrolled=is_unrolled)
 
     def step(t: int | tf.Tensor, d_h: tf.Tensor, d_c: tf.Tensor, d_z_steps: Steps) -> tuple:
-        d_h = d_h + step_d_output(t)
+        if step_d_output is not None:
+            d_h = d_h + step_d_output(t)
         gate_in, gate_forget, candidate, gate_out = (_read(steps, t) for steps in gates)
         c_prev = _previous_cell(cells, c0, t)
         tanh_c = tf.tanh(_read(cells, t))
