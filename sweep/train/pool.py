@@ -65,6 +65,9 @@ def _start_worker(dataset: Dataset, n_threads: int, parent: int) -> None:
     end_with_parent(parent)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     use_compile_cache()  # before TensorFlow is imported: it reads its XLA flags once
+    # TensorFlow imports JAX where it is installed (for TF Lite's converter): half a second of
+    # every worker's start, for a library no worker uses.
+    sys.modules.setdefault("jax", None)  # type: ignore[arg-type]
     with quiet_stderr():
         # TensorFlow's native start-up chatter goes straight to file descriptor 2.
         from sweep.train import _common, _worker
