@@ -44,8 +44,7 @@ def train_repeats(args: tuple) -> tuple[float, list[float]]:
         orders = np.stack([_order(rng, train.shape[0], train.shape[1], batch, mode) for rng in rngs])
         params, moments = _compiled("_epoch")(params, moments, epoch, train, train_labels, orders,
                                  mode=mode, learning_rate=settings["learning_rate"])
-    accuracy = _compiled("_accuracy")(params, test, test_labels, mode=mode)
-    accuracy = np.asarray(accuracy)
+    accuracy = np.asarray(_compiled("_accuracy")(params, test, test_labels, mode=mode))
     return time.perf_counter() - started, accuracy.tolist()
 
 
@@ -108,11 +107,11 @@ def _run(params, x, state):
 
 
 def _loss(params, x, labels, state):
-    h, c = _run(params, x, state)
-    logits = (h @ params["w_out"] + params["b_out"])[:, 0]
     import jax.numpy as jnp
     from jax.nn import log_sigmoid
 
+    h, c = _run(params, x, state)
+    logits = (h @ params["w_out"] + params["b_out"])[:, 0]
     loss = -jnp.mean(labels * log_sigmoid(logits) + (1 - labels) * log_sigmoid(-logits))
     return loss, (h, c)
 

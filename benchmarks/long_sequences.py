@@ -37,6 +37,7 @@ import os
 import resource
 import tempfile
 import time
+from unittest import mock
 
 from sweep.train.jobs import PackJob
 from sweep.train.pool import RepeatPool, default_workers
@@ -211,8 +212,8 @@ def speeds(options: argparse.Namespace, *, steps: int, n_train: int) -> None:
         (f"L={length} {mode}", length, mode) for length in options.lengths for mode in ("stateless", "stateful")
     ]
     jobs = {key: fused_jobs(key, length, mode, options.workers, memory=memory) for key, length, mode in points}
-    with tempfile.TemporaryDirectory() as cache:
-        os.environ[CACHE_ENV] = cache  # the workers inherit it: every program is compiled anew
+    # The workers inherit the empty cache folder: every program is compiled anew.
+    with tempfile.TemporaryDirectory() as cache, mock.patch.dict(os.environ, {CACHE_ENV: cache}):
         with RepeatPool(dataset, n_workers=options.workers) as pool:
             print(f"the workers started (TensorFlow imported) in {started_workers(pool):.1f} s")
             first, again = {}, {}
@@ -236,7 +237,6 @@ def speeds(options: argparse.Namespace, *, steps: int, n_train: int) -> None:
         with RepeatPool(dataset, n_workers=options.workers) as pool:
             started_workers(pool)
             cached = {key: run_jobs(pool, jobs[key])[0] - again[key] for key, _, _ in points}
-        del os.environ[CACHE_ENV]
     print("fixed costs in a new pool, the compiled programs kept: "
           + ", ".join(f"{key} {seconds:.1f} s" for key, seconds in cached.items()))
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

@@ -96,19 +96,15 @@ class FusedNetwork:
         sequence, h, c = self.recur(w, x, mask, h, c)
         return self.readout(w, sequence), h, c
 
-    def recur(self, w: dict, x: tf.Tensor, mask: tf.Tensor, h: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        """The LSTMs alone: every step's hidden state (P, B, L, units), and the final state."""
-        z_inputs = tf.einsum("pblf,pfg->pblg", x, w["kernel"]) + w["bias"][:, None, None, :]
-        return lstm_chunk(
-            z_inputs, h, c, w["recurrent_kernel"], mask if self.arch.is_masked else None, is_unrolled=self.arch.is_unrolled
-        )
-
-    def last_state(self, w: dict, x: tf.Tensor, mask: tf.Tensor, h: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """The LSTMs' final state alone, for a loss that reads nothing else."""
+    def recur(
+        self, w: dict, x: tf.Tensor, mask: tf.Tensor, h: tf.Tensor, c: tf.Tensor, *, keep_outputs: bool = True
+    ) -> tuple[tf.Tensor, ...]:
+        """The LSTMs alone: every step's hidden state (P, B, L, units), and the final state; without
+        `keep_outputs`, the final state alone, for a loss that reads nothing else."""
         z_inputs = tf.einsum("pblf,pfg->pblg", x, w["kernel"]) + w["bias"][:, None, None, :]
         return lstm_chunk(
             z_inputs, h, c, w["recurrent_kernel"], mask if self.arch.is_masked else None, is_unrolled=self.arch.is_unrolled,
-            keep_outputs=False,
+            keep_outputs=keep_outputs,
         )
 
     def readout(self, w: dict, sequence: tf.Tensor) -> tf.Tensor:
@@ -152,7 +148,7 @@ class FusedNetwork:
             with tf.GradientTape() as tape:
                 w = self.unpacked()
                 if self.has_loss_by_hand:
-                    h, c = self.last_state(w, x_chunk, mask_chunk, h, c)
+                    h, c = self.recur(w, x_chunk, mask_chunk, h, c, keep_outputs=False)
                     losses = last_step_loss(self.arch, h, w["head_kernel"], w["head_bias"], target, mask_chunk)
                 else:
                     if self.arch.backward is None:

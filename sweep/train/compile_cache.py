@@ -12,7 +12,8 @@ The directory is ``$SWEEP_COMPILE_CACHE``, else ``xla`` in sweep's cache on this
 (``$SWEEP_CACHE_DIR``, else ``~/.cache/sweep``), with one folder per TensorFlow version;
 ``SWEEP_COMPILE_CACHE=off`` compiles every time.
 TensorFlow fails a compilation whose entry it cannot write, so a directory that cannot be written,
-or a disk with little room left, is not used.
+or a disk with little room left, is not used; nor is a path with a space, which TensorFlow's flags
+cannot carry.
 """
 
 from __future__ import annotations
@@ -83,4 +84,3 @@ def _prune(directory: Path) -> None:
             path.unlink(missing_ok=True)
     except OSError:
         pass  # another worker pruned it first
-
