@@ -50,7 +50,9 @@ def main() -> None:
     context = multiprocessing.get_context("spawn")
     with (
         RepeatPool(dataset, n_workers=options.workers) as pool,
-        ProcessPoolExecutor(options.workers, mp_context=context, initializer=jax_program.limit_threads) as jax_pool,
+        ProcessPoolExecutor(
+            options.workers, mp_context=context, initializer=jax_program.start_worker, initargs=(os.getpid(),)
+        ) as jax_pool,
     ):
         for mode in ("stateless", "stateful"):
             settings = dict(common, key=f"echo-first {mode}", mode=mode)

@@ -21,9 +21,13 @@ import numpy as np
 EPSILON = 1e-7  # Keras's Adam
 
 
-def limit_threads() -> None:
-    """One thread per process, as a sweep worker on two cores with two workers; call before jax
-    is imported."""
+def start_worker(parent: int) -> None:
+    """A worker process's set-up: it ends with `parent` (kill -9 included), as sweep's workers
+    do, and runs one thread, as a sweep worker on two cores with two workers. Runs before jax is
+    imported."""
+    from sweep.train.pool import end_with_parent
+
+    end_with_parent(parent)
     os.environ["JAX_PLATFORMS"] = "cpu"
     os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
@@ -131,7 +135,7 @@ def _adam(params, moments, grads, t, learning_rate):
 @cache
 def _compiled(name: str):
     """`_epoch` or `_accuracy`, jitted: built on first use, so that importing this module does
-    not import jax before `limit_threads` has run."""
+    not import jax before `start_worker` has run."""
     import jax
 
     static = {"_epoch": ("mode", "learning_rate"), "_accuracy": ("mode",)}[name]
