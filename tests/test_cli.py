@@ -72,6 +72,8 @@ def test_the_default_storage_is_sweep_db_in_the_working_directory(tiny_study: Pa
     env_free = sweep_cli("run", str(tiny_study), "--repeats", "1", "--workers", "1", cwd=work)
     assert env_free.returncode == 0, env_free.stderr
     assert (work / "sweep.db").exists()
+    # Every connection is closed as the command ends: the write-ahead log is back in the file.
+    assert not list(work.glob("sweep.db-*"))
     assert [s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{work / 'sweep.db'}")] == ["tiny"]
 
 

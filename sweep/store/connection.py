@@ -29,6 +29,7 @@ import sqlite3
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,7 @@ __all__ = [
     "SweepRDBStorage",
     "WORKER",
     "build_storage",
+    "close_storages",
     "connections_by_process",
     "database_exists",
     "database_lock",
@@ -572,12 +574,14 @@ class SweepRDBStorage(optuna.storages.RDBStorage):
 
     def __init__(self, url: str, *args: Any, skip_compatibility_check: bool = False, **kwargs: Any) -> None:
         super().__init__(url, *args, skip_compatibility_check=True, **kwargs)
+        _OPEN_STORAGES.add(self)
         self.checks_schema = not skip_compatibility_check
         if self.checks_schema:
             _check_schema(self)
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         super().__setstate__(state)  # a new engine, which needs the listeners again
+        _OPEN_STORAGES.add(self)
         _lock_sqlite_writes_up_front(self.engine)
         if self.checks_schema:
             _check_schema(self)
@@ -585,6 +589,19 @@ class SweepRDBStorage(optuna.storages.RDBStorage):
     def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
         """Set many user attributes of a trial in one transaction (a writing method, as below)."""
         set_user_attrs_in_one_transaction(self, trial_id, attrs)
+
+
+# Every storage this process has opened and still holds.
+_OPEN_STORAGES: weakref.WeakSet[SweepRDBStorage] = weakref.WeakSet()
+
+
+def close_storages() -> None:
+    """Close every database connection this process holds. A SQLite database folds its write-ahead
+    log back into its file as its last connection closes, and leaves no -wal or -shm file beside
+    it; a process that ends without the collector's last pass (see the CLI) still closes them so."""
+    for storage in list(_OPEN_STORAGES):
+        storage.remove_session()
+        storage.engine.dispose()
 
 
 def _check_schema(storage: SweepRDBStorage) -> None:
