@@ -101,6 +101,17 @@ def test_an_accuracy_interval_stays_within_zero_and_one() -> None:
     assert summarize([0.01, 0.02, 0.2], metric="rmse/sample")["ci95_low"] == 0.0
 
 
+@pytest.mark.parametrize("n", [2, 3, 5, 30, 200])
+def test_the_interval_is_student_s_t_interval(n: int) -> None:
+    from scipy import stats
+
+    scores = np.random.default_rng(n).normal(0.7, 0.05, size=n)
+    summary = summarize(scores)
+    sem = scores.std(ddof=1) / math.sqrt(n)
+    low, high = stats.t.interval(0.95, df=n - 1, loc=scores.mean(), scale=sem)
+    assert summary["ci95_low"] == pytest.approx(low, rel=1e-12) and summary["ci95_high"] == pytest.approx(high, rel=1e-12)
+
+
 def test_status_cuts_the_interval_that_an_earlier_version_stored(tmp_path: Path) -> None:
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'old.db'}", direction="maximize")
     trial = optuna.trial.create_trial(

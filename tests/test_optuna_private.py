@@ -60,6 +60,21 @@ def test_a_stored_trial_is_read_afresh_and_keeps_its_enqueued_parameters(study: 
     assert private.stored_trial(trial).intermediate_values == {0: 0.25}
 
 
+@pytest.mark.parametrize("storage", ["sweep", "optuna"])
+def test_many_steps_are_reported_at_once_as_one_by_one(sqlite_url: str, storage: str) -> None:
+    opened = open_storage(sqlite_url) if storage == "sweep" else optuna.storages.RDBStorage(sqlite_url)
+    study = optuna.create_study(study_name="pin", storage=opened, direction="maximize")
+    trial = study.ask()
+    trial.report(0.5, step=1)
+    private.report(trial, {0: 0.25, 1: 0.75, 2: float("inf")})
+    assert private.stored_trial(trial).intermediate_values == {0: 0.25, 1: 0.5, 2: float("inf")}  # step 1 kept
+    private.report(trial, {3: 0.125})
+    assert study.get_trials()[0].intermediate_values == {0: 0.25, 1: 0.5, 2: float("inf"), 3: 0.125}
+    study.tell(trial, 1.0)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        private.report(optuna.trial.Trial(study, trial._trial_id), {4: 1.0})
+
+
 @pytest.mark.slow
 def test_heartbeats_are_recorded_and_read_back_by_trial_number(study: optuna.Study) -> None:
     assert private.heartbeat_interval(study) == 1

@@ -46,6 +46,7 @@ from sweep.store.optuna_private import (
     RDB_WRITING_METHODS,
     optuna_table_names,
     record_heartbeat,
+    report_in_one_transaction,
     schema_versions,
     set_user_attrs_in_one_transaction,
 )
@@ -590,6 +591,10 @@ class SweepRDBStorage(optuna.storages.RDBStorage):
         """Set many user attributes of a trial in one transaction (a writing method, as below)."""
         set_user_attrs_in_one_transaction(self, trial_id, attrs)
 
+    def set_trial_intermediate_values(self, trial_id: int, values: Mapping[int, float]) -> None:
+        """Report many steps of a trial in one transaction (a writing method, as below)."""
+        report_in_one_transaction(self, trial_id, values)
+
 
 # Every storage this process has opened and still holds.
 _OPEN_STORAGES: weakref.WeakSet[SweepRDBStorage] = weakref.WeakSet()
@@ -631,7 +636,7 @@ def _writing(method: Callable[..., _T]) -> Callable[..., _T]:
     return under_the_write_lock
 
 
-for _name in (*RDB_WRITING_METHODS, "set_trial_user_attrs"):
+for _name in (*RDB_WRITING_METHODS, "set_trial_user_attrs", "set_trial_intermediate_values"):
     setattr(SweepRDBStorage, _name, _writing(getattr(SweepRDBStorage, _name)))
 
 

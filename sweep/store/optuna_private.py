@@ -26,6 +26,8 @@ __all__ = [
     "last_heartbeats",
     "put_back",
     "record_heartbeat",
+    "report",
+    "report_in_one_transaction",
     "schema_versions",
     "set_user_attrs",
     "set_user_attrs_in_one_transaction",
@@ -146,6 +148,42 @@ def set_user_attrs_in_one_transaction(storage: optuna.storages.RDBStorage, trial
         session.execute(sa.delete(table).where(table.c.trial_id == trial_id, table.c.key.in_(list(attrs))))
         if rows:
             session.execute(sa.insert(table), rows)
+
+
+def report(trial: Trial, values: Mapping[int, float]) -> None:
+    """Report many steps' values at once, as `trial.report` would one by one: in one transaction
+    on sweep's storage (Optuna commits each alone: 30 round trips for a pack of 30 repeats). A
+    step already reported keeps its value, as with `trial.report`."""
+    new = {step: float(value) for step, value in values.items() if step not in trial._cached_frozen_trial.intermediate_values}
+    storage = getattr(trial.study._storage, "_backend", trial.study._storage)
+    if not new:
+        return
+    if not hasattr(storage, "set_trial_intermediate_values"):
+        for step, value in new.items():
+            trial.report(value, step=step)
+        return
+    storage.set_trial_intermediate_values(trial._trial_id, new)
+    trial._cached_frozen_trial.intermediate_values.update(new)
+
+
+def report_in_one_transaction(storage: optuna.storages.RDBStorage, trial_id: int, values: Mapping[int, float]) -> None:
+    """What RDBStorage.set_trial_intermediate_value does for one step, for all of them under one
+    commit: the trial checked once (it must not be finished), each step's row added or replaced."""
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(storage.scoped_session, True) as session:
+        trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+        storage.check_trial_is_updatable(trial_id, trial.state)
+        stored = {row.step: row for row in session.query(models.TrialIntermediateValueModel).filter_by(trial_id=trial_id)}
+        for step, value in values.items():
+            number, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
+            if step in stored:
+                stored[step].intermediate_value, stored[step].intermediate_value_type = number, kind
+            else:
+                session.add(models.TrialIntermediateValueModel(
+                    trial_id=trial_id, step=step, intermediate_value=number, intermediate_value_type=kind
+                ))
 
 
 def schema_versions(storage: optuna.storages.RDBStorage) -> tuple[str, str, bool]:

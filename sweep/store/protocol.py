@@ -35,6 +35,7 @@ from sweep.store.optuna_private import (
     heartbeat_interval,
     last_heartbeats,
     put_back,
+    report,
     set_user_attrs,
     storage_of,
     stored_trial,
@@ -415,10 +416,10 @@ class FinishedRepeat:
 
 def record_repeats(trial: Trial, repeats: Sequence[FinishedRepeat]) -> None:
     """Store finished repeats of a trial: their weights (where kept), in one transaction, then every
-    metric as attributes, in one, then each objective score as an intermediate value (in that
+    metric as attributes, in one, then the objective scores as intermediate values, in one (in that
     order: a recorded repeat always has its weights, and :func:`restore_missing_scores` can mend a
-    cut between the last two). A pack's repeats cost three transactions and a report each, where
-    one at a time they cost three each."""
+    cut between the last two). A pack's repeats cost three transactions, where one at a time they
+    cost three each."""
     if not repeats:
         return
     engine = engine_of(storage_of(trial.study))
@@ -438,11 +439,10 @@ def record_repeats(trial: Trial, repeats: Sequence[FinishedRepeat]) -> None:
     except DatabaseLostError as error:
         raise error.but(n_unrecorded=len(repeats)) from None
     # Recorded from here: a score not reported is restored from its attribute.
-    for finished in repeats:
-        retrying(
-            lambda: trial.report(finished.score, step=finished.repeat),
-            what=f"recording the score of repeat {finished.repeat} of trial {trial.number}",
-        )
+    retrying(
+        lambda: report(trial, {finished.repeat: finished.score for finished in repeats}),
+        what=f"recording the scores of {named} of trial {trial.number}",
+    )
 
 
 def restore_missing_scores(trial: Trial, metric: str) -> None:
@@ -450,9 +450,11 @@ def restore_missing_scores(trial: Trial, metric: str) -> None:
     two writes leaves its attribute (written first, with every metric) without the score."""
     def restore() -> None:
         stored = stored_trial(trial)
-        for repeat, details in sorted(record.finished_repeats(stored).items()):
-            if repeat not in stored.intermediate_values:
-                trial.report(details[metric], step=repeat)
+        missing = {
+            repeat: details[metric] for repeat, details in sorted(record.finished_repeats(stored).items())
+            if repeat not in stored.intermediate_values
+        }
+        report(trial, missing)
 
     retrying(restore, what=f"reading trial {trial.number}")
 
