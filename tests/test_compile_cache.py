@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +101,55 @@ def test_a_new_pool_loads_the_programs_an_earlier_one_compiled_and_trains_the_sa
     # Compiled again, an entry would have been written anew, under a new inode.
     assert {path: path.stat().st_ino for path in compile_cache_directory().glob("*.pb")} == entries
     assert again == first
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from sweep.train import compile_cache
+compile_cache._in_use[0] = Path(sys.argv[1])
+with compile_cache.compiling_alone("the program"):
+    print("compiling", flush=True)
+    time.sleep(1.0)
+    (Path(sys.argv[1]) / "entry.pb").write_bytes(b"compiled")  # what TensorFlow keeps, then it trains
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def start_holder(directory: Path, *, trains_for: float) -> subprocess.Popen:
+    """Another worker that compiles "the program": its entry appears a second in, and it holds on."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(directory), str(trains_for)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "compiling"
+    return holder
+
+
+def test_a_worker_loads_what_another_is_compiling_instead_of_compiling_it_too(monkeypatch, tmp_path):
+    monkeypatch.setattr(compile_cache, "_in_use", [tmp_path])
+    monkeypatch.setattr(compile_cache, "_started", set())
+    holder = start_holder(tmp_path, trains_for=30)
+    try:
+        with compile_cache.compiling_alone("the program"):
+            # In once the other's entry is there, not once it has finished training.
+            assert (tmp_path / "entry.pb").exists() and holder.poll() is None
+        with compile_cache.compiling_alone("another program"):  # nobody compiles that: straight in
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_program_kept_before_is_loaded_by_every_worker_at_once(monkeypatch, tmp_path):
+    monkeypatch.setattr(compile_cache, "_in_use", [tmp_path])
+    holder = start_holder(tmp_path, trains_for=0)
+    assert holder.wait(timeout=60) == 0  # compiled and kept
+    monkeypatch.setattr(compile_cache, "_started", set())
+
+    def wait(*_: object) -> None:
+        raise AssertionError("waited for a program that is kept")
+
+    monkeypatch.setattr(compile_cache, "_wait_for_entry", wait)
+    (lock,) = (tmp_path / "locks").glob("*.lock")
+    with open(lock) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a worker of a later run, loading it
+        with compile_cache.compiling_alone("the program"):
+            pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import resource
@@ -18,6 +19,7 @@ from sweep.data import shaping
 from sweep.data.problems import Dataset
 from sweep.data.scoring import score_all
 from sweep.metrics import is_maximized
+from sweep.train.compile_cache import compiling_alone
 from sweep.train.memory import prediction_rows
 from sweep.train.jobs import PackJob, PackResult, RepeatResult
 from sweep.train._common import Architecture
@@ -254,9 +256,20 @@ def _fused_epoch(network: FusedNetwork, train: shaping.Chunks, batch_size: int, 
         index = np.stack([block.rows for block in blocks])
         is_full = index.shape[2] == batch_size or len(plans[0]) == 1
         train_epoch = network.train_epoch if is_full else network.train_epoch_uncompiled
-        total += train_epoch(train.x, train.mask, train.y, index, blocks[0].first_chunks).numpy()
+        arrays = (train.x, train.mask, train.y, index, blocks[0].first_chunks)
+        with _compiling_alone(network, arrays) if is_full else contextlib.nullcontext():
+            total += train_epoch(*arrays).numpy()
         n_updates += blocks[0].n_updates(train.n_chunks)
     return total / n_updates
+
+
+def _compiling_alone(network: FusedNetwork, arrays: tuple[np.ndarray, ...]) -> contextlib.AbstractContextManager:
+    """Under XLA, the epoch's program is compiled once for these shapes by whichever worker starts
+    it first; the others load it (see :func:`compile_cache.compiling_alone`)."""
+    if not network.arch.is_compiled_with_xla:
+        return contextlib.nullcontext()
+    shapes = tuple((array.shape, str(array.dtype)) for array in arrays)
+    return compiling_alone(repr((network.arch, network.n_repeats, shapes)))
 
 
 def _train_one_by_one(job: PackJob, arch: Architecture, train: shaping.Chunks, scored: _Scored) -> PackResult:

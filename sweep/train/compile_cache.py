@@ -14,20 +14,28 @@ The directory is ``$SWEEP_COMPILE_CACHE``, else ``xla`` in sweep's cache on this
 TensorFlow fails a compilation whose entry it cannot write, so a directory that cannot be written,
 or a disk with little room left, is not used; nor is a path with a space, which TensorFlow's flags
 cannot carry.
+
+Workers that start the same program at once (the packs of one point) would each compile it, on
+the same cores: one compiles it while the others wait for its entry (:func:`compiling_alone`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import IO
 
 from sweep.data.files import cache_root
 
-__all__ = ["CACHE_ENV", "compile_cache_directory", "use_compile_cache"]
+__all__ = ["CACHE_ENV", "compile_cache_directory", "compiling_alone", "use_compile_cache"]
 
 CACHE_ENV = "SWEEP_COMPILE_CACHE"
 _OFF = {"", "0", "off", "no", "none", "false"}
@@ -61,7 +69,74 @@ def use_compile_cache() -> Path | None:
         return None
     _prune(directory)
     os.environ["TF_XLA_FLAGS"] = f"{flags} {_FLAG}={directory}".strip()
+    _in_use[0] = directory
     return directory
+
+
+# The directory this process's TensorFlow keeps its programs in (None: none), and the programs
+# this process has started, by key.
+_in_use: list[Path | None] = [None]
+_started: set[str] = set()
+_POLL_SECONDS = 0.05
+# However long a compilation takes, a worker waits no longer than this for another's.
+MAX_WAIT_SECONDS = 300.0
+
+
+@contextlib.contextmanager
+def compiling_alone(key: str) -> Iterator[None]:
+    """Around the first call, in this process, of a compiled program named `key` (anything that
+    tells its shapes apart). Where another worker is compiling the same key, wait until it has
+    kept its entry (or has finished, or died), so that this call loads the program instead of
+    compiling it a second time on the same cores. Nothing where no cache is in use, the key was
+    started here before, or its program was kept already (then every worker loads it at once)."""
+    directory = _in_use[0]
+    if directory is None or key in _started:
+        yield
+        return
+    _started.add(key)
+    name = directory / "locks" / hashlib.sha256(key.encode()).hexdigest()[:32]
+    kept = name.with_suffix(".kept")
+    try:
+        if kept.exists():
+            yield
+            return
+        name.parent.mkdir(exist_ok=True)
+        handle = open(name.with_suffix(".lock"), "a+")
+    except OSError:
+        yield  # no lock to be had: compile as if alone
+        return
+    with handle:
+        if _try_lock(handle):
+            try:
+                yield
+                kept.touch()
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+            return
+        _wait_for_entry(directory, handle)
+        yield
+
+
+def _try_lock(handle: IO[str]) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _wait_for_entry(directory: Path, handle: IO[str]) -> None:
+    """Until a new entry is in the directory or the lock's holder lets go. An entry of another
+    program may wake it early: then this process compiles its own, as without the lock."""
+    before = set(directory.glob("*.pb"))
+    deadline = time.monotonic() + MAX_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(_POLL_SECONDS)
+        if set(directory.glob("*.pb")) - before:
+            return
+        if _try_lock(handle):
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return
 
 
 def _is_usable(directory: Path) -> bool:
@@ -78,9 +153,12 @@ def _prune(directory: Path) -> None:
     """Drop the oldest entries beyond MAX_ENTRIES, and temporary files of writes that never ended."""
     try:
         entries = sorted(directory.glob("*.pb"), key=lambda path: path.stat().st_mtime, reverse=True)
+        kept = sorted(directory.glob("locks/*.kept"), key=lambda path: path.stat().st_mtime, reverse=True)
         an_hour_ago = time.time() - 3600
-        stale = [path for path in directory.glob("*.tmp") if path.stat().st_mtime < an_hour_ago]
-        for path in entries[MAX_ENTRIES:] + stale:
+        stale = [
+            path for path in [*directory.glob("*.tmp"), *directory.glob("locks/*.lock")] if path.stat().st_mtime < an_hour_ago
+        ]
+        for path in entries[MAX_ENTRIES:] + kept[MAX_ENTRIES:] + stale:
             path.unlink(missing_ok=True)
     except OSError:
         pass  # another worker pruned it first
