@@ -605,8 +605,12 @@ def close_storages() -> None:
     log back into its file as its last connection closes, and leaves no -wal or -shm file beside
     it; a process that ends without the collector's last pass (see the CLI) still closes them so."""
     for storage in list(_OPEN_STORAGES):
-        storage.remove_session()
-        storage.engine.dispose()
+        # A database that went away has nothing left to fold in; the error that ended the
+        # command, if any, is the one to tell.
+        with contextlib.suppress(Exception):
+            storage.remove_session()
+        with contextlib.suppress(Exception):
+            storage.engine.dispose()
 
 
 def _check_schema(storage: SweepRDBStorage) -> None:
