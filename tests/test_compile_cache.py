@@ -153,3 +153,15 @@ def test_a_program_kept_before_is_loaded_by_every_worker_at_once(monkeypatch, tm
         fcntl.flock(held, fcntl.LOCK_EX)  # a worker of a later run, loading it
         with compile_cache.compiling_alone("the program"):
             pass
+
+
+def test_a_first_call_that_fails_lets_the_others_compile_and_keeps_nothing(monkeypatch, tmp_path):
+    monkeypatch.setattr(compile_cache, "_in_use", [tmp_path])
+    monkeypatch.setattr(compile_cache, "_started", set())
+    with pytest.raises(RuntimeError, match="out of memory"):
+        with compile_cache.compiling_alone("the program"):
+            raise RuntimeError("out of memory")
+    assert not list((tmp_path / "locks").glob("*.kept"))
+    (lock,) = (tmp_path / "locks").glob("*.lock")
+    with open(lock) as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: raises BlockingIOError if held

@@ -96,25 +96,29 @@ def compiling_alone(key: str) -> Iterator[None]:
     _started.add(key)
     name = directory / "locks" / hashlib.sha256(key.encode()).hexdigest()[:32]
     kept = name.with_suffix(".kept")
-    try:
-        if kept.exists():
-            yield
-            return
-        name.parent.mkdir(exist_ok=True)
-        handle = open(name.with_suffix(".lock"), "a+")
-    except OSError:
-        yield  # no lock to be had: compile as if alone
+    handle = None if kept.exists() else _open_lock(name.with_suffix(".lock"))
+    if handle is None:  # kept already, or no lock to be had: compile (or load) as if alone
+        yield
         return
     with handle:
         if _try_lock(handle):
             try:
                 yield
-                kept.touch()
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):
+                kept.touch()
             return
         _wait_for_entry(directory, handle)
-        yield
+    yield
+
+
+def _open_lock(path: Path) -> IO[str] | None:
+    try:
+        path.parent.mkdir(exist_ok=True)
+        return open(path, "a+")
+    except OSError:
+        return None
 
 
 def _try_lock(handle: IO[str]) -> bool:
