@@ -155,9 +155,9 @@ def report(trial: Trial, values: Mapping[int, float]) -> None:
     on sweep's storage (Optuna commits each alone: 30 round trips for a pack of 30 repeats). A
     step already reported keeps its value, as with `trial.report`."""
     new = {step: float(value) for step, value in values.items() if step not in trial._cached_frozen_trial.intermediate_values}
-    storage = getattr(trial.study._storage, "_backend", trial.study._storage)
     if not new:
         return
+    storage = getattr(trial.study._storage, "_backend", trial.study._storage)
     if not hasattr(storage, "set_trial_intermediate_values"):
         for step, value in new.items():
             trial.report(value, step=step)

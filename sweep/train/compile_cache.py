@@ -143,6 +143,11 @@ def _wait_for_entry(directory: Path, handle: IO[str]) -> None:
             return
 
 
+def _oldest_beyond(paths: Iterator[Path]) -> list[Path]:
+    """The paths beyond the MAX_ENTRIES most recently written."""
+    return sorted(paths, key=lambda path: path.stat().st_mtime, reverse=True)[MAX_ENTRIES:]
+
+
 def _is_usable(directory: Path) -> bool:
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -156,13 +161,11 @@ def _is_usable(directory: Path) -> bool:
 def _prune(directory: Path) -> None:
     """Drop the oldest entries beyond MAX_ENTRIES, and temporary files of writes that never ended."""
     try:
-        entries = sorted(directory.glob("*.pb"), key=lambda path: path.stat().st_mtime, reverse=True)
-        kept = sorted(directory.glob("locks/*.kept"), key=lambda path: path.stat().st_mtime, reverse=True)
         an_hour_ago = time.time() - 3600
         stale = [
             path for path in [*directory.glob("*.tmp"), *directory.glob("locks/*.lock")] if path.stat().st_mtime < an_hour_ago
         ]
-        for path in entries[MAX_ENTRIES:] + kept[MAX_ENTRIES:] + stale:
+        for path in _oldest_beyond(directory.glob("*.pb")) + _oldest_beyond(directory.glob("locks/*.kept")) + stale:
             path.unlink(missing_ok=True)
     except OSError:
         pass  # another worker pruned it first
