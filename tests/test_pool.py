@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import sys
+from types import SimpleNamespace
 
 from sweep.data.problems import load_problem
 from sweep.spec import EchoFirstProblem
-from sweep.train.pool import RepeatPool
+from sweep.train.pool import RepeatPool, _next_index
 
 
 def loaded_modules() -> set[str]:
@@ -20,3 +22,31 @@ def test_workers_leave_out_what_tensorflow_would_import_for_nothing() -> None:
         loaded = pool._executor.submit(loaded_modules).result(timeout=120)
     assert {"tensorflow", "keras"} <= loaded  # the worker is started, TensorFlow and Keras with it
     assert not loaded & {"jax", "pandas", "pyarrow", "IPython"}
+
+
+def test_workers_take_the_gpus_in_turn_each_growing_its_memory(monkeypatch) -> None:
+    """Where the machine has GPUs, TensorFlow would map nearly all of each one's memory in the
+    first worker and put every worker on the first GPU."""
+    from sweep.train import _common
+
+    gpus = [SimpleNamespace(name=f"/physical_device:GPU:{i}", device_type="GPU") for i in range(2)]
+    visible, growing = [], []
+    monkeypatch.setattr(_common.tf.config, "list_physical_devices", lambda kind=None: gpus if kind == "GPU" else [])
+    monkeypatch.setattr(_common.tf.config, "set_visible_devices", lambda device, kind: visible.append((device.name, kind)))
+    monkeypatch.setattr(_common.tf.config.experimental, "set_memory_growth", lambda device, on: growing.append((device.name, on)))
+
+    started = multiprocessing.get_context("spawn").Value("i", 0)
+    for _ in range(3):
+        _common.share_gpus(_next_index(started))
+
+    names = [gpu.name for gpu in gpus]
+    assert visible == [(names[0], "GPU"), (names[1], "GPU"), (names[0], "GPU")]
+    assert growing == [(names[0], True), (names[1], True), (names[0], True)]
+
+
+def test_a_machine_without_a_gpu_trains_as_before() -> None:
+    from sweep.train import _common
+
+    assert _common.tf.config.list_physical_devices("GPU") == []
+    _common.share_gpus(0)  # changes nothing: no device is hidden, none is configured
+    assert [device.device_type for device in _common.tf.config.get_visible_devices()] == ["CPU"]

@@ -40,6 +40,23 @@ def limit_threads(n_threads: int) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(n_threads)
 
 
+def share_gpus(worker_index: int) -> None:
+    """Give this worker process one of the machine's GPUs, if it has any, in turn by worker index,
+    to take memory on as it needs it; call before any TensorFlow operation runs.
+
+    TensorFlow places every operation on the first GPU it sees, where there is one, and maps
+    nearly all of every visible GPU's memory at its first operation: the second worker process
+    would find none left, and the other GPUs would sit idle. ``CUDA_VISIBLE_DEVICES`` still
+    decides which GPUs the workers share.
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return
+    gpu = gpus[worker_index % len(gpus)]
+    tf.config.set_visible_devices(gpu, "GPU")
+    tf.config.experimental.set_memory_growth(gpu, True)
+
+
 @dataclass(frozen=True)
 class Architecture:
     """Everything that fixes the shapes and the loss of a network for one grid point."""

@@ -19,6 +19,7 @@ import types
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.sharedctypes import Synchronized
 from typing import TYPE_CHECKING
 
 from sweep.data.problems import Dataset
@@ -66,7 +67,7 @@ def default_workers() -> int:
 _NOT_IN_WORKERS = ("jax", "pandas", "IPython")
 
 
-def _start_worker(dataset: Dataset, n_threads: int, parent: int) -> None:
+def _start_worker(dataset: Dataset, n_threads: int, parent: int, started: Synchronized) -> None:
     # Ctrl-C reaches the whole process group; the main process alone decides what to keep.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     end_with_parent(parent)
@@ -78,7 +79,16 @@ def _start_worker(dataset: Dataset, n_threads: int, parent: int) -> None:
         # TensorFlow's native start-up chatter goes straight to file descriptor 2.
         from sweep.train import _common, _worker
     _common.limit_threads(n_threads)
+    _common.share_gpus(_next_index(started))
     _worker.set_dataset(dataset)
+
+
+def _next_index(started: Synchronized) -> int:
+    """This worker's number among those its pool started, 0 for the first."""
+    with started.get_lock():
+        index = started.value
+        started.value += 1
+    return index
 
 
 # Linux's prctl option that delivers a signal to a process when its parent dies.
@@ -139,11 +149,12 @@ class RepeatPool:
 
     def _start(self) -> ProcessPoolExecutor:
         n_threads = max(1, default_workers() // self.n_workers)
+        context = _SpawnContext()
         return ProcessPoolExecutor(
             max_workers=self.n_workers,
-            mp_context=_SpawnContext(),
+            mp_context=context,
             initializer=_start_worker,
-            initargs=(self.dataset, n_threads, os.getpid()),
+            initargs=(self.dataset, n_threads, os.getpid(), context.Value("i", 0)),
         )
 
     def run(self, jobs: Sequence[PackJob]) -> Iterator[tuple[PackJob, PackResult | BaseException]]:
