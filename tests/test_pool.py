@@ -76,9 +76,10 @@ def test_workers_take_the_gpus_in_turn_each_growing_its_memory(monkeypatch) -> N
     assert growing == [(names[0], True), (names[1], True), (names[0], True)]
 
 
-def test_a_machine_without_a_gpu_trains_as_before() -> None:
+def test_without_a_gpu_nothing_is_hidden_or_configured() -> None:
     from sweep.train import _common
 
-    assert _common.tf.config.list_physical_devices("GPU") == []
-    _common.share_gpus(0)  # changes nothing: no device is hidden, none is configured
+    if _common.tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU")
+    _common.share_gpus(0)
     assert [device.device_type for device in _common.tf.config.get_visible_devices()] == ["CPU"]
