@@ -109,8 +109,8 @@ def keep_freed_memory() -> None:
     its first. On a virtual machine whose host takes freed memory back (a balloon device's free
     page reporting) that costs up to 3 s per GB, not 0.1 s: an epoch on 1,000- and 2,000-step
     subsequences trained 14-18% faster kept, the default study 8% faster. What the process holds
-    stays at the peak it reached, which the packs' memory budget already bounds (1.57 GB against
-    1.40 GB on 1,344-step sequences).
+    stays at the peak it reached, which the packs' memory budget already bounds (1.6 GB against
+    1.4 GB on 1,344-step sequences).
     """
     if not sys.platform.startswith("linux"):
         return
